@@ -1,0 +1,169 @@
+"""The LightningDataModule: a dataset of preference pairs in, padded chosen/rejected batches out."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import datasets
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import DataLoader
+
+from gpo_lab.errors import ConfigError
+from gpo_lab.data.tokenization import Truncation, encode_pair, is_conversation, prompt_start_token, render_texts
+
+log = logging.getLogger(__name__)
+
+PAIR_FIELDS = ("prompt", "chosen", "rejected")
+
+
+class DataError(ConfigError):
+    """Preference data that cannot be used, with what was found and how to fix it."""
+
+
+class PreferenceDataModule(pl.LightningDataModule):
+    """Maps a dataset's columns onto prompt/chosen/rejected, tokenizes, truncates and batches.
+
+    Rows are batched as ``input_ids`` of shape (2B, T): the B chosen sequences, then the B
+    rejected ones, so each model needs one forward pass per batch. ``response_mask`` marks the
+    response tokens whose log-probs count.
+    """
+
+    def __init__(
+        self,
+        dataset: datasets.Dataset | datasets.DatasetDict,
+        columns: dict[str, str] | None = None,
+        max_length: int = 512,
+        max_prompt_length: int | None = 256,
+        batch_size: int = 8,
+        eval_batch_size: int | None = None,
+        train_split: str = "train",
+        val_split: str | None = None,
+        val_size: float | int = 0.1,
+        padding_side: str = "right",
+        num_workers: int = 0,
+        seed: int = 0,
+        tokenizer=None,
+    ):
+        super().__init__()
+        if padding_side not in ("left", "right"):
+            raise ConfigError(f"data.padding_side must be 'left' or 'right', got {padding_side!r}.")
+        for name, value in (("batch_size", batch_size), ("eval_batch_size", eval_batch_size or 1)):
+            if value < 1:
+                raise ConfigError(f"data.{name} must be >= 1, got {value}.")
+        self.raw = dataset
+        self.columns = {field: field for field in PAIR_FIELDS} | dict(columns or {})
+        self.truncation = Truncation(max_length, max_prompt_length)
+        self.batch_size, self.eval_batch_size = batch_size, eval_batch_size or batch_size
+        self.train_split, self.val_split, self.val_size = train_split, val_split, val_size
+        self.padding_side, self.num_workers, self.seed = padding_side, num_workers, seed
+        self.tokenizer = tokenizer
+        self.stats: dict[str, int] = {}
+        self.train_set = self.val_set = None
+
+    # ----------------------------------------------------------------- preparation
+    def setup(self, stage: str | None = None) -> None:
+        if self.train_set is not None:
+            return
+        if self.tokenizer is None:
+            raise RuntimeError("PreferenceDataModule needs a tokenizer before setup().")
+        train, val = self._splits()
+        self.train_set = self._encode(train, "train")
+        self.val_set = self._encode(val, "validation")
+
+    def _splits(self) -> tuple[datasets.Dataset, datasets.Dataset]:
+        raw = self.raw
+        if isinstance(raw, datasets.DatasetDict):
+            if self.train_split not in raw:
+                raise DataError(f"No split {self.train_split!r} (data.train_split); the dataset has {list(raw)}.")
+            if self.val_split is not None:
+                if self.val_split not in raw:
+                    raise DataError(f"No split {self.val_split!r} (data.val_split); the dataset has {list(raw)}.")
+                return self._mapped(raw[self.train_split]), self._mapped(raw[self.val_split])
+            raw = raw[self.train_split]
+        data = self._mapped(raw)
+        if len(data) < 2:
+            raise DataError(f"The dataset has {len(data)} pairs; at least 2 are needed (one to train, one to validate).")
+        split = data.train_test_split(test_size=self.val_size, seed=self.seed, shuffle=True)
+        return split["train"], split["test"]
+
+    def _mapped(self, data: datasets.Dataset) -> datasets.Dataset:
+        """Select and rename the mapped columns, naming any that are missing."""
+        missing = [f"{field} (column {column!r})" for field, column in self.columns.items() if column not in data.column_names]
+        if missing:
+            raise DataError(
+                f"The dataset lacks the mapped columns: {', '.join(missing)}. Columns found: "
+                f"{data.column_names}. Set data.columns.prompt/chosen/rejected to the right names."
+            )
+        data = data.select_columns(list(dict.fromkeys(self.columns.values())))
+        return data.map(lambda row: {field: row[column] for field, column in self.columns.items()},
+                        remove_columns=[c for c in data.column_names if c not in PAIR_FIELDS],
+                        keep_in_memory=True)
+
+    def _encode(self, data: datasets.Dataset, split: str) -> datasets.Dataset:
+        start = prompt_start_token(self.tokenizer)
+        encoded, identical, dropped = [], 0, 0
+        for row in data:
+            self._check_types(row)
+            prompt, chosen, rejected = render_texts(row["prompt"], row["chosen"], row["rejected"], self.tokenizer)
+            identical += chosen == rejected
+            pair = encode_pair(prompt, chosen, rejected, self.tokenizer, self.truncation, start)
+            if pair is None:
+                dropped += 1
+            else:
+                encoded.append(pair)
+        self.stats |= {f"{split}_pairs": len(encoded), f"{split}_dropped_empty": dropped,
+                       f"{split}_identical": identical}
+        if dropped:
+            log.warning("%s: dropped %d of %d pairs whose chosen or rejected response is empty after "
+                        "truncation (data.max_length=%d, data.max_prompt_length=%s).", split, dropped,
+                        len(data), self.truncation.max_length, self.truncation.max_prompt_length)
+        if identical:
+            log.warning("%s: %d pairs have chosen == rejected; they carry no preference signal.", split, identical)
+        if not encoded:
+            raise DataError(
+                f"Every {split} pair was dropped: no response survives truncation to data.max_length="
+                f"{self.truncation.max_length} with data.max_prompt_length={self.truncation.max_prompt_length}. "
+                "Raise data.max_length or lower data.max_prompt_length."
+            )
+        log.info("%s: %d pairs", split, len(encoded))
+        return datasets.Dataset.from_list(encoded)
+
+    def _check_types(self, row: dict[str, Any]) -> None:
+        for field in PAIR_FIELDS:
+            value = row[field]
+            if not (isinstance(value, str) or is_conversation(value) or (field != "prompt" and isinstance(value, dict))):
+                raise DataError(
+                    f"Column {self.columns[field]!r} ({field}) holds {type(value).__name__} values; "
+                    "expected text or a list of chat messages ({'role': ..., 'content': ...})."
+                )
+
+    # ----------------------------------------------------------------- loaders
+    def train_dataloader(self) -> DataLoader:
+        generator = torch.Generator().manual_seed(self.seed)
+        return DataLoader(self.train_set, batch_size=self.batch_size, shuffle=True, generator=generator,
+                          collate_fn=self.collate, num_workers=self.num_workers)
+
+    def val_dataloader(self) -> DataLoader:
+        return DataLoader(self.val_set, batch_size=self.eval_batch_size, shuffle=False,
+                          collate_fn=self.collate, num_workers=self.num_workers)
+
+    def collate(self, pairs: list[dict]) -> dict[str, torch.Tensor]:
+        rows = [(p["prompt_ids"], p["chosen_ids"]) for p in pairs] + [(p["prompt_ids"], p["rejected_ids"]) for p in pairs]
+        return pad_rows(rows, self.tokenizer.pad_token_id, self.padding_side)
+
+
+def pad_rows(rows: list[tuple[list[int], list[int]]], pad_id: int, side: str = "right") -> dict[str, torch.Tensor]:
+    """Pad (prompt, response) rows into input_ids, attention_mask and response_mask tensors."""
+    width = max(len(prompt) + len(response) for prompt, response in rows)
+    input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
+    response_mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, (prompt, response) in enumerate(rows):
+        length = len(prompt) + len(response)
+        start = 0 if side == "right" else width - length
+        input_ids[i, start:start + length] = torch.tensor(prompt + response)
+        attention_mask[i, start:start + length] = 1
+        response_mask[i, start + len(prompt):start + length] = 1
+    return {"input_ids": input_ids, "attention_mask": attention_mask, "response_mask": response_mask}

@@ -1,0 +1,183 @@
+"""The GPO loss family: E_mu[f(beta * rho)] for a convex f with f'(0) < 0.
+
+Each f of the paper's table is a plain function of a tensor ``z`` so that users and notebooks
+can plot it; :class:`GPOLoss` wraps any such f (a built-in or a user's own, named by its dotted
+path in a config file), checks at start-up that it really defines a GPO loss, and applies it to
+the policy/reference log-ratio margins of a batch.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from hydra.utils import get_method
+
+from gpo_lab.errors import ConfigError
+
+LossFunction = Callable[[torch.Tensor], torch.Tensor]
+
+
+def logistic(z: torch.Tensor) -> torch.Tensor:
+    """log(1 + exp(-z)): DPO."""
+    return F.softplus(-z)
+
+
+def hinge(z: torch.Tensor) -> torch.Tensor:
+    """max(0, 1 - z): SLiC with the reference-normalised margin."""
+    return torch.relu(1 - z)
+
+
+def squared(z: torch.Tensor) -> torch.Tensor:
+    """(z - 1)^2: IPO up to a rescaling of beta (see README)."""
+    return (z - 1) ** 2
+
+
+def exponential(z: torch.Tensor) -> torch.Tensor:
+    """exp(-z), computed in at least float32 because it overflows for large negative z."""
+    return torch.exp(-_at_least_float32(z))
+
+
+def truncated_quadratic(z: torch.Tensor) -> torch.Tensor:
+    """max(0, 1 - z)^2."""
+    return torch.relu(1 - z) ** 2
+
+
+def savage(z: torch.Tensor) -> torch.Tensor:
+    """1 / (1 + exp(z))^2 = sigmoid(-z)^2, stable for any z."""
+    return torch.sigmoid(-z) ** 2
+
+
+def _at_least_float32(z: torch.Tensor) -> torch.Tensor:
+    return z if z.dtype in (torch.float32, torch.float64) else z.float()
+
+
+@dataclass(frozen=True)
+class Derivatives:
+    """f(0), f'(0) and f''(0): what the offline-regularization analysis needs."""
+
+    f0: float
+    d1: float
+    d2: float
+
+    @property
+    def regularization_ratio(self) -> float:
+        """f''(0)/|f'(0)|: the weight of the mu-weighted squared penalty per unit of beta."""
+        return self.d2 / abs(self.d1)
+
+
+# Exact values at 0, from the closed forms (hinge and truncated quadratic are smooth at 0).
+EXACT_DERIVATIVES: dict[str, Derivatives] = {
+    "logistic": Derivatives(math.log(2.0), -0.5, 0.25),
+    "hinge": Derivatives(1.0, -1.0, 0.0),
+    "squared": Derivatives(1.0, -2.0, 2.0),
+    "exponential": Derivatives(1.0, -1.0, 1.0),
+    "truncated_quadratic": Derivatives(1.0, -2.0, 2.0),
+    "savage": Derivatives(0.25, -0.25, 0.125),
+}
+
+BUILTIN_FUNCTIONS: dict[str, LossFunction] = {
+    "logistic": logistic,
+    "hinge": hinge,
+    "squared": squared,
+    "exponential": exponential,
+    "truncated_quadratic": truncated_quadratic,
+    "savage": savage,
+}
+
+# The names other papers and libraries use for members of the family.
+ALIASES: dict[str, str] = {"dpo": "logistic", "ipo": "squared", "slic": "hinge"}
+
+
+class InvalidGPOLoss(ConfigError):
+    """Raised at start-up when a function does not define a GPO loss."""
+
+
+def resolve_function(fn: str | LossFunction) -> tuple[str, LossFunction]:
+    """Turn a table name, an alias or a dotted import path into (name, f)."""
+    if callable(fn):
+        return getattr(fn, "__name__", "custom"), fn
+    name = ALIASES.get(fn, fn)
+    if name in BUILTIN_FUNCTIONS:
+        return name, BUILTIN_FUNCTIONS[name]
+    if "." not in name:
+        valid = sorted(BUILTIN_FUNCTIONS) + sorted(ALIASES)
+        raise InvalidGPOLoss(
+            f"Unknown GPO loss {fn!r}. Valid names: {', '.join(valid)}; "
+            "or give the dotted import path of your own convex function (e.g. mypkg.losses.my_f)."
+        )
+    try:
+        function = get_method(name)
+    except Exception as error:  # hydra wraps import errors in its own types
+        raise InvalidGPOLoss(f"Cannot import the loss function {name!r}: {error}") from error
+    return name.rsplit(".", 1)[-1], function
+
+
+def numerical_derivatives(f: LossFunction, h: float = 1e-4) -> Derivatives:
+    """Central finite differences at 0 in float64; exact enough to check signs and ratios."""
+    z = torch.tensor([-h, 0.0, h], dtype=torch.float64)
+    lo, mid, hi = (float(v) for v in f(z))
+    return Derivatives(mid, (hi - lo) / (2 * h), (hi - 2 * mid + lo) / h**2)
+
+
+def check_gpo_function(name: str, f: LossFunction, grid_radius: float = 10.0, points: int = 2001) -> None:
+    """Refuse f unless it is finite, convex on a grid and decreasing at 0 (f'(0) < 0)."""
+    z = torch.linspace(-grid_radius, grid_radius, points, dtype=torch.float64)
+    try:
+        values = f(z)
+    except Exception as error:
+        raise InvalidGPOLoss(f"Loss {name!r} fails on a float64 tensor: {error}") from error
+    if not isinstance(values, torch.Tensor) or values.shape != z.shape:
+        raise InvalidGPOLoss(f"Loss {name!r} must map a tensor z to a tensor of the same shape, elementwise.")
+    values = values.to(torch.float64)
+    if not torch.isfinite(values).all():
+        bad = z[~torch.isfinite(values)][0].item()
+        raise InvalidGPOLoss(f"Loss {name!r} is not finite at z={bad:.3g}.")
+    second_differences = values[2:] - 2 * values[1:-1] + values[:-2]
+    tolerance = 1e-9 * (1 + values.abs().max().item())
+    if (second_differences < -tolerance).any():
+        where = z[1:-1][second_differences < -tolerance][0].item()
+        raise InvalidGPOLoss(
+            f"Loss {name!r} is not convex: its second difference is negative near z={where:.3g}. "
+            "A GPO loss needs a convex f with f'(0) < 0."
+        )
+    slope = numerical_derivatives(f).d1
+    if not slope < 0:
+        raise InvalidGPOLoss(
+            f"Loss {name!r} has f'(0) = {slope:.4g}, but a GPO loss needs f'(0) < 0 "
+            "(it must reward a larger preference margin)."
+        )
+
+
+class GPOLoss(torch.nn.Module):
+    """f(beta * rho) averaged over a batch, for f given by name or dotted path.
+
+    Built from the ``loss`` config group; ``fn`` is a table name (``logistic``), an alias
+    (``dpo``) or the import path of any user function (``mypkg.losses.my_f``).
+    """
+
+    def __init__(self, fn: str | LossFunction, check: bool = True):
+        super().__init__()
+        self.name, self.function = resolve_function(fn)
+        if check:
+            check_gpo_function(self.name, self.function)
+        self.derivatives = EXACT_DERIVATIVES.get(self.name) or numerical_derivatives(self.function)
+
+    def per_example(self, rho: torch.Tensor, beta: float) -> torch.Tensor:
+        return self.function(beta * _at_least_float32(rho))
+
+    def forward(self, rho: torch.Tensor, beta: float) -> torch.Tensor:
+        return self.per_example(rho, beta).mean()
+
+    def extra_repr(self) -> str:
+        d = self.derivatives
+        return f"{self.name}: f(0)={d.f0:.4g}, f'(0)={d.d1:.4g}, f''(0)={d.d2:.4g}"
+
+
+def validate_beta(beta: float) -> float:
+    if not isinstance(beta, (int, float)) or isinstance(beta, bool) or not math.isfinite(beta) or beta <= 0:
+        raise ConfigError(f"beta must be a finite number > 0, got {beta!r}. Set e.g. beta=0.1.")
+    return float(beta)

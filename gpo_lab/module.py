@@ -1,0 +1,116 @@
+"""The LightningModule: a trainable policy, a frozen reference and a GPO loss."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import pytorch_lightning as pl
+import torch
+
+from gpo_lab.logprobs import sequence_logprobs
+from gpo_lab.losses import GPOLoss, validate_beta
+from gpo_lab.metrics import preference_metrics
+
+
+class GPOModule(pl.LightningModule):
+    """Trains pi_theta on E_mu[f(beta * rho)] against a frozen pi_ref.
+
+    The reference is kept out of checkpoints (it is rebuilt from the config, exactly as at the
+    start), so a checkpoint holds the policy and optimizer state only.
+    """
+
+    def __init__(
+        self,
+        policy: torch.nn.Module,
+        reference: torch.nn.Module,
+        loss: GPOLoss,
+        beta: float,
+        optimizer: Callable,
+        warmup_steps: int = 0,
+    ):
+        super().__init__()
+        self.policy = policy
+        self.reference = reference
+        self.loss = loss
+        self.beta = validate_beta(beta)
+        self.optimizer_factory = optimizer
+        self.warmup_steps = warmup_steps
+        self._val_outputs: list[dict[str, torch.Tensor]] = []
+
+    def train(self, mode: bool = True) -> "GPOModule":
+        """Lightning switches the whole module to train mode; the reference always stays in eval."""
+        super().train(mode)
+        self.reference.eval()
+        return self
+
+    # ----------------------------------------------------------------- log-probs and loss
+    def batch_logprobs(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        inputs = {k: batch[k] for k in ("input_ids", "attention_mask", "response_mask")}
+        policy = sequence_logprobs(self.policy, **inputs)
+        if "reference_logps" in batch:
+            reference = batch["reference_logps"].to(policy.dtype)
+        else:
+            with torch.no_grad():
+                reference = sequence_logprobs(self.reference, **inputs)
+        half = policy.shape[0] // 2
+        return {
+            "policy_chosen": policy[:half],
+            "policy_rejected": policy[half:],
+            "reference_chosen": reference[:half],
+            "reference_rejected": reference[half:],
+        }
+
+    def per_example_loss(self, logps: dict[str, torch.Tensor]) -> torch.Tensor:
+        rho = (logps["policy_chosen"] - logps["reference_chosen"]) - (
+            logps["policy_rejected"] - logps["reference_rejected"]
+        )
+        return self.loss.per_example(rho, self.beta)
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        logps = self.batch_logprobs(batch)
+        losses = self.per_example_loss(logps)
+        metrics = preference_metrics(**{k: v.detach() for k, v in logps.items()}, per_example_loss=losses.detach(),
+                                     beta=self.beta)
+        metrics["lr"] = torch.tensor(self.trainer.optimizers[0].param_groups[0]["lr"])
+        loss = metrics.pop("loss")
+        self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=False, batch_size=losses.numel())
+        self.log_dict({f"train/{k}": v for k, v in metrics.items()}, on_step=True, on_epoch=False,
+                      batch_size=losses.numel())
+        return losses.mean()
+
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        norms = [p.grad.detach().norm(2) for p in self.policy.parameters() if p.grad is not None]
+        total = torch.linalg.vector_norm(torch.stack(norms)) if norms else torch.zeros(())
+        self.log("train/grad_norm", total, on_step=True, on_epoch=False)
+
+    # ----------------------------------------------------------------- validation
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        logps = self.batch_logprobs(batch)
+        self._val_outputs.append({**logps, "per_example_loss": self.per_example_loss(logps)})
+
+    def on_validation_epoch_end(self) -> None:
+        """Statistics over the whole held-out set at once, so stds and errors are exact."""
+        if not self._val_outputs:
+            return
+        joined = {k: torch.cat([o[k] for o in self._val_outputs]) for k in self._val_outputs[0]}
+        self._val_outputs.clear()
+        metrics = preference_metrics(**joined, beta=self.beta)
+        self.log_dict({f"val/{k}": v for k, v in metrics.items()}, on_step=False, on_epoch=True)
+
+    # ----------------------------------------------------------------- optimisation
+    def configure_optimizers(self):
+        optimizer = self.optimizer_factory(params=[p for p in self.policy.parameters() if p.requires_grad])
+        warmup = self.warmup_steps
+        schedule = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda step: min(1.0, (step + 1) / warmup) if warmup > 0 else 1.0
+        )
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+
+    # ----------------------------------------------------------------- checkpoints without the reference
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        state = checkpoint["state_dict"]
+        for key in [k for k in state if k.startswith("reference.")]:
+            del state[key]
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["state_dict"].update({f"reference.{k}": v for k, v in self.reference.state_dict().items()})

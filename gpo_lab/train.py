@@ -1,0 +1,94 @@
+"""One training run: build everything the config names, fit, and record the outcome."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from gpo_lab.losses import validate_beta
+from gpo_lab.models import disable_dropout
+from gpo_lab.module import GPOModule
+from gpo_lab.records import MetricsFileLogger, atomic_write_text
+from gpo_lab.summary import RunSummary, ValidationTracker
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT_DIR = "checkpoints"
+LAST_CHECKPOINT = "last.ckpt"
+
+
+def describe_run(cfg: DictConfig) -> dict[str, Any]:
+    """The identifying numbers of a run, as the report and sweep tools read them."""
+    return {
+        "name": cfg.get("name"),
+        "loss": OmegaConf.select(cfg, "loss.fn"),
+        "beta": cfg.beta,
+        "lr": OmegaConf.select(cfg, "optim.lr"),
+        "seed": cfg.seed,
+        "overrides": list(cfg.get("overrides") or []),
+    }
+
+
+def last_checkpoint(run_dir: Path) -> Path | None:
+    path = Path(run_dir) / CHECKPOINT_DIR / LAST_CHECKPOINT
+    return path if path.is_file() else None
+
+
+def build_callbacks(cfg: DictConfig) -> list[pl.Callback]:
+    """Every entry of the ``callbacks`` group that is not switched off (set to null)."""
+    return [instantiate(node) for node in (cfg.get("callbacks") or {}).values() if node is not None]
+
+
+def build_loggers(cfg: DictConfig) -> list:
+    return [instantiate(node) for node in (cfg.get("logger") or {}).values() if node is not None]
+
+
+def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
+    """Train one policy as configured; ``summary.json`` in ``run_dir`` records how it ended."""
+    run_dir = Path(run_dir)
+    summary = RunSummary(run_dir, describe_run(cfg))
+    if cfg.get("skip_completed", True) and RunSummary.status_of(run_dir) == "completed":
+        log.info("%s already completed; skipping (set skip_completed=false to train again).", run_dir)
+        return summary.read()
+    trainer = tracker = None
+    try:
+        summary.update()
+        atomic_write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+        beta = validate_beta(cfg.beta)
+        loss = instantiate(cfg.loss)
+        log.info("loss %r", loss)
+        pl.seed_everything(cfg.seed, workers=True)
+        tokenizer = instantiate(cfg.model.tokenizer)
+        datamodule = instantiate(cfg.data, tokenizer=tokenizer, seed=cfg.seed)
+        policy = instantiate(cfg.model.policy, tokenizer=tokenizer)
+        if cfg.model.get("disable_dropout", True):
+            disable_dropout(policy)
+        reference = instantiate(cfg.reference, policy=policy, tokenizer=tokenizer)
+        module = GPOModule(policy, reference, loss, beta, optimizer=instantiate(cfg.optim.optimizer),
+                           warmup_steps=cfg.optim.warmup_steps)
+
+        tracker = ValidationTracker()
+        metrics_file = MetricsFileLogger(run_dir)
+        trainer = instantiate(cfg.trainer, default_root_dir=str(run_dir),
+                              callbacks=[*build_callbacks(cfg), tracker], logger=[metrics_file, *build_loggers(cfg)])
+        metrics_file.trainer = trainer
+        resume_from = last_checkpoint(run_dir)
+        if resume_from is not None:
+            step = torch.load(resume_from, map_location="cpu", weights_only=True, mmap=True)["global_step"]
+            log.info("Resuming from %s (step %d).", resume_from, step)
+            metrics_file.truncate_after(step)
+        trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from)
+        if tracker.step != trainer.global_step or not tracker.final:
+            trainer.validate(module, datamodule=datamodule, verbose=False)
+        summary.completed(trainer, tracker, data=datamodule.stats)
+        log.info("Finished: %s", summary.path)
+        return summary.data
+    except BaseException as error:
+        summary.failed(error, trainer, tracker)
+        raise
