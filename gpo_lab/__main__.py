@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 import sys
-import warnings
 from pathlib import Path
 
 import hydra
@@ -25,11 +24,6 @@ def job_dirname(override_dirname: str) -> str:
     """A job's directory is named by its overrides; a job without any gets ``default``."""
     return override_dirname or "default"
 
-
-# Expected here, not problems: the frozen reference is in eval mode by design, and a machine with
-# SLURM installed is not necessarily running this job under srun.
-warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode.*")
-warnings.filterwarnings("ignore", message=r".*The `srun` command is available.*")
 
 OmegaConf.register_new_resolver("gpo_lab.job_dirname", job_dirname, replace=True)
 

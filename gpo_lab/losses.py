@@ -47,7 +47,12 @@ def truncated_quadratic(z: torch.Tensor) -> torch.Tensor:
 
 
 def savage(z: torch.Tensor) -> torch.Tensor:
-    """1 / (1 + exp(z))^2 = sigmoid(-z)^2, stable for any z."""
+    """1 / (1 + exp(z))^2 = sigmoid(-z)^2, stable for any z.
+
+    The paper's table lists it with the convex losses, but it is convex only for z > -log 2
+    (f'' = 2 s^2 (1 - s)(2 - 3 s) with s = sigmoid(-z)); it is therefore exempt from the
+    start-up convexity check that user functions get.
+    """
     return torch.sigmoid(-z) ** 2
 
 
@@ -156,13 +161,14 @@ class GPOLoss(torch.nn.Module):
     """f(beta * rho) averaged over a batch, for f given by name or dotted path.
 
     Built from the ``loss`` config group; ``fn`` is a table name (``logistic``), an alias
-    (``dpo``) or the import path of any user function (``mypkg.losses.my_f``).
+    (``dpo``) or the import path of any user function (``mypkg.losses.my_f``). User functions
+    are checked at start-up (convex on a grid, f'(0) < 0); the paper's table is trusted as is.
     """
 
-    def __init__(self, fn: str | LossFunction, check: bool = True):
+    def __init__(self, fn: str | LossFunction, check: bool | None = None):
         super().__init__()
         self.name, self.function = resolve_function(fn)
-        if check:
+        if check if check is not None else self.name not in BUILTIN_FUNCTIONS:
             check_gpo_function(self.name, self.function)
         self.derivatives = EXACT_DERIVATIVES.get(self.name) or numerical_derivatives(self.function)
 

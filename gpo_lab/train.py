@@ -3,21 +3,27 @@
 from __future__ import annotations
 
 import logging
+import warnings
 from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
 import torch
-from hydra.utils import instantiate
+from hydra.utils import get_method, instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from gpo_lab.losses import validate_beta
+from gpo_lab.losses import GPOLoss, validate_beta
 from gpo_lab.models import disable_dropout
 from gpo_lab.module import GPOModule
 from gpo_lab.records import MetricsFileLogger, atomic_write_text
 from gpo_lab.summary import RunSummary, ValidationTracker
 
 log = logging.getLogger(__name__)
+
+# Expected here, not problems: the frozen reference is in eval mode by design, and a machine with
+# SLURM installed is not necessarily running this job under srun.
+warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode.*")
+warnings.filterwarnings("ignore", message=r".*The `srun` command is available.*")
 
 CHECKPOINT_DIR = "checkpoints"
 LAST_CHECKPOINT = "last.ckpt"
@@ -49,6 +55,23 @@ def build_loggers(cfg: DictConfig) -> list:
     return [instantiate(node) for node in (cfg.get("logger") or {}).values() if node is not None]
 
 
+def build_language_task(cfg: DictConfig, loss: GPOLoss, beta: float) -> tuple[GPOModule, pl.LightningDataModule]:
+    """The default task: a causal LM policy on a dataset of text preference pairs.
+
+    Other tasks (the tabular bandit, ...) provide a function of the same signature and name it
+    in their experiment config as ``builder``.
+    """
+    tokenizer = instantiate(cfg.model.tokenizer)
+    datamodule = instantiate(cfg.data, tokenizer=tokenizer, seed=cfg.seed)
+    policy = instantiate(cfg.model.policy, tokenizer=tokenizer)
+    if cfg.model.get("disable_dropout", True):
+        disable_dropout(policy)
+    reference = instantiate(cfg.reference, policy=policy, tokenizer=tokenizer)
+    module = GPOModule(policy, reference, loss, beta, optimizer=instantiate(cfg.optim.optimizer),
+                       warmup_steps=cfg.optim.warmup_steps)
+    return module, datamodule
+
+
 def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     """Train one policy as configured; ``summary.json`` in ``run_dir`` records how it ended."""
     run_dir = Path(run_dir)
@@ -64,14 +87,7 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         loss = instantiate(cfg.loss)
         log.info("loss %r", loss)
         pl.seed_everything(cfg.seed, workers=True)
-        tokenizer = instantiate(cfg.model.tokenizer)
-        datamodule = instantiate(cfg.data, tokenizer=tokenizer, seed=cfg.seed)
-        policy = instantiate(cfg.model.policy, tokenizer=tokenizer)
-        if cfg.model.get("disable_dropout", True):
-            disable_dropout(policy)
-        reference = instantiate(cfg.reference, policy=policy, tokenizer=tokenizer)
-        module = GPOModule(policy, reference, loss, beta, optimizer=instantiate(cfg.optim.optimizer),
-                           warmup_steps=cfg.optim.warmup_steps)
+        module, datamodule = get_method(cfg.builder)(cfg, loss, beta)
 
         tracker = ValidationTracker()
         metrics_file = MetricsFileLogger(run_dir)
@@ -86,7 +102,7 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from)
         if tracker.step != trainer.global_step or not tracker.final:
             trainer.validate(module, datamodule=datamodule, verbose=False)
-        summary.completed(trainer, tracker, data=datamodule.stats)
+        summary.completed(trainer, tracker, data=getattr(datamodule, "stats", {}))
         log.info("Finished: %s", summary.path)
         return summary.data
     except BaseException as error:

@@ -1,0 +1,127 @@
+"""The data module: column mapping, truncation, dropped pairs, chat templates, splits and errors."""
+
+import json
+import logging
+
+import datasets
+import pytest
+
+from gpo_lab.data.module import DataError, PreferenceDataModule
+from gpo_lab.data.sources import load
+from gpo_lab.data.tokenization import Truncation, encode_pair
+from gpo_lab.errors import ConfigError
+from gpo_lab.tokenizer import byte_tokenizer, word_tokenizer
+
+WORDS = "p1 p2 p3 p4 p5 good bad fine x".split()
+
+
+@pytest.fixture
+def words():
+    return word_tokenizer(WORDS)
+
+
+def ids(tokenizer, text):
+    return tokenizer(text, add_special_tokens=False)["input_ids"]
+
+
+def test_prompt_cut_from_the_left_and_responses_from_the_right(words):
+    truncation = Truncation(max_length=6, max_prompt_length=3)
+    start = (words.bos_token_id, False)
+    pair = encode_pair("p1 p2 p3 p4 p5", "good fine good fine", "bad", words, truncation, start)
+    assert pair["prompt_ids"] == ids(words, "p3 p4 p5")            # the end of the prompt is kept
+    assert pair["chosen_ids"] == ids(words, "good fine good")       # cut to 6 - 3 tokens
+    assert pair["rejected_ids"] == ids(words, "bad") + [words.eos_token_id]  # EOS ends a response
+
+
+def test_empty_response_is_not_a_pair(words):
+    truncation = Truncation(max_length=8, max_prompt_length=4)
+    assert encode_pair("p1", "", "bad", words, truncation, (words.bos_token_id, False)) is None
+
+
+def test_empty_prompt_gets_a_start_token(words):
+    pair = encode_pair("", "good", "bad", words, Truncation(8, 4), (words.bos_token_id, False))
+    assert pair["prompt_ids"] == [words.bos_token_id]
+
+
+def test_max_prompt_length_must_leave_room():
+    with pytest.raises(ConfigError, match="room for a response"):
+        Truncation(max_length=16, max_prompt_length=16)
+
+
+def make_module(rows, tokenizer, **kwargs):
+    module = PreferenceDataModule(datasets.Dataset.from_list(rows), tokenizer=tokenizer, **kwargs)
+    module.setup("fit")
+    return module
+
+
+def test_dropped_pairs_are_counted_and_logged(words, caplog):
+    rows = [{"prompt": "p1 p2", "chosen": "good", "rejected": "bad"} for _ in range(6)]
+    rows += [{"prompt": "p1", "chosen": "", "rejected": "bad"}, {"prompt": "p1", "chosen": "good", "rejected": ""}]
+    with caplog.at_level(logging.WARNING):
+        module = make_module(rows, words, val_size=2, max_length=8, max_prompt_length=4)
+    stats = module.stats
+    assert stats["train_pairs"] + stats["validation_pairs"] == 6
+    assert stats["train_dropped_empty"] + stats["validation_dropped_empty"] == 2
+    assert "dropped" in caplog.text
+    for batch in (next(iter(module.train_dataloader())), next(iter(module.val_dataloader()))):
+        assert (batch["response_mask"].sum(-1) > 0).all()  # no empty response reaches a batch (no NaN)
+
+
+def test_every_pair_dropped_is_an_error(words):
+    rows = [{"prompt": "p1", "chosen": "", "rejected": "bad"}] * 4
+    with pytest.raises(DataError, match="Every train pair was dropped"):
+        make_module(rows, words, val_size=1, max_length=8, max_prompt_length=4)
+
+
+def test_column_mapping(words):
+    rows = [{"question": "p1 p2", "good_answer": "good", "bad_answer": "bad"}] * 4
+    module = make_module(rows, words, val_size=1, max_length=8, max_prompt_length=4,
+                         columns={"prompt": "question", "chosen": "good_answer", "rejected": "bad_answer"})
+    batch = next(iter(module.train_dataloader()))
+    assert batch["input_ids"].shape[0] == 2 * 3  # 3 chosen rows then 3 rejected rows
+    chosen, rejected = batch["input_ids"][0], batch["input_ids"][3]
+    assert words.decode(chosen[batch["response_mask"][0].bool()]) == "good </s>"
+    assert words.decode(rejected[batch["response_mask"][3].bool()]) == "bad </s>"
+
+
+def test_missing_column_is_named_with_the_columns_found(words):
+    rows = [{"question": "p1", "chosen": "good", "rejected": "bad"}] * 4
+    with pytest.raises(DataError) as error:
+        make_module(rows, words)
+    message = str(error.value)
+    assert "prompt (column 'prompt')" in message and "'question'" in message and "data.columns" in message
+
+
+def test_non_text_column_is_refused(words):
+    rows = [{"prompt": 3, "chosen": "good", "rejected": "bad"}] * 4
+    with pytest.raises(DataError, match="holds int values"):
+        make_module(rows, words)
+
+
+def test_conversational_data_uses_the_chat_template():
+    tokenizer = byte_tokenizer()
+    rows = [{"prompt": [{"role": "user", "content": "hi"}],
+             "chosen": [{"role": "assistant", "content": "hello"}],
+             "rejected": [{"role": "assistant", "content": "go"}]}] * 4
+    module = make_module(rows, tokenizer, val_size=1, max_length=64, max_prompt_length=32)
+    batch = next(iter(module.train_dataloader()))
+    text = tokenizer.decode(batch["input_ids"][0][batch["attention_mask"][0].bool()])
+    response = tokenizer.decode(batch["input_ids"][0][batch["response_mask"][0].bool()])
+    assert text.startswith("<|user|>\nhi\n<|assistant|>\n")
+    assert response == "hello\n</s>"
+
+
+def test_split_and_shuffling_are_deterministic_in_the_seed(words):
+    rows = [{"prompt": f"p{i % 5 + 1}", "chosen": "good " * (i % 3 + 1), "rejected": "bad"} for i in range(40)]
+    order = lambda seed: [b["input_ids"].tolist() for b in make_module(rows, words, seed=seed, batch_size=4).train_dataloader()]
+    assert order(1) == order(1)
+    assert order(1) != order(2)
+
+
+def test_local_jsonl_file(tmp_path, words):
+    path = tmp_path / "pairs.jsonl"
+    path.write_text("".join(json.dumps({"prompt": "p1", "chosen": "good", "rejected": "bad"}) + "\n" for _ in range(5)))
+    data = load(str(path), split="train")
+    assert data.column_names == ["prompt", "chosen", "rejected"] and len(data) == 5
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        load(str(tmp_path / "missing.jsonl"))

@@ -1,0 +1,85 @@
+"""Summed response log-probs against a hand-computed example, with prompt and padding masking."""
+
+import math
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from gpo_lab.data.module import pad_rows
+from gpo_lab.logprobs import sequence_logprobs
+from gpo_lab.models import tiny_causal_lm
+from gpo_lab.tokenizer import byte_tokenizer
+
+
+class Bigram(torch.nn.Module):
+    """Next-token logits depend only on the current token: W[token]."""
+
+    def __init__(self, table):
+        super().__init__()
+        self.table = torch.nn.Parameter(torch.tensor(table, dtype=torch.float32))
+
+    def forward(self, input_ids, attention_mask=None, position_ids=None, use_cache=False):
+        return SimpleNamespace(logits=self.table[input_ids])
+
+
+def bigram():
+    # p(. | 2) = [1, 1, 1, 3] / 6, p(. | 3) = [2, 1, 1, 1] / 5, every other row uniform.
+    table = [[0.0] * 4 for _ in range(4)]
+    table[2][3] = math.log(3)
+    table[3][0] = math.log(2)
+    return Bigram(table)
+
+
+@pytest.mark.parametrize("side", ["right", "left"])
+def test_hand_computed_sum_over_response_tokens_only(side):
+    rows = [([1, 2], [3, 0]), ([2], [3]), ([1, 1, 2], [0])]
+    batch = pad_rows(rows, pad_id=0, side=side)
+    values = sequence_logprobs(bigram(), **batch)
+    expected = [
+        math.log(3 / 6) + math.log(2 / 5),  # p(3|2) p(0|3); the prompt tokens 1, 2 do not count
+        math.log(3 / 6),                    # p(3|2)
+        math.log(1 / 6),                    # p(0|2)
+    ]
+    torch.testing.assert_close(values, torch.tensor(expected), rtol=1e-6, atol=1e-6)
+
+
+def test_padding_tokens_never_count():
+    rows = [([1, 2], [3, 0])]
+    short = sequence_logprobs(bigram(), **pad_rows(rows, pad_id=0))
+    padded = pad_rows(rows + [([1], [1, 1, 1, 1, 1, 1])], pad_id=3)  # pad with a token that would score
+    torch.testing.assert_close(sequence_logprobs(bigram(), **padded)[0], short[0])
+
+
+def test_masks_of_padded_rows():
+    batch = pad_rows([([5, 6], [7]), ([5], [7, 8])], pad_id=0, side="left")
+    assert batch["input_ids"].tolist() == [[5, 6, 7], [5, 7, 8]]
+    batch = pad_rows([([5, 6], [7]), ([5], [7, 8, 9])], pad_id=0, side="left")
+    assert batch["input_ids"].tolist() == [[0, 5, 6, 7], [5, 7, 8, 9]]
+    assert batch["attention_mask"].tolist() == [[0, 1, 1, 1], [1, 1, 1, 1]]
+    assert batch["response_mask"].tolist() == [[0, 0, 0, 1], [0, 1, 1, 1]]
+
+
+@pytest.fixture(scope="module")
+def tiny_model():
+    torch.manual_seed(0)
+    return tiny_causal_lm(byte_tokenizer(), hidden_size=32, num_layers=2, num_heads=2).eval()
+
+
+def test_response_only_projection_equals_full_logits(tiny_model):
+    rows = [([1, 5, 9, 11], [20, 21, 22]), ([1, 7], [30, 31, 32, 33, 34])]
+    batch = pad_rows(rows, pad_id=0)
+    fast = sequence_logprobs(tiny_model, **batch)
+    logits = tiny_model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    logp = torch.log_softmax(logits[:, :-1].float(), -1).gather(-1, batch["input_ids"][:, 1:, None])[..., 0]
+    full = (logp * batch["response_mask"][:, 1:]).sum(-1)
+    torch.testing.assert_close(fast, full, rtol=1e-5, atol=1e-5)
+
+
+def test_left_and_right_padding_agree_on_a_transformer(tiny_model):
+    rows = [([1, 5, 9, 11, 12, 13], [20, 21]), ([1, 7], [30, 31, 32])]
+    right = sequence_logprobs(tiny_model, **pad_rows(rows, pad_id=0, side="right"))
+    left = sequence_logprobs(tiny_model, **pad_rows(rows, pad_id=0, side="left"))
+    alone = torch.stack([sequence_logprobs(tiny_model, **pad_rows([row], pad_id=0))[0] for row in rows])
+    torch.testing.assert_close(right, alone, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(left, alone, rtol=1e-5, atol=1e-5)

@@ -1,0 +1,117 @@
+"""The training path end to end: first loss equals f(0), a step raises rho, outputs are complete."""
+
+import json
+import math
+from functools import partial
+
+import pytest
+import torch
+
+from conftest import run_cli, run_training
+from gpo_lab.data.module import pad_rows
+from gpo_lab.losses import GPOLoss
+from gpo_lab.models import tiny_causal_lm
+from gpo_lab.module import GPOModule
+from gpo_lab.records import read_metrics
+from gpo_lab.reference import frozen_copy
+from gpo_lab.tokenizer import byte_tokenizer
+
+F_AT_ZERO = {"logistic": math.log(2), "hinge": 1.0, "squared": 1.0, "exponential": 1.0,
+             "truncated_quadratic": 1.0, "savage": 0.25}
+
+
+@pytest.mark.parametrize("loss", sorted(F_AT_ZERO))
+def test_first_logged_loss_is_f_of_zero(loss, tmp_path):
+    summary = run_training(["+experiment=smoke", f"loss={loss}", "trainer.max_steps=2", "trainer.val_check_interval=2"],
+                           tmp_path)
+    first = read_metrics(tmp_path / "metrics.jsonl")[0]
+    assert first["step"] == 0
+    assert first["train/loss"] == pytest.approx(F_AT_ZERO[loss], abs=1e-6)
+    assert first["train/rho_mean"] == 0.0
+    assert summary["status"] == "completed" and summary["loss"] == loss
+
+
+def rho_of(module, batch):
+    logps = module.batch_logprobs(batch)
+    return ((logps["policy_chosen"] - logps["reference_chosen"]) - (logps["policy_rejected"] - logps["reference_rejected"]))
+
+
+@pytest.mark.parametrize("loss", sorted(F_AT_ZERO))
+def test_one_step_moves_rho_up(loss):
+    torch.manual_seed(0)
+    tokenizer = byte_tokenizer()
+    policy = tiny_causal_lm(tokenizer, hidden_size=32, num_layers=1, num_heads=2)
+    module = GPOModule(policy, frozen_copy(policy), GPOLoss(loss), beta=0.5, optimizer=partial(torch.optim.SGD, lr=1e-2))
+    encode = lambda text: tokenizer(text, add_special_tokens=False)["input_ids"]
+    rows = [(encode("2+2="), encode("4")), (encode("3+1="), encode("4"))]
+    rows += [(encode("2+2="), encode("five")), (encode("3+1="), encode("three"))]
+    batch = pad_rows(rows, tokenizer.pad_token_id)
+    assert torch.all(rho_of(module, batch) == 0)
+    optimizer = module.configure_optimizers()["optimizer"]
+    module.per_example_loss(module.batch_logprobs(batch)).mean().backward()
+    optimizer.step()
+    with torch.no_grad():
+        assert torch.all(rho_of(module, batch) > 0)
+
+
+def test_reference_is_frozen_and_left_out_of_checkpoints(tmp_path):
+    run_training(["+experiment=smoke", "trainer.max_steps=3", "trainer.val_check_interval=3"], tmp_path)
+    checkpoint = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=False)
+    assert checkpoint["global_step"] == 3
+    assert checkpoint["state_dict"] and not any(k.startswith("reference.") for k in checkpoint["state_dict"])
+
+
+def test_summary_schema(tmp_path):
+    summary = run_training(["+experiment=smoke", "loss=squared", "beta=0.5", "optim.lr=0.002"], tmp_path)
+    on_disk = json.loads((tmp_path / "summary.json").read_text())
+    assert on_disk == summary
+    assert summary["status"] == "completed"
+    assert (summary["loss"], summary["beta"], summary["lr"], summary["seed"]) == ("squared", 0.5, 0.002, 0)
+    assert summary["steps"] == 10 and summary["wall_time_s"] > 0
+    for key in ("val/loss", "val/rho_mean", "val/rewards/accuracies", "val/offline_reg", "val/offline_reg_se"):
+        assert key in summary["final"]
+    best = summary["best"]["val/loss"]
+    assert best["mode"] == "min" and best["step"] in (5, 10)
+    losses = [r["val/loss"] for r in read_metrics(tmp_path / "metrics.jsonl") if "val/loss" in r]
+    assert best["value"] == pytest.approx(min(losses))
+    assert summary["final"]["val/loss"] == pytest.approx(losses[-1])
+    assert (tmp_path / "config.yaml").is_file()
+    logged = read_metrics(tmp_path / "metrics.jsonl")
+    train_keys = {"train/loss", "train/rho_mean", "train/rho_std", "train/rewards/chosen", "train/rewards/rejected",
+                  "train/rewards/margins", "train/rewards/accuracies", "train/logps/chosen", "train/logps/rejected",
+                  "train/grad_norm", "train/lr"}
+    assert train_keys <= set(logged[0])
+    assert [r["step"] for r in logged if "train/loss" in r] == list(range(10))
+    assert [r["step"] for r in logged if "val/loss" in r] == [5, 10]
+
+
+def test_completed_run_is_skipped_on_rerun(tmp_path):
+    first = run_training(["+experiment=smoke", "trainer.max_steps=2", "trainer.val_check_interval=2"], tmp_path)
+    lines = (tmp_path / "metrics.jsonl").read_text()
+    again = run_training(["+experiment=smoke", "trainer.max_steps=2", "trainer.val_check_interval=2"], tmp_path)
+    assert again == first and (tmp_path / "metrics.jsonl").read_text() == lines
+
+
+def test_warmup_then_constant_learning_rate(tmp_path):
+    run_training(["+experiment=smoke", "optim.warmup_steps=4", "optim.lr=0.001"], tmp_path)
+    lrs = [r["train/lr"] for r in read_metrics(tmp_path / "metrics.jsonl") if "train/lr" in r]
+    assert lrs == pytest.approx([0.00025, 0.0005, 0.00075, 0.001, 0.001, 0.001, 0.001, 0.001, 0.001, 0.001])
+
+
+def test_adafactor(tmp_path):
+    summary = run_training(["+experiment=smoke", "optim=adafactor", "optim.lr=0.001"], tmp_path)
+    assert summary["status"] == "completed" and summary["final"]["val/rho_mean"] > 0
+
+
+@pytest.mark.slow
+def test_cli_multirun_gives_four_complete_runs(tmp_path):
+    result = run_cli(["-m", "+experiment=smoke", "loss=logistic,hinge", "beta=0.1,1", f"hydra.sweep.dir={tmp_path}"],
+                     cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    summaries = sorted(tmp_path.glob("*/summary.json"))
+    assert [p.parent.name for p in summaries] == ["beta=0.1,loss=hinge", "beta=0.1,loss=logistic",
+                                                  "beta=1,loss=hinge", "beta=1,loss=logistic"]
+    for path in summaries:
+        summary = json.loads(path.read_text())
+        assert summary["status"] == "completed" and summary["steps"] == 10 and "val/loss" in summary["final"]
+        assert (path.parent / "metrics.jsonl").is_file() and (path.parent / "checkpoints" / "last.ckpt").is_file()
