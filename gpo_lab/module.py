@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import random
 from typing import Callable
 
+import numpy as np
 import pytorch_lightning as pl
 import torch
 
 from gpo_lab.logprobs import sequence_logprobs
 from gpo_lab.losses import GPOLoss, validate_beta
 from gpo_lab.metrics import preference_metrics
+from gpo_lab.safety import check_finite_gradients, check_finite_loss
 
 
 class GPOModule(pl.LightningModule):
@@ -60,15 +63,19 @@ class GPOModule(pl.LightningModule):
             "reference_rejected": reference[half:],
         }
 
-    def per_example_loss(self, logps: dict[str, torch.Tensor]) -> torch.Tensor:
-        rho = (logps["policy_chosen"] - logps["reference_chosen"]) - (
+    @staticmethod
+    def rho(logps: dict[str, torch.Tensor]) -> torch.Tensor:
+        return (logps["policy_chosen"] - logps["reference_chosen"]) - (
             logps["policy_rejected"] - logps["reference_rejected"]
         )
-        return self.loss.per_example(rho, self.beta)
+
+    def per_example_loss(self, logps: dict[str, torch.Tensor]) -> torch.Tensor:
+        return self.loss.per_example(self.rho(logps), self.beta)
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         logps = self.batch_logprobs(batch)
         losses = self.per_example_loss(logps)
+        check_finite_loss(self.global_step, losses, self.rho(logps))
         metrics = preference_metrics(**{k: v.detach() for k, v in logps.items()}, per_example_loss=losses.detach(),
                                      beta=self.beta)
         metrics["lr"] = torch.tensor(self.trainer.optimizers[0].param_groups[0]["lr"])
@@ -79,8 +86,7 @@ class GPOModule(pl.LightningModule):
         return losses.mean()
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
-        norms = [p.grad.detach().norm(2) for p in self.policy.parameters() if p.grad is not None]
-        total = torch.linalg.vector_norm(torch.stack(norms)) if norms else torch.zeros(())
+        total = check_finite_gradients(self.global_step, self.policy.named_parameters())
         self.log("train/grad_norm", total, on_step=True, on_epoch=False)
 
     # ----------------------------------------------------------------- validation
@@ -106,11 +112,30 @@ class GPOModule(pl.LightningModule):
         )
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
 
-    # ----------------------------------------------------------------- checkpoints without the reference
+    # ----------------------------------------------------------------- checkpoints: no reference, all random state
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         state = checkpoint["state_dict"]
         for key in [k for k in state if k.startswith("reference.")]:
             del state[key]
+        checkpoint["random_state"] = capture_random_state()
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["state_dict"].update({f"reference.{k}": v for k, v in self.reference.state_dict().items()})
+        if "random_state" in checkpoint:
+            restore_random_state(checkpoint["random_state"])
+
+
+def capture_random_state() -> dict:
+    """Python, NumPy and torch generator states as plain containers (loadable with weights_only)."""
+    version, internal, gauss = random.getstate()
+    kind, keys, position, has_gauss, cached = np.random.get_state()
+    return {"python": [version, list(internal), gauss], "numpy": [kind, keys.tolist(), position, has_gauss, cached],
+            "torch": torch.get_rng_state()}
+
+
+def restore_random_state(state: dict) -> None:
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    kind, keys, position, has_gauss, cached = state["numpy"]
+    np.random.set_state((kind, np.array(keys, dtype=np.uint32), position, has_gauss, cached))
+    torch.set_rng_state(state["torch"])

@@ -117,6 +117,16 @@ class MetricsFileLogger(Logger):
             handle.write(json.dumps({"step": step, **to_jsonable(metrics)}) + "\n")
 
     def truncate_after(self, step: int) -> None:
-        """Forget records past ``step``: after a resume they would be logged again."""
-        kept = [r for r in read_metrics(self.path) if r.get("step") is None or r["step"] <= step]
-        atomic_write_text(self.path, "".join(json.dumps(r) + "\n" for r in kept))
+        """Forget what a resume from a checkpoint at ``step`` will log again.
+
+        Training at ``step`` and later is repeated; the validation at ``step`` itself is not
+        (Lightning saves the checkpoint just before it and does not rerun it on restart).
+        """
+        def kept(record: dict) -> bool:
+            at = record.get("step")
+            if at is None or at < step:
+                return True
+            return at == step and not any(key.startswith("train/") for key in record)
+
+        records = read_metrics(self.path)
+        atomic_write_text(self.path, "".join(json.dumps(r) + "\n" for r in records if kept(r)))

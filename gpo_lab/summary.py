@@ -65,8 +65,9 @@ class RunSummary:
         except (FileNotFoundError, ValueError):
             return None
 
-    def read(self) -> dict[str, Any]:
-        return read_json(self.path)
+    @staticmethod
+    def read(run_dir: Path) -> dict[str, Any]:
+        return read_json(Path(run_dir) / SUMMARY_FILE)
 
     def update(self, **fields: Any) -> None:
         self.data.update(to_jsonable(fields))

@@ -1,8 +1,10 @@
-"""One training run: build everything the config names, fit, and record the outcome."""
+"""One training run: check the config, build everything it names, fit, and record the outcome."""
 
 from __future__ import annotations
 
 import logging
+import shutil
+import time
 import warnings
 from pathlib import Path
 from typing import Any
@@ -12,11 +14,14 @@ import torch
 from hydra.utils import get_method, instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from gpo_lab.errors import user_facing_cause
 from gpo_lab.losses import GPOLoss, validate_beta
 from gpo_lab.models import disable_dropout
 from gpo_lab.module import GPOModule
-from gpo_lab.records import MetricsFileLogger, atomic_write_text
+from gpo_lab.records import METRICS_FILE, SUMMARY_FILE, MetricsFileLogger, atomic_write_text
+from gpo_lab.safety import AtomicCheckpointIO, RunLock, redact_override, redact_secrets
 from gpo_lab.summary import RunSummary, ValidationTracker
+from gpo_lab.validation import validate_run_config
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +42,7 @@ def describe_run(cfg: DictConfig) -> dict[str, Any]:
         "beta": cfg.beta,
         "lr": OmegaConf.select(cfg, "optim.lr"),
         "seed": cfg.seed,
-        "overrides": list(cfg.get("overrides") or []),
+        "overrides": [redact_override(o) for o in cfg.get("overrides") or []],
     }
 
 
@@ -58,11 +63,13 @@ def build_loggers(cfg: DictConfig) -> list:
 def build_language_task(cfg: DictConfig, loss: GPOLoss, beta: float) -> tuple[GPOModule, pl.LightningDataModule]:
     """The default task: a causal LM policy on a dataset of text preference pairs.
 
-    Other tasks (the tabular bandit, ...) provide a function of the same signature and name it
-    in their experiment config as ``builder``.
+    The data is read, checked and tokenized before the model is loaded, so bad data fails in
+    seconds. Other tasks (the tabular bandit, ...) provide a function of the same signature and
+    name it in their experiment config as ``builder``.
     """
     tokenizer = instantiate(cfg.model.tokenizer)
     datamodule = instantiate(cfg.data, tokenizer=tokenizer, seed=cfg.seed)
+    datamodule.setup("fit")
     policy = instantiate(cfg.model.policy, tokenizer=tokenizer)
     if cfg.model.get("disable_dropout", True):
         disable_dropout(policy)
@@ -72,17 +79,41 @@ def build_language_task(cfg: DictConfig, loss: GPOLoss, beta: float) -> tuple[GP
     return module, datamodule
 
 
+def archive_previous_run(run_dir: Path) -> Path:
+    """Move a finished run's files aside (nothing is deleted) so the directory can train afresh."""
+    archive = run_dir / f"previous-{time.strftime('%Y%m%d-%H%M%S')}"
+    archive.mkdir()
+    for name in (SUMMARY_FILE, METRICS_FILE, "config.yaml", CHECKPOINT_DIR):
+        if (run_dir / name).exists():
+            shutil.move(str(run_dir / name), archive / name)
+    return archive
+
+
 def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
-    """Train one policy as configured; ``summary.json`` in ``run_dir`` records how it ended."""
+    """Train one policy as configured; ``summary.json`` in ``run_dir`` records how it ended.
+
+    The same call on the same directory skips a completed run (unless ``skip_completed`` is
+    false, which archives it and starts over) and resumes an unfinished one from its last
+    checkpoint, with its data order and random state.
+    """
     run_dir = Path(run_dir)
+    with RunLock(run_dir):
+        if RunSummary.status_of(run_dir) == "completed":
+            if cfg.get("skip_completed", True):
+                log.info("%s already completed; skipping (skip_completed=false trains it again).", run_dir)
+                return RunSummary.read(run_dir)
+            log.info("Archived the completed run to %s; training again.", archive_previous_run(run_dir))
+        return _train_locked(cfg, run_dir)
+
+
+def _train_locked(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     summary = RunSummary(run_dir, describe_run(cfg))
-    if cfg.get("skip_completed", True) and RunSummary.status_of(run_dir) == "completed":
-        log.info("%s already completed; skipping (set skip_completed=false to train again).", run_dir)
-        return summary.read()
     trainer = tracker = None
     try:
         summary.update()
-        atomic_write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+        atomic_write_text(run_dir / "config.yaml",
+                          OmegaConf.to_yaml(OmegaConf.create(redact_secrets(OmegaConf.to_container(cfg, resolve=True)))))
+        validate_run_config(cfg)
         beta = validate_beta(cfg.beta)
         loss = instantiate(cfg.loss)
         log.info("loss %r", loss)
@@ -91,7 +122,7 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
 
         tracker = ValidationTracker()
         metrics_file = MetricsFileLogger(run_dir)
-        trainer = instantiate(cfg.trainer, default_root_dir=str(run_dir),
+        trainer = instantiate(cfg.trainer, default_root_dir=str(run_dir), plugins=[AtomicCheckpointIO()],
                               callbacks=[*build_callbacks(cfg), tracker], logger=[metrics_file, *build_loggers(cfg)])
         metrics_file.trainer = trainer
         resume_from = last_checkpoint(run_dir)
@@ -106,5 +137,8 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         log.info("Finished: %s", summary.path)
         return summary.data
     except BaseException as error:
-        summary.failed(error, trainer, tracker)
+        cause = user_facing_cause(error)  # a fixable input error, even when Hydra's instantiate wrapped it
+        summary.failed(cause or error, trainer, tracker)
+        if cause is not None and cause is not error:
+            raise cause from error
         raise

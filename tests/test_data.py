@@ -123,5 +123,5 @@ def test_local_jsonl_file(tmp_path, words):
     path.write_text("".join(json.dumps({"prompt": "p1", "chosen": "good", "rejected": "bad"}) + "\n" for _ in range(5)))
     data = load(str(path), split="train")
     assert data.column_names == ["prompt", "chosen", "rejected"] and len(data) == 5
-    with pytest.raises(FileNotFoundError, match="does not exist"):
+    with pytest.raises(DataError, match="does not exist"):
         load(str(tmp_path / "missing.jsonl"))

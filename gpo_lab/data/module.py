@@ -11,15 +11,13 @@ import torch
 from torch.utils.data import DataLoader
 
 from gpo_lab.errors import ConfigError
+from gpo_lab.data.resumable import ResumableDataLoader
+from gpo_lab.data.sources import DataError
 from gpo_lab.data.tokenization import Truncation, encode_pair, is_conversation, prompt_start_token, render_texts
 
 log = logging.getLogger(__name__)
 
 PAIR_FIELDS = ("prompt", "chosen", "rejected")
-
-
-class DataError(ConfigError):
-    """Preference data that cannot be used, with what was found and how to fix it."""
 
 
 class PreferenceDataModule(pl.LightningDataModule):
@@ -141,9 +139,8 @@ class PreferenceDataModule(pl.LightningDataModule):
 
     # ----------------------------------------------------------------- loaders
     def train_dataloader(self) -> DataLoader:
-        generator = torch.Generator().manual_seed(self.seed)
-        return DataLoader(self.train_set, batch_size=self.batch_size, shuffle=True, generator=generator,
-                          collate_fn=self.collate, num_workers=self.num_workers)
+        return ResumableDataLoader(self.train_set, batch_size=self.batch_size, seed=self.seed,
+                                   collate_fn=self.collate, num_workers=self.num_workers)
 
     def val_dataloader(self) -> DataLoader:
         return DataLoader(self.val_set, batch_size=self.eval_batch_size, shuffle=False,

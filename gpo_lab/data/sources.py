@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import datasets
+
+from gpo_lab.errors import ConfigError
+
+
+class DataError(ConfigError):
+    """Preference data that cannot be used, with what was found and how to fix it."""
 
 LOCAL_FORMATS = {".json": "json", ".jsonl": "json", ".parquet": "parquet", ".csv": "csv"}
 
@@ -24,6 +31,26 @@ def load(
     suffix = Path(path).suffix.lower()
     if data_files is None and suffix in LOCAL_FORMATS:
         if not Path(path).is_file():
-            raise FileNotFoundError(f"Data file {path!r} does not exist (data.dataset.path).")
+            raise DataError(f"Data file {path!r} does not exist (data.dataset.path).")
+        check_json_file(Path(path))
         data_files, path = str(Path(path).resolve()), LOCAL_FORMATS[suffix]
     return datasets.load_dataset(path, name=name, split=split, data_files=data_files, revision=revision)
+
+
+def check_json_file(path: Path) -> None:
+    """Name the line of a malformed JSON Lines record (the generic loader only says it failed)."""
+    if path.suffix.lower() == ".jsonl":
+        with path.open() as handle:
+            for number, line in enumerate(handle, start=1):
+                if line.strip():
+                    try:
+                        json.loads(line)
+                    except json.JSONDecodeError as error:
+                        raise DataError(f"{path.name}, line {number}: not valid JSON ({error.msg} at column "
+                                        f"{error.colno}). Fix or remove that line.") from None
+    elif path.suffix.lower() == ".json":
+        try:
+            json.loads(path.read_text())
+        except json.JSONDecodeError as error:
+            raise DataError(f"{path.name}, line {error.lineno}: not valid JSON ({error.msg} at column "
+                            f"{error.colno}).") from None
