@@ -11,6 +11,7 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
+from lightning_fabric.plugins.environments import SLURMEnvironment
 from hydra.utils import get_method, instantiate
 from omegaconf import DictConfig, OmegaConf
 
@@ -79,6 +80,18 @@ def build_language_task(cfg: DictConfig, loss: GPOLoss, beta: float) -> tuple[GP
     return module, datamodule
 
 
+def trainer_plugins() -> list:
+    """Atomic checkpoint writes; under SLURM, requeueing is left to submitit alone.
+
+    Lightning would also catch SLURM's signal and requeue the job itself; two mechanisms
+    requeueing one job race each other, so Lightning's is switched off.
+    """
+    plugins = [AtomicCheckpointIO()]
+    if SLURMEnvironment.detect():
+        plugins.append(SLURMEnvironment(auto_requeue=False))
+    return plugins
+
+
 def archive_previous_run(run_dir: Path) -> Path:
     """Move a finished run's files aside (nothing is deleted) so the directory can train afresh."""
     archive = run_dir / f"previous-{time.strftime('%Y%m%d-%H%M%S')}"
@@ -122,7 +135,7 @@ def _train_locked(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
 
         tracker = ValidationTracker()
         metrics_file = MetricsFileLogger(run_dir)
-        trainer = instantiate(cfg.trainer, default_root_dir=str(run_dir), plugins=[AtomicCheckpointIO()],
+        trainer = instantiate(cfg.trainer, default_root_dir=str(run_dir), plugins=trainer_plugins(),
                               callbacks=[*build_callbacks(cfg), tracker], logger=[metrics_file, *build_loggers(cfg)])
         metrics_file.trainer = trainer
         resume_from = last_checkpoint(run_dir)

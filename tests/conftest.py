@@ -50,6 +50,31 @@ def run_cli(args: list[str], cwd: Path, timeout: int = 600, env: dict | None = N
                           timeout=timeout, env={**os.environ, **(env or {})})
 
 
+@pytest.fixture(scope="session")
+def slurm_cluster(tmp_path_factory) -> dict:
+    """A running single-node SLURM cluster: the one CI started (SLURM_CONF set), or one started here.
+
+    Starting one needs root (Debian packages and daemons); elsewhere the SLURM tests skip with
+    that reason, except in CI, where a missing cluster is a failure.
+    """
+    script = ROOT / ".ci" / "slurm-cluster"
+    if os.environ.get("SLURM_CONF") and subprocess.run(["sinfo"], capture_output=True).returncode == 0:
+        yield {"SLURM_CONF": os.environ["SLURM_CONF"]}
+        return
+    if os.geteuid() != 0 and not os.environ.get("CI"):
+        pytest.skip("no SLURM cluster is running (SLURM_CONF unset) and starting one needs root")
+    state = tmp_path_factory.mktemp("slurm")
+    subprocess.run([str(script), "install"], check=True)
+    started = subprocess.run([str(script), "start", str(state)], check=True, capture_output=True, text=True)
+    conf = started.stdout.strip().split("SLURM_CONF=", 1)[1].strip("'\"")
+    os.environ["SLURM_CONF"] = conf
+    try:
+        yield {"SLURM_CONF": conf}
+    finally:
+        subprocess.run([str(script), "stop", str(state)], capture_output=True)
+        os.environ.pop("SLURM_CONF", None)
+
+
 @pytest.fixture
 def shared_data() -> Path:
     if not SHARED_DATA.is_dir():

@@ -28,3 +28,26 @@ class PoisonWeightsAtStep(pl.Callback):
         if trainer.global_step == self.step:
             with torch.no_grad():
                 next(module.policy.parameters()).view(-1)[0] = float("nan")
+
+
+class SlowDown(pl.Callback):
+    """Sleep after every step, so that a test can act while a job is still training."""
+
+    def __init__(self, seconds: float):
+        self.seconds = seconds
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
+        import time
+
+        time.sleep(self.seconds)
+
+
+class FailFor(pl.Callback):
+    """Raise in the one job of a grid whose (loss, beta) matches, to show the others go on."""
+
+    def __init__(self, loss: str, beta: float, run_loss: str, run_beta: float):
+        self.matches = (loss, float(beta)) == (run_loss, float(run_beta))
+
+    def on_train_start(self, trainer, module):
+        if self.matches:
+            raise RuntimeError("injected failure for this job")
