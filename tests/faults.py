@@ -51,3 +51,15 @@ class FailFor(pl.Callback):
     def on_train_start(self, trainer, module):
         if self.matches:
             raise RuntimeError("injected failure for this job")
+
+
+class InfiniteGradientAtStep(pl.Callback):
+    """Make one gradient infinite just before optimizer step ``step`` (callbacks run before the module)."""
+
+    def __init__(self, step: int):
+        self.step = step
+
+    def on_before_optimizer_step(self, trainer, module, optimizer):
+        if trainer.global_step == self.step:
+            parameter = next(p for p in module.policy.parameters() if p.grad is not None)
+            parameter.grad.view(-1)[0] = float("inf")

@@ -160,3 +160,36 @@ def test_four_jobs_at_once_share_one_output_root(tmp_path):
         assert together["status"] == "completed"
         assert (together["loss"], together["beta"]) == (alone["loss"], alone["beta"])
         assert together["final"] == pytest.approx(alone["final"], rel=1e-5)
+
+
+def test_infinite_gradient_stops_the_run_before_the_update(tmp_path):
+    with pytest.raises(FloatingPointError, match="Non-finite gradient at step 3 in 1 parameters"):
+        run_training(SMOKE + ["+callbacks.inf._target_=tests.faults.InfiniteGradientAtStep", "+callbacks.inf.step=3"],
+                     tmp_path)
+    assert torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 2
+    assert json.loads((tmp_path / "summary.json").read_text())["status"] == "failed"
+
+
+class Arbitrary:
+    pass
+
+
+def test_checkpoints_never_unpickle_arbitrary_objects(tmp_path):
+    from gpo_lab.safety import AtomicCheckpointIO
+
+    io = AtomicCheckpointIO()
+    io.save_checkpoint({"state_dict": {"w": torch.ones(2)}}, tmp_path / "plain.ckpt")
+    assert torch.equal(io.load_checkpoint(tmp_path / "plain.ckpt")["state_dict"]["w"], torch.ones(2))
+    torch.save({"payload": Arbitrary()}, tmp_path / "evil.ckpt")
+    with pytest.raises(Exception, match="[Ww]eights only load failed"):
+        io.load_checkpoint(tmp_path / "evil.ckpt")
+    assert not list(tmp_path.glob(".*.tmp"))  # no temporary file left behind
+
+
+def test_remote_model_code_is_off_unless_asked():
+    from conftest import compose_config
+
+    cfg = compose_config(["model=hf", "model.name=some/model"])
+    assert cfg.model.policy.trust_remote_code is False and cfg.model.tokenizer.trust_remote_code is False
+    cfg = compose_config(["model=hf", "model.name=some/model", "model.trust_remote_code=true"])
+    assert cfg.model.policy.trust_remote_code is True
