@@ -50,6 +50,17 @@ def run_cli(args: list[str], cwd: Path, timeout: int = 600, env: dict | None = N
                           timeout=timeout, env={**os.environ, **(env or {})})
 
 
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """Tiny models run several times faster on one thread than on threads that fight for 2 cores."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
 @pytest.fixture(scope="session")
 def slurm_cluster(tmp_path_factory) -> dict:
     """A running single-node SLURM cluster: the one CI started (SLURM_CONF set), or one started here.

@@ -1,0 +1,252 @@
+"""The synthetic task and its study: the golden reward's documented properties, the behaviour and
+the Bradley-Terry labels, the disk cache (SFT trained once), and the whole path to summary.json."""
+
+import itertools
+import math
+import random
+import threading
+import time
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+import gpo_lab.callbacks.sample_bank as sample_bank_module
+import gpo_lab.synthetic.sft as sft_module
+from conftest import run_training
+from gpo_lab.callbacks import WinRateCallback
+from gpo_lab.callbacks.sample_bank import find_bank
+from gpo_lab.errors import ConfigError
+from gpo_lab.records import read_metrics
+from gpo_lab.synthetic import NoisyBehaviour, TopicTask
+from gpo_lab.synthetic.cache import cached_entry
+from gpo_lab.synthetic.pairs import label_pairs, preference_probability
+from gpo_lab.synthetic.sft import SFTSettings, sft_policy
+from gpo_lab.synthetic.task import FILLER_WORDS
+
+TASK = TopicTask()
+PROMPT = "about apple river stone :"
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Models this small run fastest on one thread (and do not fight other processes for the cores)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+# ----------------------------------------------------------------- the golden reward
+def test_golden_reward_by_hand():
+    # coverage 1 per prompt topic named, -1 per other topic, -0.5 per repeated word, -0.1 per word
+    assert TASK.reward(PROMPT, "apple river stone") == pytest.approx(3 - 0.3)
+    assert TASK.reward(PROMPT, "") == 0
+    assert TASK.reward(PROMPT, "the apple and") == pytest.approx(1 - 0.3)
+    assert TASK.reward(PROMPT, "apple cloud") == pytest.approx(1 - 1 - 0.2)
+    assert TASK.reward(PROMPT, "apple apple river") == pytest.approx(2 - 0.5 - 0.3)
+    assert TASK.reward(PROMPT, "the the the") == pytest.approx(-1.0 - 0.3)
+
+
+def test_golden_reward_ignores_word_order():
+    words = "the apple cloud river apple".split()
+    rewards = {TASK.reward(PROMPT, " ".join(order)) for order in itertools.permutations(words)}
+    assert len({round(r, 9) for r in rewards}) == 1
+
+
+def test_best_response_is_optimal_and_every_edit_of_it_hurts():
+    rng = random.Random(0)
+    vocabulary = [*TASK.topics, *FILLER_WORDS]
+    for prompt in TASK.prompts(50, seed=0):
+        topics = TASK.prompt_topics(prompt)
+        best = TASK.best_response(prompt)
+        assert TASK.reward(prompt, best) == pytest.approx(TASK.max_reward(prompt)) == pytest.approx(0.9 * len(topics))
+        words = best.split()
+        other_topic = next(t for t in TASK.topics if t not in topics)
+        edits = {
+            "drop a topic": (words[1:], -0.9),
+            "add a filler": (words + ["the"], -0.1),
+            "drift off topic": (words + [other_topic], -1.1),
+            "repeat a topic": (words + [words[0]], -0.6),
+        }
+        for name, (edited, change) in edits.items():
+            assert TASK.reward(prompt, " ".join(edited)) - TASK.max_reward(prompt) == pytest.approx(change), name
+        for _ in range(200):  # nothing random does better: the maximum is not reached by saying more
+            response = " ".join(rng.choice(vocabulary) for _ in range(rng.randint(0, TASK.max_response_words)))
+            assert TASK.reward(prompt, response) <= TASK.max_reward(prompt) + 1e-9
+
+
+def test_prompts_are_seeded_distinct_and_in_the_vocabulary():
+    prompts = TASK.prompts(100, seed=1)
+    assert prompts == TASK.prompts(100, seed=1) and prompts != TASK.prompts(100, seed=2)
+    assert len(set(prompts)) == 100
+    tokenizer = TASK.tokenizer()
+    for prompt in prompts:
+        topics = TASK.prompt_topics(prompt)
+        assert TASK.min_prompt_topics <= len(topics) <= TASK.max_prompt_topics and len(set(topics)) == len(topics)
+        assert tokenizer.unk_token_id not in tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    with pytest.raises(ValueError):
+        TASK.prompt_topics("apple river")
+
+
+def test_task_refuses_settings_without_a_trade_off():
+    with pytest.raises(ConfigError, match="coverage"):
+        TopicTask(coverage=0.1, length=0.1)
+    with pytest.raises(ConfigError):
+        TopicTask(num_topics=3, max_prompt_topics=4)
+
+
+def test_behaviour_is_seeded_sloppy_and_in_the_vocabulary():
+    behaviour = NoisyBehaviour()
+    demos = behaviour.demonstrations(TASK, 3000, random.Random(0))
+    assert demos[:50] == behaviour.demonstrations(TASK, 50, random.Random(0))
+    tokenizer = TASK.tokenizer()
+    covered = named = 0
+    for prompt, response in demos:
+        words = response.split()
+        assert 1 <= len(words) <= TASK.max_response_words
+        assert tokenizer.unk_token_id not in tokenizer(response, add_special_tokens=False)["input_ids"]
+        covered += TASK.reward_terms(prompt, response)["covered"]
+        named += len(TASK.prompt_topics(prompt))
+    assert covered / named == pytest.approx(behaviour.cover, abs=0.03)  # each topic named with probability `cover`
+    rewards = [TASK.reward(p, r) for p, r in demos]
+    assert 0 < sum(rewards) / len(rewards) < 0.5 * sum(TASK.max_reward(p) for p, _ in demos) / len(demos)
+
+
+# ----------------------------------------------------------------- labels
+def test_bradley_terry_probability():
+    assert preference_probability(1.0, 0.0, 0.5) == pytest.approx(1 / (1 + math.exp(-2)))
+    assert preference_probability(0.0, 1.0, 0.5) == pytest.approx(1 / (1 + math.exp(2)))
+    assert preference_probability(-800.0, 0.0, 1.0) == pytest.approx(0.0)  # no overflow
+    assert [preference_probability(a, b, 0) for a, b in ((1, 0), (0, 1), (2, 2))] == [1.0, 0.0, 0.5]
+
+
+def test_labels_follow_bradley_terry():
+    better, worse = "apple river", "apple the"  # rewards 1.8 and 0.8
+    n = 4000
+    rows, dropped = label_pairs(TASK, [PROMPT] * n, [better] * n, [worse] * n, 1.0, random.Random(0))
+    p = 1 / (1 + math.exp(-1.0))
+    share = sum(r["chosen"] == better for r in rows) / n
+    assert abs(share - p) < 3 * math.sqrt(p * (1 - p) / n)
+    assert all((r["reward_chosen"], r["reward_rejected"]) in ((1.8, 0.8), (0.8, 1.8)) for r in rows)
+    rows, _ = label_pairs(TASK, [PROMPT] * 50, [worse] * 50, [better] * 50, 0.0, random.Random(0))
+    assert all(r["chosen"] == better for r in rows)  # deterministic labels: the better one always wins
+    rows, dropped = label_pairs(TASK, [PROMPT] * 3, ["apple", "apple", ""], ["apple", "river", "river"], 0.5,
+                                random.Random(0))
+    assert len(rows) == 1 and dropped == {"identical": 1, "empty": 1}
+
+
+# ----------------------------------------------------------------- the cache
+def test_cache_entry_is_built_once_by_concurrent_jobs(tmp_path):
+    builds, results = [], []
+
+    def build(directory):
+        builds.append(1)
+        time.sleep(0.3)  # long enough for every other job to arrive and wait on the lock
+        (directory / "value.txt").write_text("42")
+
+    def job():
+        results.append(cached_entry(tmp_path, "thing", {"a": 1}, build))
+
+    threads = [threading.Thread(target=job) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(builds) == 1
+    assert sorted(built for _, built in results) == [False, False, False, True]
+    assert {path for path, _ in results} == {results[0][0]} and (results[0][0] / "value.txt").read_text() == "42"
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".thing") and p.is_dir()]  # no temp left
+
+
+def test_failed_build_leaves_no_entry(tmp_path):
+    def build(directory):
+        (directory / "half.txt").write_text("half")
+        raise RuntimeError("killed")
+
+    with pytest.raises(RuntimeError):
+        cached_entry(tmp_path, "thing", {"a": 1}, build)
+    assert not [p for p in tmp_path.iterdir() if p.is_dir()]
+    path, built = cached_entry(tmp_path, "thing", {"a": 1}, lambda d: (d / "ok.txt").write_text("ok"))
+    assert built and (path / "ok.txt").is_file()
+
+
+TINY_MODEL = {"_target_": "gpo_lab.models.tiny_causal_lm", "hidden_size": 16, "num_layers": 1, "num_heads": 2,
+              "max_position_embeddings": 32}
+
+
+def test_sft_policy_is_trained_once_then_loaded(tmp_path, monkeypatch):
+    behaviour, tokenizer = NoisyBehaviour(), TASK.tokenizer()
+    settings = SFTSettings(steps=3, batch_size=8, warmup_steps=1)
+    first, info = sft_policy(TASK, behaviour, tokenizer, TINY_MODEL, settings, tmp_path)
+    assert info["sft_trained_now"]
+    weights = tmp_path / f"sft-{info['sft_key']}" / sft_module.WEIGHTS_FILE
+    stamp = weights.stat().st_mtime_ns
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("the cached SFT policy was trained again")
+
+    monkeypatch.setattr(sft_module, "train_sft", no_training)
+    second, again = sft_policy(TASK, behaviour, tokenizer, TINY_MODEL, settings, tmp_path)
+    assert not again["sft_trained_now"] and again["sft_key"] == info["sft_key"]
+    assert weights.stat().st_mtime_ns == stamp
+    assert all(torch.equal(a, b) for a, b in zip(first.state_dict().values(), second.state_dict().values()))
+    with pytest.raises(AssertionError, match="trained again"):  # other settings: another entry
+        sft_policy(TASK, behaviour, tokenizer, TINY_MODEL, SFTSettings(steps=4, batch_size=8), tmp_path)
+
+
+# ----------------------------------------------------------------- the callbacks without their parts
+def test_callbacks_name_what_is_missing():
+    with pytest.raises(ConfigError, match="judge"):
+        WinRateCallback(judge=None)
+    with pytest.raises(ConfigError, match="sample_bank"):
+        find_bank(SimpleNamespace(callbacks=[]), "kl")
+
+
+# ----------------------------------------------------------------- the whole study path
+TINY_STUDY = [
+    "+experiment=synthetic", "synthetic.sft.steps=20", "synthetic.sft.batch_size=16",
+    "model.policy.hidden_size=16", "model.policy.num_layers=1", "model.policy.num_heads=2",
+    "synthetic.pairs.num_train_prompts=64", "synthetic.pairs.num_eval_prompts=12", "synthetic.pairs.batch_size=64",
+    "data.batch_size=8", "callbacks.sample_bank.num_prompts=12", "callbacks.progress=null",
+]
+REGULARIZATION_KEYS = ("val/win_rate", "val/kl_seq", "val/kl_token", "val/offline_reg")
+
+
+@pytest.mark.slow
+def test_study_writes_every_measure_to_the_summary_and_reuses_the_sft(tmp_path, monkeypatch):
+    draws = []
+    real_generate_bank = sample_bank_module.generate_bank
+
+    def counting_generate_bank(*args, **kwargs):
+        draws.append(kwargs["step"])
+        return real_generate_bank(*args, **kwargs)
+
+    monkeypatch.setattr(sample_bank_module, "generate_bank", counting_generate_bank)
+    cache = f"synthetic.cache_dir={tmp_path / 'cache'}"
+    summary = run_training([*TINY_STUDY, cache, "trainer.max_steps=4", "trainer.val_check_interval=2"],
+                           tmp_path / "first")
+    assert summary["status"] == "completed"
+    for key in REGULARIZATION_KEYS:
+        assert key in summary["final"] and f"{key}_se" in summary["final"], key
+        assert summary["final"][f"{key}_se"] >= 0 and summary["best"][key]["step"] in (2, 4)
+    assert 0 <= summary["final"]["val/win_rate"] <= 1 and summary["final"]["val/kl_token"] >= 0
+    assert summary["best"]["val/win_rate"]["mode"] == "max" and summary["best"]["val/kl_token"]["mode"] == "min"
+    records = read_metrics(tmp_path / "first" / "metrics.jsonl")
+    assert [r["step"] for r in records if "val/kl_seq" in r] == [2, 4]
+    assert [r["step"] for r in records if "val/win_rate" in r] == [2, 4]
+    assert draws == [2, 4]  # one bank per evaluation, shared by the KL and win-rate callbacks
+    data = summary["data"]
+    assert data["sft_trained_now"] and data["pairs_generated_now"] and data["validation_pairs"] >= 10
+
+    # A second run on the same cache trains no SFT and generates no pairs; a bank only every 4 steps.
+    draws.clear()
+    monkeypatch.setattr(sft_module, "train_sft", lambda *a, **k: pytest.fail("SFT trained again"))
+    summary = run_training([*TINY_STUDY, cache, "loss=squared", "trainer.max_steps=6", "trainer.val_check_interval=2",
+                            "callbacks.sample_bank.every_n_steps=4"], tmp_path / "second")
+    assert not summary["data"]["sft_trained_now"] and not summary["data"]["pairs_generated_now"]
+    assert summary["data"]["sft_key"] == data["sft_key"]
+    assert draws == [4, 6]  # multiples of 4, and the end
+    records = read_metrics(tmp_path / "second" / "metrics.jsonl")
+    assert [r["step"] for r in records if "val/offline_reg" in r] == [2, 4, 6]
+    assert [r["step"] for r in records if "val/kl_token" in r] == [4, 6]
