@@ -19,7 +19,8 @@ from gpo_lab.errors import user_facing_cause
 from gpo_lab.losses import GPOLoss, validate_beta
 from gpo_lab.models import disable_dropout
 from gpo_lab.module import GPOModule
-from gpo_lab.records import METRICS_FILE, SUMMARY_FILE, MetricsFileLogger, atomic_write_text
+from gpo_lab.metrics_file import MetricsFileLogger
+from gpo_lab.records import METRICS_FILE, SUMMARY_FILE, atomic_write_text
 from gpo_lab.safety import AtomicCheckpointIO, RunLock, redact_override, redact_secrets
 from gpo_lab.summary import RunSummary, ValidationTracker
 from gpo_lab.validation import validate_run_config

@@ -94,10 +94,10 @@ class PreferenceDataModule(pl.LightningDataModule):
                 f"The dataset lacks the mapped columns: {', '.join(missing)}. Columns found: "
                 f"{data.column_names}. Set data.columns.prompt/chosen/rejected to the right names."
             )
-        data = data.select_columns(list(dict.fromkeys(self.columns.values())))
-        return data.map(lambda row: {field: row[column] for field, column in self.columns.items()},
-                        remove_columns=[c for c in data.column_names if c not in PAIR_FIELDS],
-                        keep_in_memory=True)
+        if len(set(self.columns.values())) < len(PAIR_FIELDS):
+            raise DataError(f"data.columns maps two fields onto one column: {self.columns}.")
+        data = data.select_columns(list(self.columns.values()))
+        return data.rename_columns({column: field for field, column in self.columns.items() if column != field})
 
     def _encode(self, data: datasets.Dataset, split: str) -> datasets.Dataset:
         start = prompt_start_token(self.tokenizer)
