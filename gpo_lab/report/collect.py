@@ -1,0 +1,220 @@
+"""Read a sweep directory into one table with a row per job, finished or not.
+
+A sweep directory (``multirun/<name>/``) holds one directory per job, named by its overrides,
+each with ``summary.json``, ``metrics.jsonl`` and ``config.yaml``. A job that is still running
+(summary status ``running``, or no summary yet) contributes the latest values of its
+``metrics.jsonl``, marked ``partial``; a failed one keeps its error.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import pandas as pd
+import yaml
+
+from gpo_lab.errors import ConfigError
+from gpo_lab.losses import ALIASES
+from gpo_lab.records import METRICS_FILE, SUMMARY_FILE, metric_mode, read_json, read_metrics
+
+log = logging.getLogger(__name__)
+
+COMPLETED, RUNNING, FAILED = "completed", "running", "failed"
+JOB_MARKERS = (SUMMARY_FILE, METRICS_FILE, "config.yaml", ".hydra")
+SEED_KEYS = ("seed", "+seed", "++seed")
+
+
+@dataclass
+class Sweep:
+    """The jobs of one sweep, and a way to read each job's validation history."""
+
+    name: str
+    source: str
+    jobs: pd.DataFrame
+    read_history: Callable[[str], pd.DataFrame] = field(repr=False)
+
+    def history(self, job: str) -> pd.DataFrame:
+        """Validation records of a job: a ``step`` column and one column per ``val/`` metric."""
+        return self.read_history(job)
+
+    @property
+    def status_counts(self) -> dict[str, int]:
+        return {str(k): int(v) for k, v in self.jobs["status"].value_counts().sort_index().items()}
+
+    @property
+    def partial(self) -> bool:
+        """True while any job is still running: every number may still change."""
+        return bool((self.jobs["status"] == RUNNING).any())
+
+    def metrics(self) -> list[str]:
+        """Validation metrics with a value in at least one job."""
+        names = [c[len("final/"):] for c in self.jobs.columns if c.startswith("final/")]
+        return sorted(n for n in names if self.jobs[f"final/{n}"].notna().any())
+
+
+def find_jobs(sweep_dir: Path) -> list[Path]:
+    """Job directories of a sweep (or the directory itself when it is a single run)."""
+    if (sweep_dir / SUMMARY_FILE).is_file():
+        return [sweep_dir]
+    return sorted(p for p in sweep_dir.iterdir() if p.is_dir() and any((p / m).exists() for m in JOB_MARKERS))
+
+
+def collect(sweep_dir: str | Path) -> Sweep:
+    """Every job of a sweep directory as a row; see :func:`read_job` for the columns."""
+    sweep_dir = Path(sweep_dir)
+    if not sweep_dir.is_dir():
+        raise ConfigError(f"Sweep directory {str(sweep_dir)!r} does not exist. Pass the folder a multirun "
+                          "wrote, e.g. multirun/<name>/.")
+    jobs = find_jobs(sweep_dir)
+    if not jobs:
+        raise ConfigError(f"{str(sweep_dir)!r} holds no job directories (none has a {SUMMARY_FILE}, "
+                          f"{METRICS_FILE} or config.yaml). Pass the folder a multirun wrote, e.g. multirun/<name>/.")
+    rows = [read_job(path) for path in jobs]
+    frame = pd.DataFrame(rows)
+    names = frame["name"].dropna().unique()
+    name = str(names[0]) if len(names) == 1 else sweep_dir.name
+    paths = {row["job"]: Path(row["path"]) for row in rows}
+    return Sweep(name=name, source=str(sweep_dir), jobs=frame,
+                 read_history=lambda job: validation_history(read_metrics(paths[job] / METRICS_FILE)))
+
+
+def validation_history(records: list[dict[str, Any]]) -> pd.DataFrame:
+    """One row per validation step (the last record wins at a repeated step)."""
+    rows: dict[int, dict[str, float]] = {}
+    for record in records:
+        values = {k: v for k, v in record.items() if k.startswith("val/")}
+        if values and record.get("step") is not None:
+            rows.setdefault(int(record["step"]), {}).update(values)
+    frame = pd.DataFrame([{"step": step, **values} for step, values in sorted(rows.items())])
+    return frame if not frame.empty else pd.DataFrame({"step": pd.Series(dtype="int64")})
+
+
+def canonical_loss(name: Any) -> str | None:
+    """The table name of a loss given by name or alias (a dotted path of a custom loss stays as is)."""
+    if name is None or (isinstance(name, float) and math.isnan(name)):
+        return None
+    return ALIASES.get(str(name), str(name))
+
+
+def read_job(job_dir: Path) -> dict[str, Any]:
+    """One job's row.
+
+    Columns: ``job`` (directory name), ``path``, ``status``, ``partial`` (values read from a
+    running job's metrics), ``name``, ``loss``, ``beta``, ``lr``, ``seed``, ``config`` (the job's
+    name without its seed: jobs that differ only by seed share it), ``steps`` (optimizer
+    updates done), ``wall_time_s``, ``error``, and per validation metric M: ``final/M``,
+    ``best/M``, ``best_step/M``, ``best_se/M``.
+    """
+    summary = _read_summary(job_dir)
+    config = _read_config(job_dir)
+    records = read_metrics(job_dir / METRICS_FILE)
+    status = summary.get("status") or RUNNING
+    named = dict(item.split("=", 1) for item in job_dir.name.split(",") if "=" in item)  # last resort
+    row: dict[str, Any] = {
+        "job": job_dir.name,
+        "path": str(job_dir),
+        "status": status,
+        "partial": status == RUNNING,
+        "name": summary.get("name", config.get("name")),
+        "loss": canonical_loss(_first(summary.get("loss"), _select(config, "loss.fn"), named.get("loss"))),
+        "beta": _number(_first(summary.get("beta"), config.get("beta"), named.get("beta"))),
+        "lr": _number(_first(summary.get("lr"), _select(config, "optim.lr"), named.get("optim.lr"))),
+        "seed": _integer(_first(summary.get("seed"), config.get("seed"), named.get("seed"))),
+        "config": config_key(job_dir.name),
+        "steps": summary.get("steps") if status != RUNNING else _last_step(records),
+        "wall_time_s": summary.get("wall_time_s"),
+        "error": summary.get("error"),
+    }
+    final, best = (summary.get("final") or {}), (summary.get("best") or {})
+    if status == RUNNING or (not final and records):
+        final, best = _from_records(records)
+    for metric, value in final.items():
+        row[f"final/{metric}"] = _number(value)
+    for metric, entry in best.items():
+        row[f"best/{metric}"] = _number(entry.get("value"))
+        row[f"best_step/{metric}"] = entry.get("step")
+        row[f"best_se/{metric}"] = _number(entry.get("se"))
+    return row
+
+
+def config_key(job_name: str) -> str:
+    """A job's directory name (its overrides) without the seed: seeds of one configuration share it.
+
+    Splitting on the separator and joining again keeps list values such as ``a=[1,2]`` intact.
+    """
+    kept = [item for item in job_name.split(",") if item.split("=", 1)[0] not in SEED_KEYS]
+    return ",".join(kept) or "default"
+
+
+def _from_records(records: list[dict[str, Any]]) -> tuple[dict[str, float], dict[str, dict[str, Any]]]:
+    """Latest and best value of each ``val/`` metric in the records written so far."""
+    final: dict[str, float] = {}
+    best: dict[str, dict[str, Any]] = {}
+    for record in records:
+        step = record.get("step")
+        values = {k: v for k, v in record.items() if k.startswith("val/") and v is not None}
+        final.update(values)
+        for name, value in values.items():
+            if name.endswith("_se"):
+                continue
+            current = best.get(name)
+            higher = metric_mode(name) == "max"
+            if current is None or (value > current["value"] if higher else value < current["value"]):
+                best[name] = {"value": value, "step": step, "se": values.get(f"{name}_se")}
+    return final, best
+
+
+def _last_step(records: list[dict[str, Any]]) -> int | None:
+    steps = [r["step"] for r in records if r.get("step") is not None]
+    return max(steps) if steps else None
+
+
+def _read_summary(job_dir: Path) -> dict[str, Any]:
+    try:
+        return read_json(job_dir / SUMMARY_FILE)
+    except FileNotFoundError:
+        return {}
+    except ValueError as error:  # written atomically, so this is a foreign or damaged file
+        log.warning("Unreadable %s (%s); treating %s as running.", job_dir / SUMMARY_FILE, error, job_dir.name)
+        return {}
+
+
+def _read_config(job_dir: Path) -> dict[str, Any]:
+    for path in (job_dir / "config.yaml", job_dir / ".hydra" / "config.yaml"):
+        if path.is_file():
+            try:
+                return yaml.safe_load(path.read_text()) or {}
+            except yaml.YAMLError:
+                continue
+    return {}
+
+
+def _select(config: dict[str, Any], dotted: str) -> Any:
+    node: Any = config
+    for key in dotted.split("."):
+        if not isinstance(node, dict) or key not in node:
+            return None
+        node = node[key]
+    return node
+
+
+def _first(*values: Any) -> Any:
+    return next((value for value in values if value is not None), None)
+
+
+def _integer(value: Any) -> int | None:
+    number = _number(value)
+    return int(number) if number is not None and number.is_integer() else None
+
+
+def _number(value: Any) -> float | None:
+    if value is None:
+        return None
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None

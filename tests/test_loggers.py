@@ -1,0 +1,219 @@
+"""Loggers of the ``logger`` group: wandb (offline without a key, read back from its files), CSV
+and TensorBoard. None of these tests touches the network."""
+
+from __future__ import annotations
+
+import json
+import logging
+import struct
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import pytorch_lightning as pl
+
+from conftest import compose_config, run_training
+from gpo_lab.errors import ConfigError
+from gpo_lab.records import read_metrics
+from gpo_lab.wandb_logging import has_credentials, resolve_mode
+
+TINY = ["+experiment=smoke", "trainer.max_steps=4", "trainer.val_check_interval=2"]
+
+
+@pytest.fixture
+def no_wandb_key(tmp_path, monkeypatch):
+    """A machine where wandb was never logged in: no key in the environment, netrc or settings."""
+    for name in ("WANDB_API_KEY", "WANDB_IDENTITY_TOKEN_FILE", "WANDB_MODE"):
+        monkeypatch.delenv(name, raising=False)
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setenv("NETRC", str(home / ".netrc"))
+    monkeypatch.setenv("WANDB_CONFIG_DIR", str(home / ".config" / "wandb"))
+    return home
+
+
+def read_wandb_records(path: Path):
+    """The records of a ``.wandb`` transaction log, as wandb's protobuf ``Record`` messages.
+
+    The file is a LevelDB-style log: a 7-byte header (":W&B", magic, version), then 32 KiB blocks
+    of chunks, each with a 7-byte header (CRC32, length, type: full/first/middle/last).
+    """
+    from wandb.proto import wandb_internal_pb2
+
+    data = path.read_bytes()
+    assert data[:4] == b":W&B", "not a wandb transaction log"
+    block, position, pending = 32768, 7, b""
+    while position + 7 <= len(data):
+        if block - position % block < 7:  # block trailer too short for a header: padding
+            position += block - position % block
+            continue
+        _, length, kind = struct.unpack("<IHB", data[position:position + 7])
+        position += 7
+        if position + length > len(data):  # a chunk still being written
+            break
+        chunk, position = data[position:position + length], position + length
+        if kind == 0:
+            continue
+        pending = chunk if kind in (1, 2) else pending + chunk
+        if kind in (1, 4):
+            record = wandb_internal_pb2.Record()
+            record.ParseFromString(pending)
+            yield record
+            pending = b""
+
+
+def offline_run(run_dir: Path, timeout: float = 60.0) -> dict:
+    """Run metadata, config, history rows and metric definitions of the one offline run in run_dir.
+
+    wandb's service process may still be writing the log when ``finish()`` returns: wait for
+    the run's exit record.
+    """
+    files = list((run_dir / "wandb").glob("offline-run-*/run-*.wandb"))
+    assert len(files) == 1, files
+    deadline = time.monotonic() + timeout
+    while True:
+        records = list(read_wandb_records(files[0]))
+        if any(r.WhichOneof("record_type") == "exit" for r in records) or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    run, config, history, metrics = None, {}, [], {}
+    for record in records:
+        kind = record.WhichOneof("record_type")
+        if kind == "run":
+            run = record.run
+            config.update({item.key: json.loads(item.value_json) for item in run.config.update})
+        elif kind == "config":
+            config.update({item.key: json.loads(item.value_json) for item in record.config.update})
+        elif kind == "history":
+            history.append({"/".join(item.nested_key) or item.key: json.loads(item.value_json)
+                            for item in record.history.item})
+        elif kind == "metric" and record.metric.name:
+            metrics[record.metric.name] = record.metric
+    return {"file": files[0], "run": run, "config": config, "history": history, "metrics": metrics,
+            "exited": any(r.WhichOneof("record_type") == "exit" for r in records)}
+
+
+def run_dir_name(overrides: list[str]) -> str:
+    """The job directory name Hydra gives these overrides (its override_dirname)."""
+    return compose_config(overrides).hydra.job.override_dirname
+
+
+def test_mode_is_offline_without_a_key_and_online_with_one(no_wandb_key, monkeypatch):
+    assert not has_credentials() and resolve_mode() == "offline"
+    monkeypatch.setenv("WANDB_API_KEY", "x" * 40)
+    assert has_credentials() and resolve_mode() == "online"
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    assert resolve_mode() == "offline"  # an explicit mode wins
+    assert resolve_mode("disabled") == "disabled"
+    with pytest.raises(ConfigError, match="Unknown wandb mode 'sometimes'"):
+        resolve_mode("sometimes")
+
+
+def test_a_key_stored_by_wandb_login_counts(no_wandb_key):
+    from wandb.sdk import wandb_setup
+    from urllib.parse import urlsplit
+
+    host = urlsplit(wandb_setup.singleton().settings.base_url).netloc
+    (no_wandb_key / ".netrc").write_text(f"machine {host}\n  login user\n  password {'k' * 40}\n")
+    (no_wandb_key / ".netrc").chmod(0o600)
+    assert has_credentials() and resolve_mode() == "online"
+
+
+def test_wandb_without_a_key_writes_an_offline_run_with_metrics_and_config(tmp_path, no_wandb_key, caplog):
+    import wandb
+
+    caplog.set_level(logging.INFO, logger="gpo_lab.wandb_logging")
+    run_dir = tmp_path / "run"
+    overrides = [*TINY, "logger=wandb", "beta=0.25", "seed=3"]
+    summary = run_training(overrides, run_dir)
+    wandb.finish()  # what the end of the process does for the last run
+    assert summary["status"] == "completed"
+
+    found = offline_run(run_dir)
+    assert found["exited"], "the offline run was not closed"
+    sync_dir = found["file"].parent
+    assert f"wandb sync {sync_dir}" in caplog.text and "wandb is offline (no API key configured)" in caplog.text
+
+    run = found["run"]
+    assert run.run_group == "smoke"  # the sweep's name
+    assert run.display_name == run_dir_name(overrides) and "beta=0.25" in run.display_name
+    assert set(run.tags) == {"logistic", "beta=0.25", "lr=0.001", "seed=3"}
+    config = found["config"]
+    assert (config["loss"], config["beta"], config["lr"], config["seed"]) == ("logistic", 0.25, 0.001, 3)
+    assert config["config"]["trainer"]["max_steps"] == 4 and config["config"]["loss"]["fn"] == "logistic"
+
+    # Validation metrics plot against trainer/global_step, at the same steps and values as metrics.jsonl.
+    definition = found["metrics"]["val/loss"]
+    assert definition.step_metric == "trainer/global_step" and definition.summary.min and definition.summary.last
+    local = [r for r in read_metrics(run_dir / "metrics.jsonl") if "val/loss" in r]
+    logged = [row for row in found["history"] if "val/loss" in row]
+    assert [row["trainer/global_step"] for row in logged] == [r["step"] for r in local] == [2, 4]
+    assert [row["val/loss"] for row in logged] == pytest.approx([r["val/loss"] for r in local])
+    train = [row["trainer/global_step"] for row in found["history"] if "train/loss" in row]
+    assert train == [0, 1, 2, 3]
+
+    # `wandb sync` recognises the run (a dry run: the upload itself needs the network).
+    sync = subprocess.run([sys.executable, "-m", "wandb", "sync", "--dry-run", str(sync_dir)],
+                          capture_output=True, text=True, timeout=120)
+    assert sync.returncode == 0 and "Would sync 1 run(s)" in sync.stdout + sync.stderr
+    # Local records are written whatever the logger.
+    assert (run_dir / "summary.json").is_file() and local
+
+
+class StopAt(pl.Callback):
+    """Kills the training at a given step, as a preemption would."""
+
+    def __init__(self, step: int):
+        self.step = step
+
+    def on_train_batch_start(self, trainer, *args) -> None:
+        if trainer.global_step == self.step:
+            raise RuntimeError(f"preempted at step {self.step}")
+
+
+def test_a_resumed_job_continues_its_wandb_run(tmp_path, monkeypatch):
+    import wandb
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    run_dir = tmp_path / "run"
+    with pytest.raises(RuntimeError, match="preempted at step 3"):
+        run_training([*TINY, "logger=wandb", "+callbacks.stop._target_=test_loggers.StopAt",
+                      "+callbacks.stop.step=3"], run_dir)
+    assert (run_dir / "checkpoints" / "last.ckpt").is_file()  # saved at step 2
+    second = run_training([*TINY, "logger=wandb"], run_dir)
+    wandb.finish()
+    assert second["status"] == "completed" and second["steps"] == 4
+    runs = sorted((run_dir / "wandb").glob("offline-run-*"))
+    assert len(runs) == 2 and {path.name.rsplit("-", 1)[-1] for path in runs} == {
+        (run_dir / "wandb" / "run_id").read_text().strip()}
+
+
+def test_the_api_key_is_never_written(tmp_path, no_wandb_key, monkeypatch):
+    import wandb
+
+    secret = "s3cr3t" * 7
+    monkeypatch.setenv("WANDB_API_KEY", secret)
+    run_dir = tmp_path / "run"
+    run_training([*TINY, "logger=wandb", "logger.wandb.mode=offline"], run_dir)
+    wandb.finish()
+    leaked = [p for p in run_dir.rglob("*") if p.is_file() and secret.encode() in p.read_bytes()]
+    assert leaked == []
+
+
+def test_csv_and_tensorboard_loggers_through_the_same_group(tmp_path):
+    pytest.importorskip("tensorboard", reason="the tensorboard logger needs the tensorboard package ([dev] extra)")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    run_dir = tmp_path / "run"
+    summary = run_training([*TINY, "logger=[csv,tensorboard]"], run_dir)
+    assert summary["status"] == "completed"
+    csv_file = run_dir / "csv" / "version_0" / "metrics.csv"
+    header = csv_file.read_text().splitlines()[0].split(",")
+    assert {"step", "train/loss", "val/loss", "val/offline_reg"} <= set(header)
+    events = EventAccumulator(str(next((run_dir / "tensorboard").rglob("events.out.tfevents.*")).parent))
+    events.Reload()
+    assert {"train/loss", "val/loss", "val/offline_reg"} <= set(events.Tags()["scalars"])
+    assert len(events.Scalars("val/loss")) == 2
