@@ -21,15 +21,6 @@ from conftest import CONF_DIR, run_training
 LOSSES = ["logistic", "hinge", "squared", "exponential", "truncated_quadratic", "savage"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tensors of a few numbers: a second thread only adds synchronisation (10x slower on a busy CPU)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def logit(p: float) -> float:
     return math.log(p / (1 - p))
 

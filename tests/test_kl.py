@@ -22,15 +22,6 @@ from gpo_lab.tokenizer import word_tokenizer
 HORIZON = 4
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Models this small run fastest on one thread (and do not fight other processes for the cores)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def peaked_model(tokenizer, seed: int, std: float = 0.15):
     """A random tiny model whose next-token distributions are far from uniform (so the KL is not tiny)."""
     torch.manual_seed(seed)

@@ -28,15 +28,6 @@ TASK = TopicTask()
 PROMPT = "about apple river stone :"
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Models this small run fastest on one thread (and do not fight other processes for the cores)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 # ----------------------------------------------------------------- the golden reward
 def test_golden_reward_by_hand():
     # coverage 1 per prompt topic named, -1 per other topic, -0.5 per repeated word, -0.1 per word

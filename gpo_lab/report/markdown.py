@@ -72,7 +72,7 @@ def _metrics(report: "Report") -> list[str]:
     value = "last validation" if report.value == "final" else "best validation value during training"
     lines = [f"- Quality: `{report.y.spec}` ({value} of each job)." if report.y else "- Quality: none logged.",
              f"- Divergence: `{report.x.spec}`." if report.x else "- Divergence (KL): none logged.",
-             f"- Seeds of one configuration are averaged: mean ± standard deviation over seeds (n − 1); a "
+             "- Seeds of one configuration are averaged: mean ± standard deviation over seeds (n − 1); a "
              "configuration with one seed shows ± the evaluation's standard error where the metric logs one."]
     return ["**Metrics**", ""] + lines
 
