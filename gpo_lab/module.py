@@ -9,9 +9,9 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 
-from gpo_lab.logprobs import sequence_logprobs
 from gpo_lab.losses import GPOLoss, validate_beta
 from gpo_lab.metrics import preference_metrics
+from gpo_lab.packing import pair_logprobs
 from gpo_lab.safety import check_finite_gradients, check_finite_loss
 
 
@@ -48,13 +48,12 @@ class GPOModule(pl.LightningModule):
 
     # ----------------------------------------------------------------- log-probs and loss
     def batch_logprobs(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        inputs = {k: batch[k] for k in ("input_ids", "attention_mask", "response_mask")}
-        policy = sequence_logprobs(self.policy, **inputs)
+        policy = pair_logprobs(self.policy, batch)
         if "reference_logps" in batch:
             reference = batch["reference_logps"].to(policy.dtype)
         else:
             with torch.no_grad():
-                reference = sequence_logprobs(self.reference, **inputs)
+                reference = pair_logprobs(self.reference, batch)
         half = policy.shape[0] // 2
         return {
             "policy_chosen": policy[:half],

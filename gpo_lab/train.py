@@ -20,6 +20,7 @@ from gpo_lab.losses import GPOLoss, validate_beta
 from gpo_lab.models import disable_dropout
 from gpo_lab.module import GPOModule
 from gpo_lab.metrics_file import MetricsFileLogger
+from gpo_lab.reference_cache import LazyReference, ReferenceLogpCache, attach_reference_logps
 from gpo_lab.records import METRICS_FILE, SUMMARY_FILE, atomic_write_text
 from gpo_lab.safety import AtomicCheckpointIO, RunLock, redact_override, redact_secrets
 from gpo_lab.summary import RunSummary, ValidationTracker
@@ -76,6 +77,10 @@ def build_language_task(cfg: DictConfig, loss: GPOLoss, beta: float) -> tuple[GP
     if cfg.model.get("disable_dropout", True):
         disable_dropout(policy)
     reference = instantiate(cfg.reference, policy=policy, tokenizer=tokenizer)
+    cache = cfg.get("reference_cache")
+    if cache is not None and cache.get("enabled", False):
+        attach_reference_logps(datamodule, reference, ReferenceLogpCache(cache.get("dir")), cache.get("batch_size", 16))
+        reference = LazyReference(reference)  # training reads the cached log-probs; evaluations may still use it
     module = GPOModule(policy, reference, loss, beta, optimizer=instantiate(cfg.optim.optimizer),
                        warmup_steps=cfg.optim.warmup_steps)
     return module, datamodule

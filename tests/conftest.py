@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -21,6 +22,8 @@ SHARED_DATA = ROOT.parent / "shared" / "data"
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+# Caches of a test run (reference log-probs, SFT weights) stay out of the checkout.
+os.environ.setdefault("GPO_LAB_CACHE", tempfile.mkdtemp(prefix="gpo_lab-test-cache-"))
 
 
 def compose_config(overrides: list[str], run_dir: Path | None = None):

@@ -125,3 +125,13 @@ def test_local_jsonl_file(tmp_path, words):
     assert data.column_names == ["prompt", "chosen", "rejected"] and len(data) == 5
     with pytest.raises(DataError, match="does not exist"):
         load(str(tmp_path / "missing.jsonl"))
+
+
+def test_data_files_from_a_hydra_config(tmp_path):
+    from omegaconf import OmegaConf
+
+    for split in ("train", "validation"):
+        (tmp_path / f"{split}.jsonl").write_text(json.dumps({"prompt": "p", "chosen": "a", "rejected": "b"}) + "\n")
+    files = OmegaConf.create({split: str(tmp_path / f"{split}.jsonl") for split in ("train", "validation")})
+    data = load("json", data_files=files)
+    assert sorted(data) == ["train", "validation"] and len(data["train"]) == 1

@@ -11,7 +11,10 @@ import torch
 from torch.utils.data import DataLoader
 
 from gpo_lab.errors import ConfigError
+from gpo_lab.packing import pack_pairs
+from gpo_lab.reference_cache import COLUMN as REFERENCE_LOGPS, batch_reference_logps
 from gpo_lab.data.resumable import ResumableDataLoader
+from gpo_lab.data.length_grouping import LengthGroupedOrder, pair_lengths
 from gpo_lab.data.sources import DataError
 from gpo_lab.data.tokenization import Truncation, encode_pair, is_conversation, prompt_start_token, render_texts
 
@@ -25,7 +28,9 @@ class PreferenceDataModule(pl.LightningDataModule):
 
     Rows are batched as ``input_ids`` of shape (2B, T): the B chosen sequences, then the B
     rejected ones, so each model needs one forward pass per batch. ``response_mask`` marks the
-    response tokens whose log-probs count.
+    response tokens whose log-probs count. With ``packing`` a batch holds B rows
+    ``[prompt, chosen, rejected]`` instead (the prompt runs once; see :mod:`gpo_lab.packing`), and
+    ``group_by_length`` batches pairs of similar length together, so a batch is not mostly padding.
     """
 
     def __init__(
@@ -43,6 +48,8 @@ class PreferenceDataModule(pl.LightningDataModule):
         num_workers: int = 0,
         seed: int = 0,
         tokenizer=None,
+        packing: bool = False,
+        group_by_length: bool = False,
     ):
         super().__init__()
         if padding_side not in ("left", "right"):
@@ -57,6 +64,7 @@ class PreferenceDataModule(pl.LightningDataModule):
         self.train_split, self.val_split, self.val_size = train_split, val_split, val_size
         self.padding_side, self.num_workers, self.seed = padding_side, num_workers, seed
         self.tokenizer = tokenizer
+        self.packing, self.group_by_length = packing, group_by_length
         self.stats: dict[str, int] = {}
         self.train_set = self.val_set = None
 
@@ -139,7 +147,10 @@ class PreferenceDataModule(pl.LightningDataModule):
 
     # ----------------------------------------------------------------- loaders
     def train_dataloader(self) -> DataLoader:
-        return ResumableDataLoader(self.train_set, batch_size=self.batch_size, seed=self.seed,
+        order = None
+        if self.group_by_length:
+            order = LengthGroupedOrder(pair_lengths(self.train_set, self.packing), self.batch_size, self.seed)
+        return ResumableDataLoader(self.train_set, batch_size=self.batch_size, seed=self.seed, order=order,
                                    collate_fn=self.collate, num_workers=self.num_workers)
 
     def val_dataloader(self) -> DataLoader:
@@ -147,8 +158,15 @@ class PreferenceDataModule(pl.LightningDataModule):
                           collate_fn=self.collate, num_workers=self.num_workers)
 
     def collate(self, pairs: list[dict]) -> dict[str, torch.Tensor]:
-        rows = [(p["prompt_ids"], p["chosen_ids"]) for p in pairs] + [(p["prompt_ids"], p["rejected_ids"]) for p in pairs]
-        return pad_rows(rows, self.tokenizer.pad_token_id, self.padding_side)
+        if self.packing:
+            batch = pack_pairs([(p["prompt_ids"], p["chosen_ids"], p["rejected_ids"]) for p in pairs],
+                               self.tokenizer.pad_token_id)
+        else:
+            rows = [(p["prompt_ids"], p["chosen_ids"]) for p in pairs] + [(p["prompt_ids"], p["rejected_ids"]) for p in pairs]
+            batch = pad_rows(rows, self.tokenizer.pad_token_id, self.padding_side)
+        if REFERENCE_LOGPS in pairs[0]:
+            batch[REFERENCE_LOGPS] = batch_reference_logps(pairs)
+        return batch
 
 
 def pad_rows(rows: list[tuple[list[int], list[int]]], pad_id: int, side: str = "right") -> dict[str, torch.Tensor]:

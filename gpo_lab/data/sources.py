@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import datasets
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from gpo_lab.errors import ConfigError
 
@@ -28,6 +29,8 @@ def load(
     A local ``.json``/``.jsonl``/``.parquet``/``.csv`` path is read with the matching builder, so
     ``data.dataset.path=my_pairs.jsonl`` needs nothing else.
     """
+    if isinstance(data_files, (DictConfig, ListConfig)):  # from a Hydra config: datasets wants plain containers
+        data_files = OmegaConf.to_container(data_files, resolve=True)
     suffix = Path(path).suffix.lower()
     if data_files is None and suffix in LOCAL_FORMATS:
         if not Path(path).is_file():

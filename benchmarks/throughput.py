@@ -1,0 +1,446 @@
+"""Training throughput of gpo_lab against TRL's DPOTrainer, side by side in one invocation.
+
+    python benchmarks/throughput.py            # TL;DR-shaped pairs, then ../shared/data/ when present
+
+Both sides train the same tiny Llama (hidden 256, 4 layers, vocabulary 8000, 8.3M parameters,
+fp32, sdpa attention) from the same initial weights, on the same pairs in the same batches, with
+the logistic loss (TRL: loss_type sigmoid), the same beta, AdamW at the same constant learning
+rate, no gradient clipping and no gradient checkpointing. Each side runs in its own subprocess,
+so its peak RSS is its own:
+
+- gpo_lab: ``python -m gpo_lab`` (the real CLI and training path) with prefix-shared packed
+  batches, length-grouped batching and the reference log-prob cache, which a separate process
+  fills first (like the first job of a sweep; its one-time cost is reported apart).
+- TRL: ``DPOTrainer`` with its defaults otherwise (the reference model runs at every step).
+
+The table gives pairs/s and tokens/s over the timed steps (after the warm-up steps), peak RSS,
+the model FLOP/s each side executes against the machine's fp32 matmul peak measured in the same
+run, and the first-step loss of each side (log 2 at initialisation). The last line printed is one
+JSON object. TRL is an optional dependency: ``pip install trl``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import os
+import random
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = ROOT.parent / "shared" / "data"
+SHAREGPT = "sharegpt-dpo-en-300.json"
+VOCAB_SIZE = 8000
+SPECIALS = 4  # <pad>, <s>, </s>, <unk> of gpo_lab.tokenizer.word_tokenizer
+MODEL = dict(hidden_size=256, intermediate_size=1024, num_hidden_layers=4, num_attention_heads=4)
+NO_TRUNCATION = ("data.max_length=4096", "data.max_prompt_length=4000")  # the pairs are cut to size when generated
+
+
+# ----------------------------------------------------------------------------------- data
+def tldr_shaped_pairs(count: int, prompt_length: int, response_length: int, seed: int):
+    """Pairs of pseudo-words with TL;DR's shape: prompts prompt_length +-25%, responses response_length +-50%."""
+    rng = random.Random(seed)
+    words = [f"w{i}" for i in range(VOCAB_SIZE - SPECIALS)]
+
+    def text(low, high):
+        return " ".join(rng.choice(words) for _ in range(rng.randint(low, high)))
+
+    pairs = []
+    for _ in range(count):
+        prompt = text(int(prompt_length * 0.75), int(prompt_length * 1.25))
+        pairs.append({"prompt": prompt,
+                      "chosen": " " + text(response_length // 2, response_length * 3 // 2),
+                      "rejected": " " + text(response_length // 2, response_length * 3 // 2)})
+    return pairs, words
+
+
+def sharegpt_pairs(path: Path, count: int, max_prompt_words: int, max_response_words: int):
+    """Real conversations: the prompt is the rendered dialogue, the vocabulary its 7,996 most frequent words."""
+    rows = json.loads(path.read_text())[:count]
+
+    def words_of(text):
+        return text.split()
+
+    raw = []
+    for row in rows:
+        prompt = [w for turn in row["conversations"] for w in [f"{turn['from']}:", *words_of(turn["value"])]]
+        raw.append((prompt[-max_prompt_words:], words_of(row["chosen"]["value"])[:max_response_words],
+                    words_of(row["rejected"]["value"])[:max_response_words]))
+    frequency = collections.Counter(w for triple in raw for part in triple for w in part)
+    vocabulary = [w for w, _ in frequency.most_common(VOCAB_SIZE - SPECIALS)]
+    known = set(vocabulary)
+
+    def text(words):
+        return " ".join(w if w in known else "<unk>" for w in words)
+
+    pairs = [{"prompt": text(p), "chosen": " " + text(c), "rejected": " " + text(r)} for p, c, r in raw if c and r]
+    return pairs, vocabulary
+
+
+def write_task(work: Path, pairs: list[dict], words: list[str], validation: int, seed: int) -> None:
+    """The model (initial weights), the tokenizer and the pairs, saved where both sides read them."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from gpo_lab.tokenizer import word_tokenizer
+
+    tokenizer = word_tokenizer(words)
+    assert len(tokenizer) == VOCAB_SIZE, len(tokenizer)
+    torch.manual_seed(seed)
+    config = LlamaConfig(vocab_size=VOCAB_SIZE, num_key_value_heads=MODEL["num_attention_heads"],
+                         max_position_embeddings=2048, tie_word_embeddings=False, attention_dropout=0.0,
+                         pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
+                         eos_token_id=tokenizer.eos_token_id, **MODEL)
+    LlamaForCausalLM(config).save_pretrained(work / "model")
+    tokenizer.save_pretrained(work / "model")
+    (work / "pairs").mkdir()
+    for name, part in (("train", pairs[validation:]), ("validation", pairs[:validation])):
+        with open(work / "pairs" / f"{name}.jsonl", "w") as handle:
+            handle.writelines(json.dumps(pair) + "\n" for pair in part)
+
+
+# ----------------------------------------------------------------------------------- the machine
+def matmul_peak(threads: int, size: int = 2048, repeats: int = 6) -> float:
+    """Best fp32 matmul rate (FLOP/s) of a few large products."""
+    import torch
+
+    torch.set_num_threads(threads)
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    a @ b
+    best = 0.0
+    for _ in range(repeats):
+        start = time.perf_counter()
+        a @ b
+        best = max(best, 2 * size ** 3 / (time.perf_counter() - start))
+    return best
+
+
+def run_child(command: list[str], env: dict, log_path: Path) -> tuple[float, float]:
+    """Run one side to completion; its wall time and peak RSS (MB, from the kernel's accounting of that child)."""
+    start = time.perf_counter()
+    with open(log_path, "w") as log:
+        process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+        _, status, usage = os.wait4(process.pid, 0)
+    process.returncode = os.waitstatus_to_exitcode(status)
+    if process.returncode != 0:
+        tail = log_path.read_text()[-4000:]
+        raise RuntimeError(f"{' '.join(command[:4])} ... failed (exit {process.returncode}); its log ends:\n{tail}")
+    return time.perf_counter() - start, usage.ru_maxrss / 1024
+
+
+# ----------------------------------------------------------------------------------- gpo_lab side
+def gpo_lab_overrides(work: Path, args, steps: int) -> list[str]:
+    """The command line of the gpo_lab side (without the timer and run directory)."""
+    return [
+        "model=hf", f"model.name={work / 'model'}", "model.policy.attn_implementation=sdpa",
+        "data=hf", f"data.dataset.path={work / 'pairs'}", "data.val_split=validation",
+        *NO_TRUNCATION,
+        f"data.batch_size={args.batch_size}", f"data.eval_batch_size={args.batch_size}",
+        "data.packing=true", "data.group_by_length=true",
+        "loss=logistic", f"beta={args.beta}", "optim=adamw", f"optim.lr={args.lr}", "optim.warmup_steps=0",
+        f"seed={args.seed}", "logger=none", "callbacks.checkpoint=null", "callbacks.progress=null",
+        f"trainer.max_steps={steps}", f"trainer.val_check_interval={steps}",
+        "+trainer.enable_progress_bar=false", "+trainer.enable_checkpointing=false",
+        f"reference_cache.dir={work / 'reference_cache'}",
+    ]
+
+
+def step_timer(path: str):
+    """A Lightning callback recording step end times, batch shapes, the batch order and the first step's loss.
+
+    Built by name from the command line (``+callbacks.timer._target_=throughput.step_timer``); Lightning
+    is imported here, not at the top, so that the TRL side's process never loads it.
+    """
+    import pytorch_lightning as pl
+
+    from gpo_lab.packing import CHOSEN, PAD, REJECTED, supports_prefix_sharing
+
+    class StepTimer(pl.Callback):
+        def __init__(self):
+            self.ends, self.shapes, self.losses, self.first, self.order = [], [], [], {}, None
+
+        def on_train_start(self, trainer, pl_module):
+            self.order = trainer.train_dataloader.batch_sampler.batches(0)
+
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            segments = batch["segment_ids"]
+            scored = ((segments == CHOSEN) | (segments == REJECTED)).sum().item()
+            self.shapes.append({"rows": segments.shape[0], "width": segments.shape[1], "scored": scored,
+                                "tokens": (segments != PAD).sum().item()})
+
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            self.ends.append(time.perf_counter())
+            self.losses.append(float(outputs["loss"]))
+            if not self.first:
+                self.first = {"loss": float(outputs["loss"]),
+                              "logps_chosen": float(trainer.callback_metrics["train/logps/chosen"])}
+
+        def on_train_end(self, trainer, pl_module):
+            Path(path).write_text(json.dumps({
+                "ends": self.ends, "shapes": self.shapes, "losses": self.losses, "first": self.first, "order": self.order,
+                "prefix_sharing": supports_prefix_sharing(pl_module.policy),
+                "reference_loaded": bool(getattr(pl_module.reference, "is_loaded", True))}))
+
+    return StepTimer()
+
+
+def fill_reference_cache(work: Path, overrides: list[str]) -> dict:
+    """What the first job of a sweep does before training: compute the reference log-probs once."""
+    from hydra import compose, initialize_config_dir
+    from hydra.utils import instantiate
+
+    import gpo_lab.__main__  # noqa: F401  (registers the config resolvers)
+    from gpo_lab.reference_cache import ReferenceLogpCache, attach_reference_logps
+
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose(config_name="config", overrides=overrides)
+    tokenizer = instantiate(cfg.model.tokenizer)
+    datamodule = instantiate(cfg.data, tokenizer=tokenizer, seed=cfg.seed)
+    datamodule.setup("fit")
+    policy = instantiate(cfg.model.policy, tokenizer=tokenizer)
+    reference = instantiate(cfg.reference, policy=policy, tokenizer=tokenizer)
+    start = time.perf_counter()
+    outcome = attach_reference_logps(datamodule, reference, ReferenceLogpCache(cfg.reference_cache.dir),
+                                     cfg.reference_cache.batch_size)
+    return {"seconds": time.perf_counter() - start, "outcome": outcome,
+            "pairs": len(datamodule.train_set) + len(datamodule.val_set)}
+
+
+# ----------------------------------------------------------------------------------- TRL side
+def run_trl(work: Path, args, steps: int) -> dict:
+    import torch
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
+    from trl import DPOConfig, DPOTrainer
+
+    tokenizer = AutoTokenizer.from_pretrained(work / "model")
+    model = AutoModelForCausalLM.from_pretrained(work / "model", dtype=torch.float32, attn_implementation="sdpa")
+    rows = [json.loads(line) for line in open(work / "pairs" / "train.jsonl")]
+    order = json.loads((work / "gpo_lab_steps.json").read_text())["order"]
+    ordered = Dataset.from_list([rows[i] for batch in order for i in batch])  # gpo_lab's batches, in its order
+    record = {"ends": [], "shapes": [], "losses": [], "first": {}}
+
+    class Timer(TrainerCallback):
+        def on_step_end(self, train_args, state, control, **kwargs):
+            record["ends"].append(time.perf_counter())
+
+    class RecordingDPOTrainer(DPOTrainer):
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            loss = super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+            if self.model.training:
+                mask = inputs["attention_mask"]
+                record["shapes"].append({"rows": mask.shape[0], "width": mask.shape[1],
+                                         "scored": mask.shape[0] * (mask.shape[1] - 1),
+                                         "tokens": (mask.sum().item() + inputs["completion_mask"].sum().item()) // 2})
+                value = loss[0] if isinstance(loss, tuple) else loss
+                record["losses"].append(value.item())
+                if not record["first"]:
+                    record["first"] = {"loss": value.item(),
+                                       "logps_chosen": self._metrics["train"]["logps/chosen"][-1]}
+            return loss
+
+    config = DPOConfig(
+        output_dir=str(work / "trl"), per_device_train_batch_size=args.batch_size, max_steps=steps,
+        learning_rate=args.lr, lr_scheduler_type="constant", warmup_steps=0, optim="adamw_torch",
+        adam_beta1=0.9, adam_beta2=0.999, adam_epsilon=1e-8, weight_decay=0.0, max_grad_norm=0.0,
+        beta=args.beta, loss_type=["sigmoid"], max_length=None, bf16=False, fp16=False,
+        gradient_checkpointing=args.trl_gradient_checkpointing, train_sampling_strategy="sequential",
+        use_cpu=True, seed=args.seed, logging_steps=1, report_to=[], save_strategy="no", disable_tqdm=True,
+        dataloader_num_workers=0,
+    )
+    trainer = RecordingDPOTrainer(model=model, args=config, train_dataset=ordered, processing_class=tokenizer,
+                                  callbacks=[Timer()])
+    expected = [(tokenizer(r["prompt"])["input_ids"], tokenizer(r["chosen"])["input_ids"] + [tokenizer.eos_token_id])
+                for r in ordered]
+    encoded = trainer.train_dataset
+    if [(p, c) for p, c in zip(encoded["prompt_ids"], encoded["chosen_ids"])] != expected:
+        raise RuntimeError("TRL tokenized the pairs differently from gpo_lab: the comparison would not be fair.")
+    trainer.train()
+    return record
+
+
+# ----------------------------------------------------------------------------------- accounting
+def step_flops(shape: dict, side: str, recompute: bool = False) -> float:
+    """Model FLOPs one training step executes: matmuls of the layers, attention scores and the vocabulary head.
+
+    gpo_lab: forward + backward (3x a forward) of the packed rows, head on response tokens only.
+    TRL: forward + backward of 2B prompt+response rows with the head at every position, and a
+    forward of the reference on the same rows (and one more of the policy with gradient checkpointing).
+    """
+    h, i, layers = MODEL["hidden_size"], MODEL["intermediate_size"], MODEL["num_hidden_layers"]
+    rows, width = shape["rows"], shape["width"]
+    linear = 2 * rows * width * layers * (4 * h * h + 3 * h * i)
+    attention = 4 * rows * width * width * h * layers
+    head = 2 * shape["scored"] * h * VOCAB_SIZE
+    forward = linear + attention + head
+    return 3 * forward if side == "gpo_lab" else (5 if recompute else 4) * forward
+
+
+def summarise(record: dict, side: str, warmup: int, batch_size: int, peak: float, rss_mb: float,
+              recompute: bool = False) -> dict:
+    timed = len(record["ends"]) - warmup
+    seconds = record["ends"][-1] - record["ends"][warmup - 1]
+    shapes = record["shapes"][warmup:warmup + timed]
+    flops = sum(step_flops(s, side, recompute) for s in shapes) / seconds
+    return {"steps": timed, "seconds": seconds, "pairs_per_s": timed * batch_size / seconds,
+            "tokens_per_s": sum(s["tokens"] for s in shapes) / seconds, "flops": flops, "peak_fraction": flops / peak,
+            "peak_rss_mb": rss_mb, "first_loss": record["first"]["loss"],
+            "first_logps_chosen": record["first"]["logps_chosen"], "losses": record["losses"],
+            "tokens": [s["tokens"] for s in record["shapes"]]}
+
+
+def bench(name: str, pairs: list[dict], words: list[str], args, steps: int, peak: float, base: Path) -> dict:
+    """One dataset: write the task, fill the cache, train each side in its own process, compare."""
+    work = base / name
+    work.mkdir(parents=True)
+    total = args.warmup + steps
+    needed = total * args.batch_size
+    if len(pairs) < needed + args.batch_size:
+        raise SystemExit(f"{name}: {len(pairs)} pairs, {needed + args.batch_size} needed; lower --steps.")
+    write_task(work, pairs[:needed + args.batch_size], words, args.batch_size, args.seed)
+    env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "MKL_NUM_THREADS": str(args.threads),
+           "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(Path(__file__).parent), os.environ.get("PYTHONPATH")]))}
+    overrides = gpo_lab_overrides(work, args, total)
+    child = [sys.executable, str(Path(__file__).resolve()), "--work-dir", str(work), "--steps", str(steps), "--warmup", str(args.warmup), "--batch-size",
+             str(args.batch_size), "--lr", str(args.lr), "--beta", str(args.beta), "--seed", str(args.seed)]
+    if args.trl_gradient_checkpointing:
+        child.append("--trl-gradient-checkpointing")
+
+    print(f"[{name}] filling the reference cache ...", file=sys.stderr, flush=True)
+    cache_wall, cache_rss = run_child([*child, "--child", "cache", "--", *overrides], env, work / "cache.log")
+    cache = json.loads((work / "cache.json").read_text())
+    print(f"[{name}] gpo_lab: {total} steps ...", file=sys.stderr, flush=True)
+    gpo_wall, gpo_rss = run_child([sys.executable, "-m", "gpo_lab", *overrides, f"hydra.run.dir={work / 'gpo_lab_run'}",
+                                   "+callbacks.timer._target_=throughput.step_timer",
+                                   f"+callbacks.timer.path={work / 'gpo_lab_steps.json'}"], env, work / "gpo_lab.log")
+    gpo_record = json.loads((work / "gpo_lab_steps.json").read_text())
+    summary = json.loads((work / "gpo_lab_run" / "summary.json").read_text())
+    print(f"[{name}] TRL: {total} steps ...", file=sys.stderr, flush=True)
+    trl_wall, trl_rss = run_child([*child, "--child", "trl"], env, work / "trl.log")
+    trl_record = json.loads((work / "trl_steps.json").read_text())
+
+    gpo = summarise(gpo_record, "gpo_lab", args.warmup, args.batch_size, peak, gpo_rss)
+    trl = summarise(trl_record, "trl", args.warmup, args.batch_size, peak, trl_rss, args.trl_gradient_checkpointing)
+    if gpo.pop("tokens") != trl.pop("tokens"):
+        raise RuntimeError(f"{name}: the two sides did not train on the same batches.")
+    loss_gap = max(abs(a - b) for a, b in zip(gpo["losses"], trl["losses"]))
+    return {"gpo_lab": gpo, "trl": trl, "ratio": gpo["pairs_per_s"] / trl["pairs_per_s"], "max_loss_abs_diff": loss_gap,
+            "reference_cache": {"seconds": cache["seconds"], "pairs": cache["pairs"], "peak_rss_mb": cache_rss,
+                                "first_job": cache["outcome"], "training_job": summary["data"].get(
+                                    "reference_logps_train"),
+                                "reference_loaded_during_training": gpo_record["reference_loaded"]},
+            "prefix_sharing": gpo_record["prefix_sharing"],
+            "pairs_per_step": args.batch_size, "timed_steps": steps,
+            "mean_pair_tokens": sum(s["tokens"] for s in trl_record["shapes"]) / (total * args.batch_size),
+            "wall_s": {"cache": cache_wall, "gpo_lab": gpo_wall, "trl": trl_wall}}
+
+
+def table(results: dict, peak: float) -> str:
+    lines = [f"fp32 matmul peak measured in this run: {peak / 1e9:.1f} GFLOP/s", "",
+             "| data | side | pairs/s | tokens/s | peak RSS (MB) | model GFLOP/s | % of peak | first-step loss |",
+             "|---|---|---:|---:|---:|---:|---:|---:|"]
+    for name, result in results.items():
+        for side in ("gpo_lab", "trl"):
+            r = result[side]
+            lines.append(f"| {name} | {'gpo_lab' if side == 'gpo_lab' else 'TRL DPOTrainer'} | {r['pairs_per_s']:.2f} | "
+                         f"{r['tokens_per_s']:.0f} | {r['peak_rss_mb']:.0f} | {r['flops'] / 1e9:.1f} | "
+                         f"{100 * r['peak_fraction']:.0f}% | {r['first_loss']:.6f} |")
+    lines.append("")
+    for name, result in results.items():
+        cache = result["reference_cache"]
+        lines.append(f"{name}: gpo_lab/TRL = {result['ratio']:.2f}x pairs/s over {result['timed_steps']} steps of "
+                     f"{result['pairs_per_step']} pairs ({result['mean_pair_tokens']:.0f} tokens per pair); reference "
+                     f"cache filled once in {cache['seconds']:.1f} s for {cache['pairs']} pairs (training job: "
+                     f"{cache['training_job']}; reference model loaded during training: "
+                     f"{cache['reference_loaded_during_training']}); prefix sharing: {result['prefix_sharing']}; "
+                     f"largest gap between the two sides' losses over all {len(result['gpo_lab']['losses'])} steps: "
+                     f"{result['max_loss_abs_diff']:.1e}.")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--steps", type=int, default=4, help="timed training steps per side")
+    parser.add_argument("--warmup", type=int, default=1, help="untimed steps first")
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--prompt-length", type=int, default=400, help="mean prompt tokens of the TL;DR-shaped pairs")
+    parser.add_argument("--response-length", type=int, default=40, help="mean response tokens")
+    parser.add_argument("--shared-steps", type=int, default=3, help="timed steps on ../shared/data (0: skip it)")
+    parser.add_argument("--lr", type=float, default=1e-5)
+    parser.add_argument("--beta", type=float, default=0.1)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads of each side (one: on a shared machine a second OpenMP thread mostly "
+                             "waits for its descheduled sibling, which distorts the comparison)")
+    parser.add_argument("--trl-gradient-checkpointing", action="store_true",
+                        help="TRL's own default; off by default here, as on the gpo_lab side")
+    parser.add_argument("--work-dir", type=Path, default=None, help="kept afterwards when given")
+    parser.add_argument("--child", choices=["cache", "trl"], help=argparse.SUPPRESS)
+    parser.add_argument("overrides", nargs="*", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.warmup < 1 or args.steps < 1:
+        parser.error("--warmup and --steps must be >= 1 (the timed steps start after a warm-up step).")
+
+    if args.child == "cache":
+        (args.work_dir / "cache.json").write_text(json.dumps(fill_reference_cache(args.work_dir, args.overrides)))
+        return
+    if args.child == "trl":
+        record = run_trl(args.work_dir, args, args.warmup + args.steps)
+        (args.work_dir / "trl_steps.json").write_text(json.dumps(record))
+        return
+
+    try:
+        import trl  # noqa: F401
+    except ImportError:
+        raise SystemExit("TRL is not installed: pip install 'gpo_lab[bench]' (or pip install trl).") from None
+    base = args.work_dir or Path(tempfile.mkdtemp(prefix="gpo_lab_bench_"))
+    peak_before = matmul_peak(args.threads)
+    results = {}
+    total = (args.warmup + args.steps + 1) * args.batch_size
+    pairs, words = tldr_shaped_pairs(total, args.prompt_length, args.response_length, args.seed)
+    results["tldr-shaped"] = bench("tldr-shaped", pairs, words, args, args.steps, peak_before, base)
+    if args.shared_steps > 0 and (SHARED_DATA / SHAREGPT).is_file():
+        pairs, words = sharegpt_pairs(SHARED_DATA / SHAREGPT, 300, 384, 128)
+        results["sharegpt-dpo-en"] = bench("sharegpt-dpo-en", pairs, words, args, args.shared_steps, peak_before, base)
+    peak = max(peak_before, matmul_peak(args.threads))
+    for result in results.values():  # the peak of the whole run, measured before and after
+        for side in ("gpo_lab", "trl"):
+            result[side]["peak_fraction"] = result[side]["flops"] / peak
+    if args.work_dir is None:
+        shutil.rmtree(base, ignore_errors=True)
+
+    print(table(results, peak))
+    head = results["tldr-shaped"]
+    line = {
+        "gpo_lab_pairs_per_s": head["gpo_lab"]["pairs_per_s"], "trl_pairs_per_s": head["trl"]["pairs_per_s"],
+        "ratio": head["ratio"],
+        "gpo_lab_peak_rss_mb": head["gpo_lab"]["peak_rss_mb"], "trl_peak_rss_mb": head["trl"]["peak_rss_mb"],
+        "gpo_lab_first_loss": head["gpo_lab"]["first_loss"], "trl_first_loss": head["trl"]["first_loss"],
+        "first_loss_abs_diff": abs(head["gpo_lab"]["first_loss"] - head["trl"]["first_loss"]),
+        "max_loss_abs_diff": head["max_loss_abs_diff"],
+        "gpo_lab_losses": head["gpo_lab"]["losses"], "trl_losses": head["trl"]["losses"],
+        "gpo_lab_tokens_per_s": head["gpo_lab"]["tokens_per_s"], "trl_tokens_per_s": head["trl"]["tokens_per_s"],
+        "gpo_lab_flops": head["gpo_lab"]["flops"], "trl_flops": head["trl"]["flops"], "matmul_peak_flops": peak,
+        "gpo_lab_first_logps_chosen": head["gpo_lab"]["first_logps_chosen"],
+        "trl_first_logps_chosen": head["trl"]["first_logps_chosen"],
+        "reference_cache_s": head["reference_cache"]["seconds"],
+        "reference_cache_training_job": head["reference_cache"]["training_job"],
+        "timed_steps": head["timed_steps"], "batch_size": args.batch_size, "threads": args.threads,
+        "shared": {name: {"ratio": r["ratio"], "gpo_lab_pairs_per_s": r["gpo_lab"]["pairs_per_s"],
+                          "trl_pairs_per_s": r["trl"]["pairs_per_s"], "gpo_lab_peak_rss_mb": r["gpo_lab"]["peak_rss_mb"],
+                          "trl_peak_rss_mb": r["trl"]["peak_rss_mb"], "gpo_lab_first_loss": r["gpo_lab"]["first_loss"],
+                          "trl_first_loss": r["trl"]["first_loss"], "max_loss_abs_diff": r["max_loss_abs_diff"]}
+                   for name, r in results.items() if name != "tldr-shaped"},
+    }
+    print(json.dumps(line))
+
+
+if __name__ == "__main__":
+    main()
