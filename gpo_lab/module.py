@@ -13,6 +13,7 @@ from gpo_lab.losses import GPOLoss, validate_beta
 from gpo_lab.metrics import preference_metrics
 from gpo_lab.packing import pair_logprobs
 from gpo_lab.safety import check_finite_gradients, check_finite_loss
+from gpo_lab.seq2seq import seq2seq_pair_logprobs
 
 
 class GPOModule(pl.LightningModule):
@@ -48,12 +49,13 @@ class GPOModule(pl.LightningModule):
 
     # ----------------------------------------------------------------- log-probs and loss
     def batch_logprobs(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        policy = pair_logprobs(self.policy, batch)
+        logprobs = seq2seq_pair_logprobs if "response_ids" in batch else pair_logprobs  # encoder-decoder or causal
+        policy = logprobs(self.policy, batch)
         if "reference_logps" in batch:
             reference = batch["reference_logps"].to(policy.dtype)
         else:
             with torch.no_grad():
-                reference = pair_logprobs(self.reference, batch)
+                reference = logprobs(self.reference, batch)
         half = policy.shape[0] // 2
         return {
             "policy_chosen": policy[:half],

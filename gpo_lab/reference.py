@@ -17,7 +17,14 @@ def freeze(model: torch.nn.Module) -> torch.nn.Module:
 
 
 def frozen_copy(policy: torch.nn.Module, tokenizer=None) -> torch.nn.Module:
-    """A separate copy of the initial policy (the usual setting: pi_ref is the SFT model)."""
+    """A separate copy of the initial policy (the usual setting: pi_ref is the SFT model).
+
+    A LoRA policy is not copied: its base model, read with the adapters disabled, is the reference.
+    """
+    from gpo_lab.lora import AdaptersDisabled, is_lora_model
+
+    if is_lora_model(policy):
+        return AdaptersDisabled(policy)
     return freeze(copy.deepcopy(policy))
 
 

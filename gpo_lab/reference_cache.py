@@ -57,7 +57,8 @@ def weights_fingerprint(model: torch.nn.Module) -> str:
     if config is not None and hasattr(config, "to_dict"):
         settings = {k: v for k, v in config.to_dict().items() if k not in ("_name_or_path", "transformers_version")}
         digest.update(json.dumps(settings, sort_keys=True, default=str).encode())
-    for name, tensor in sorted(model.state_dict().items()):
+    state = model.base_state_dict() if hasattr(model, "base_state_dict") else model.state_dict()  # LoRA: base weights
+    for name, tensor in sorted(state.items()):
         tensor = tensor.detach().to("cpu").contiguous().reshape(-1)
         digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}".encode())
         digest.update(tensor.view(torch.uint8).numpy())

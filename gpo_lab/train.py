@@ -71,14 +71,23 @@ def build_language_task(cfg: DictConfig, loss: GPOLoss, beta: float) -> tuple[GP
     name it in their experiment config as ``builder``.
     """
     tokenizer = instantiate(cfg.model.tokenizer)
-    datamodule = instantiate(cfg.data, tokenizer=tokenizer, seed=cfg.seed)
+    seq2seq = {"seq2seq": True} if cfg.model.get("seq2seq", False) else {}  # encoder-decoder batches
+    datamodule = instantiate(cfg.data, tokenizer=tokenizer, seed=cfg.seed, **seq2seq)
     datamodule.setup("fit")
     policy = instantiate(cfg.model.policy, tokenizer=tokenizer)
     if cfg.model.get("disable_dropout", True):
         disable_dropout(policy)
+    if cfg.model.get("gradient_checkpointing", False):  # recompute activations in the backward pass: less memory
+        kwargs = {"use_reentrant": False}
+        if hasattr(policy, "activation_checkpointing_enable"):  # its name from transformers 5.2x on
+            policy.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+        else:
+            policy.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
     reference = instantiate(cfg.reference, policy=policy, tokenizer=tokenizer)
     cache = cfg.get("reference_cache")
-    if cache is not None and cache.get("enabled", False):
+    if seq2seq and cache is not None and cache.get("enabled", False):
+        log.info("reference_cache scores causal rows; an encoder-decoder reference runs at every step instead.")
+    elif cache is not None and cache.get("enabled", False):
         attach_reference_logps(datamodule, reference, ReferenceLogpCache(cache.get("dir")), cache.get("batch_size", 16))
         reference = LazyReference(reference)  # training reads the cached log-probs; evaluations may still use it
     module = GPOModule(policy, reference, loss, beta, optimizer=instantiate(cfg.optim.optimizer),

@@ -14,6 +14,10 @@ REQUIRED = {
     ("data", "hf"): ["data.dataset.path=some/dataset"],
     ("loss", "custom"): ["loss.fn=tests.test_losses.scaled_logistic"],
     ("reference", "model"): ["reference.model.name=some/model"],
+    ("model", "lora"): ["model.name=some/model"],
+    ("model", "t5"): ["model.name=some/model"],
+    ("data", "instruction"): ["data.dataset.path=pairs.json"],
+    ("data", "sharegpt"): ["data.dataset.path=pairs.json"],
 }
 
 

@@ -12,6 +12,7 @@ from torch.utils.data import DataLoader
 
 from gpo_lab.errors import ConfigError
 from gpo_lab.packing import pack_pairs
+from gpo_lab.seq2seq import seq2seq_rows
 from gpo_lab.reference_cache import COLUMN as REFERENCE_LOGPS, batch_reference_logps
 from gpo_lab.data.resumable import ResumableDataLoader
 from gpo_lab.data.length_grouping import LengthGroupedOrder, pair_lengths
@@ -50,6 +51,7 @@ class PreferenceDataModule(pl.LightningDataModule):
         tokenizer=None,
         packing: bool = False,
         group_by_length: bool = False,
+        seq2seq: bool = False,
     ):
         super().__init__()
         if padding_side not in ("left", "right"):
@@ -64,7 +66,8 @@ class PreferenceDataModule(pl.LightningDataModule):
         self.train_split, self.val_split, self.val_size = train_split, val_split, val_size
         self.padding_side, self.num_workers, self.seed = padding_side, num_workers, seed
         self.tokenizer = tokenizer
-        self.packing, self.group_by_length = packing, group_by_length
+        self.seq2seq = seq2seq  # encoder-decoder batches: prompt and response as separate tensors
+        self.packing, self.group_by_length = packing and not seq2seq, group_by_length  # packing is for causal rows
         self.stats: dict[str, int] = {}
         self.train_set = self.val_set = None
 
@@ -158,7 +161,10 @@ class PreferenceDataModule(pl.LightningDataModule):
                           collate_fn=self.collate, num_workers=self.num_workers)
 
     def collate(self, pairs: list[dict]) -> dict[str, torch.Tensor]:
-        if self.packing:
+        if self.seq2seq:
+            rows = [(p["prompt_ids"], p["chosen_ids"]) for p in pairs] + [(p["prompt_ids"], p["rejected_ids"]) for p in pairs]
+            batch = seq2seq_rows(rows, self.tokenizer.pad_token_id, self.tokenizer.eos_token_id)
+        elif self.packing:
             batch = pack_pairs([(p["prompt_ids"], p["chosen_ids"], p["rejected_ids"]) for p in pairs],
                                self.tokenizer.pad_token_id)
         else:
