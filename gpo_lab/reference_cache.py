@@ -11,16 +11,14 @@ start together take a file lock, so one computes and the others wait and then re
 from __future__ import annotations
 
 import dataclasses
-import fcntl
 import hashlib
 import json
 import logging
 import os
 import tempfile
 import time
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -28,6 +26,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from gpo_lab.packing import pack_pairs, pair_logprobs
+from gpo_lab.safety import file_lock
 
 log = logging.getLogger(__name__)
 
@@ -111,14 +110,6 @@ def _umask() -> int:
     return current
 
 
-@contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    with open(path, "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 class ReferenceLogpCache:
@@ -149,7 +140,7 @@ class ReferenceLogpCache:
         if values is not None:
             return self._checked(values, spec), False
         self.root.mkdir(parents=True, exist_ok=True)
-        with _locked(self.root / f".{key}.lock"):
+        with file_lock(self.root / f".{key}.lock"):
             values = self.load(key)
             if values is not None:
                 log.info("Reference log-probs %s: computed meanwhile by another job; reusing them.", key)

@@ -6,8 +6,9 @@ from __future__ import annotations
 import fcntl
 import os
 import re
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
@@ -63,6 +64,19 @@ class RunLock:
                 return True
             fcntl.flock(handle, fcntl.LOCK_UN)
             return False
+
+
+@contextmanager
+def file_lock(path: Path) -> Iterator[None]:
+    """Block until this process holds an exclusive ``fcntl`` lock on ``path``: concurrent jobs
+    that build one cache entry take turns, and the kernel frees the lock if a holder dies."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
