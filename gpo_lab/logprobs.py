@@ -27,27 +27,35 @@ def projects_hidden_states_linearly(model) -> bool:
     return hasattr(model, "get_decoder") and model.get_output_embeddings() is not None
 
 
-def token_logprobs(
+def response_logits(
     model, input_ids: torch.Tensor, attention_mask: torch.Tensor, response_mask: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Log-probs of the response tokens, flattened, with the row each belongs to.
+    """Vocabulary logits at exactly the positions that predict a response token, flattened, and
+    the (rows, T - 1) mask of the predicted tokens.
 
     ``response_mask[i, t]`` is 1 where token t of row i belongs to the response; token t is
     predicted by position t - 1, so the first token of a row is never scored.
     """
     targets_mask = response_mask[:, 1:].bool() & attention_mask[:, 1:].bool()
-    rows = torch.arange(input_ids.shape[0], device=input_ids.device)[:, None].expand_as(targets_mask)[targets_mask]
-    targets = input_ids[:, 1:][targets_mask]
     position_ids = position_ids_from_mask(attention_mask)
     if projects_hidden_states_linearly(model):
         hidden = model.get_decoder()(
             input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=False
         ).last_hidden_state
-        logits = model.get_output_embeddings()(hidden[:, :-1][targets_mask])
-    else:
-        logits = model(
-            input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=False
-        ).logits[:, :-1][targets_mask]
+        return model.get_output_embeddings()(hidden[:, :-1][targets_mask]), targets_mask
+    logits = model(
+        input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=False
+    ).logits
+    return logits[:, :-1][targets_mask], targets_mask
+
+
+def token_logprobs(
+    model, input_ids: torch.Tensor, attention_mask: torch.Tensor, response_mask: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Log-probs of the response tokens, flattened, with the row each belongs to."""
+    logits, targets_mask = response_logits(model, input_ids, attention_mask, response_mask)
+    rows = torch.arange(input_ids.shape[0], device=input_ids.device)[:, None].expand_as(targets_mask)[targets_mask]
+    targets = input_ids[:, 1:][targets_mask]
     return -F.cross_entropy(logits.float(), targets, reduction="none"), rows
 
 

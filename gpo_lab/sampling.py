@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 
 from gpo_lab.data.module import pad_rows
 from gpo_lab.data.tokenization import is_conversation, prompt_start_token, render_texts
-from gpo_lab.logprobs import position_ids_from_mask, projects_hidden_states_linearly
+from gpo_lab.logprobs import position_ids_from_mask, response_logits
 
 
 def mean_and_se(values) -> tuple[float, float]:
@@ -118,16 +118,7 @@ def response_log_distributions(model, batch: dict[str, torch.Tensor]) -> torch.T
 
     Rows are in the order of ``batch``; only response positions are projected onto the vocabulary.
     """
-    input_ids, attention_mask, response_mask = batch["input_ids"], batch["attention_mask"], batch["response_mask"]
-    targets = response_mask[:, 1:].bool() & attention_mask[:, 1:].bool()
-    positions = position_ids_from_mask(attention_mask)
-    if projects_hidden_states_linearly(model):
-        hidden = model.get_decoder()(input_ids=input_ids, attention_mask=attention_mask, position_ids=positions,
-                                     use_cache=False).last_hidden_state
-        logits = model.get_output_embeddings()(hidden[:, :-1][targets])
-    else:
-        logits = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=positions,
-                       use_cache=False).logits[:, :-1][targets]
+    logits, _ = response_logits(model, batch["input_ids"], batch["attention_mask"], batch["response_mask"])
     return F.log_softmax(logits.float(), dim=-1)
 
 
