@@ -37,7 +37,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"
 SHAREGPT = "sharegpt-dpo-en-300.json"
 VOCAB_SIZE = 8000
-SPECIALS = 4  # <pad>, <s>, </s>, <unk> of gpo_lab.tokenizer.word_tokenizer
+SPECIALS = 4  # <pad>, <s>, </s>, <unk> of gpo_lab.models.tokenizers.word_tokenizer
 MODEL = dict(hidden_size=256, intermediate_size=1024, num_hidden_layers=4, num_attention_heads=4)
 NO_TRUNCATION = ("data.max_length=4096", "data.max_prompt_length=4000")  # the pairs are cut to size when generated
 
@@ -88,7 +88,7 @@ def write_task(work: Path, pairs: list[dict], words: list[str], validation: int,
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from gpo_lab.tokenizer import word_tokenizer
+    from gpo_lab.models.tokenizers import word_tokenizer
 
     tokenizer = word_tokenizer(words)
     assert len(tokenizer) == VOCAB_SIZE, len(tokenizer)
@@ -159,7 +159,7 @@ def step_timer(path: str):
     """
     import pytorch_lightning as pl
 
-    from gpo_lab.packing import CHOSEN, PAD, REJECTED, supports_prefix_sharing
+    from gpo_lab.scoring.packing import CHOSEN, PAD, REJECTED, supports_prefix_sharing
 
     class StepTimer(pl.Callback):
         def __init__(self):
@@ -196,7 +196,7 @@ def fill_reference_cache(work: Path, overrides: list[str]) -> dict:
     from hydra.utils import instantiate
 
     import gpo_lab.__main__  # noqa: F401  (registers the config resolvers)
-    from gpo_lab.reference_cache import ReferenceLogpCache, attach_reference_logps
+    from gpo_lab.models.reference_cache import ReferenceLogpCache, attach_reference_logps
 
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         cfg = compose(config_name="config", overrides=overrides)

@@ -30,7 +30,7 @@ OmegaConf.register_new_resolver("gpo_lab.job_dirname", job_dirname, replace=True
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def main(cfg: DictConfig) -> None:
-    from gpo_lab.train import train  # heavy imports after Hydra has parsed the command line
+    from gpo_lab.run.train import train  # heavy imports after Hydra has parsed the command line
 
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)

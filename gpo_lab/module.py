@@ -11,9 +11,9 @@ import torch
 
 from gpo_lab.losses import GPOLoss, validate_beta
 from gpo_lab.metrics import preference_metrics
-from gpo_lab.packing import pair_logprobs
-from gpo_lab.safety import check_finite_gradients, check_finite_loss
-from gpo_lab.seq2seq import seq2seq_pair_logprobs
+from gpo_lab.scoring.packing import pair_logprobs
+from gpo_lab.run.guards import check_finite_gradients, check_finite_loss
+from gpo_lab.scoring.seq2seq import seq2seq_pair_logprobs
 
 
 class GPOModule(pl.LightningModule):

@@ -40,7 +40,7 @@ def compose_config(overrides: list[str], run_dir: Path | None = None):
 
 def run_training(overrides: list[str], run_dir: Path) -> dict:
     """Train in this process exactly as the command line would, returning summary.json's content."""
-    from gpo_lab.train import train
+    from gpo_lab.run.train import train
 
     cfg = compose_config(overrides, run_dir)
     plain = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])

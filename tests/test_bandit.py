@@ -10,9 +10,9 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from gpo_lab.bandit import BanditModule, build_problem
-from gpo_lab.bandit.figures import KL_FIGURE, TRAINING_FIGURE, draw
-from gpo_lab.bandit.task import DTYPE
+from gpo_lab.tasks.bandit import BanditModule, build_problem
+from gpo_lab.report.bandit import KL_FIGURE, TRAINING_FIGURE, draw
+from gpo_lab.tasks.bandit.problem import DTYPE
 from gpo_lab.errors import ConfigError
 from gpo_lab.losses import GPOLoss
 

@@ -17,7 +17,7 @@ from hydra.utils import instantiate
 from transformers import LlamaConfig, LlamaForSequenceClassification
 
 from conftest import ROOT, compose_config, run_training
-from gpo_lab.tokenizer import byte_tokenizer
+from gpo_lab.models.tokenizers import byte_tokenizer
 
 CLUSTER_GPU = ["+experiment=tldr", "cluster=example_site"]
 
@@ -31,8 +31,8 @@ def test_tldr_experiment_has_the_paper_settings():
     assert cfg.optim.warmup_steps == 0                                       # constant learning rate
     assert cfg.trainer.max_steps == 20000 and cfg.trainer.val_check_interval == 2000
     assert cfg.trainer.accelerator == "gpu" and cfg.trainer.precision == "bf16-mixed"
-    assert cfg.reference._target_ == "gpo_lab.reference.frozen_copy"        # pi_ref = the SFT checkpoint
-    assert cfg.judge._target_ == "gpo_lab.judges.RewardModelJudge"
+    assert cfg.reference._target_ == "gpo_lab.models.reference.frozen_copy"        # pi_ref = the SFT checkpoint
+    assert cfg.judge._target_ == "gpo_lab.eval.judges.RewardModelJudge"
     assert cfg.judge.name == "cleanrl/EleutherAI_pythia-6.9b-deduped__reward__tldr"
     assert {"sample_bank", "kl", "win_rate"} <= set(cfg.callbacks)
 

@@ -10,7 +10,7 @@ from gpo_lab.data.module import DataError, PreferenceDataModule
 from gpo_lab.data.sources import load
 from gpo_lab.data.tokenization import Truncation, encode_pair
 from gpo_lab.errors import ConfigError
-from gpo_lab.tokenizer import byte_tokenizer, word_tokenizer
+from gpo_lab.models.tokenizers import byte_tokenizer, word_tokenizer
 
 WORDS = "p1 p2 p3 p4 p5 good bad fine x".split()
 

@@ -11,8 +11,9 @@ import torch
 
 from conftest import ROOT, run_cli, run_training
 from gpo_lab.errors import ConfigError
-from gpo_lab.records import read_metrics
-from gpo_lab.safety import RunDirectoryBusy, RunLock, redact_secrets
+from gpo_lab.run.records import read_metrics
+from gpo_lab.run.lock import RunDirectoryBusy, RunLock
+from gpo_lab.run.redaction import redact_secrets
 
 SMOKE = ["+experiment=smoke", "trainer.max_steps=12", "trainer.val_check_interval=4",
          "callbacks.checkpoint.every_n_train_steps=2"]

@@ -18,7 +18,7 @@ from hydra.utils import instantiate
 from conftest import compose_config
 from gpo_lab.data.formats import convert, detect_schema, load, split_transcripts
 from gpo_lab.data.sources import DataError
-from gpo_lab.tokenizer import byte_tokenizer
+from gpo_lab.models.tokenizers import byte_tokenizer
 
 POST = "My cat knocks cups off the table.\n\nWhat should I do?"
 TLDR_PROMPT = ("SUBREDDIT: r/pets\n\nTITLE: Cat keeps breaking cups\n\nPOST: My cat knocks cups off the table."

@@ -8,9 +8,9 @@ import torch
 from transformers import LlamaConfig, LlamaForSequenceClassification
 
 from gpo_lab.errors import ConfigError
-from gpo_lab.judges import GoldenRewardJudge, PairwiseJudge, RewardJudge, RewardModelJudge, win_rate
-from gpo_lab.synthetic import TopicTask
-from gpo_lab.tokenizer import word_tokenizer
+from gpo_lab.eval.judges import GoldenRewardJudge, PairwiseJudge, RewardJudge, RewardModelJudge, win_rate
+from gpo_lab.tasks.synthetic import TopicTask
+from gpo_lab.models.tokenizers import word_tokenizer
 
 PROMPT = "about apple river :"
 

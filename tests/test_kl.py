@@ -10,14 +10,14 @@ import pytest
 import pytorch_lightning as pl
 import torch
 
-from gpo_lab.callbacks import kl_estimates
+from gpo_lab.eval import kl_estimates
 from gpo_lab.data import PreferenceDataModule
 from gpo_lab.losses import GPOLoss
-from gpo_lab.models import tiny_causal_lm
+from gpo_lab.models.tiny import tiny_causal_lm
 from gpo_lab.module import GPOModule
-from gpo_lab.reference import freeze
-from gpo_lab.sampling import encode_prompts, generate_bank
-from gpo_lab.tokenizer import word_tokenizer
+from gpo_lab.models.reference import freeze
+from gpo_lab.eval.sampling import encode_prompts, generate_bank
+from gpo_lab.models.tokenizers import word_tokenizer
 
 HORIZON = 4
 

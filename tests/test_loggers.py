@@ -16,8 +16,8 @@ import pytorch_lightning as pl
 
 from conftest import compose_config, run_training
 from gpo_lab.errors import ConfigError
-from gpo_lab.records import read_metrics
-from gpo_lab.wandb_logging import has_credentials, resolve_mode
+from gpo_lab.run.records import read_metrics
+from gpo_lab.run.wandb_logging import has_credentials, resolve_mode
 
 TINY = ["+experiment=smoke", "trainer.max_steps=4", "trainer.val_check_interval=2"]
 
@@ -125,7 +125,7 @@ def test_a_key_stored_by_wandb_login_counts(no_wandb_key):
 def test_wandb_without_a_key_writes_an_offline_run_with_metrics_and_config(tmp_path, no_wandb_key, caplog):
     import wandb
 
-    caplog.set_level(logging.INFO, logger="gpo_lab.wandb_logging")
+    caplog.set_level(logging.INFO, logger="gpo_lab.run.wandb_logging")
     run_dir = tmp_path / "run"
     overrides = [*TINY, "logger=wandb", "beta=0.25", "seed=3"]
     summary = run_training(overrides, run_dir)

@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from gpo_lab.data.module import pad_rows
-from gpo_lab.logprobs import sequence_logprobs
-from gpo_lab.models import tiny_causal_lm
-from gpo_lab.tokenizer import byte_tokenizer
+from gpo_lab.scoring.logprobs import sequence_logprobs
+from gpo_lab.models.tiny import tiny_causal_lm
+from gpo_lab.models.tokenizers import byte_tokenizer
 
 
 class Bigram(torch.nn.Module):

@@ -9,10 +9,9 @@ from transformers import GPT2Config, GPT2LMHeadModel
 
 from gpo_lab.data.module import pad_rows
 from gpo_lab.losses import GPOLoss
-from gpo_lab.models import tiny_causal_lm
-from gpo_lab.packing import (CHOSEN, PAD, PROMPT, REJECTED, allowed_attention, attention_mask_4d, pack_pairs,
-                             packed_sequence_logprobs, pair_logprobs, supports_prefix_sharing, unpack)
-from gpo_lab.tokenizer import byte_tokenizer
+from gpo_lab.models.tiny import tiny_causal_lm
+from gpo_lab.scoring.packing import CHOSEN, PAD, PROMPT, REJECTED, allowed_attention, attention_mask_4d, pack_pairs, packed_sequence_logprobs, pair_logprobs, supports_prefix_sharing, unpack
+from gpo_lab.models.tokenizers import byte_tokenizer
 
 # Prompts of different lengths, responses longer and shorter than each other, one of length 1.
 PAIRS = [

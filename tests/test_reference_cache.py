@@ -13,12 +13,11 @@ import torch
 from gpo_lab.data.module import PreferenceDataModule, pad_rows
 from gpo_lab.data.tokenization import Truncation
 from gpo_lab.data.toy import arithmetic_preferences
-from gpo_lab.logprobs import sequence_logprobs
-from gpo_lab.models import tiny_causal_lm
-from gpo_lab.reference_cache import (COLUMN, LazyReference, ReferenceLogpCache, attach_reference_logps,
-                                     batch_reference_logps, cache_spec, compute_reference_logps, default_cache_dir,
-                                     spec_key, weights_fingerprint)
-from gpo_lab.tokenizer import byte_tokenizer, word_tokenizer
+from gpo_lab.scoring.logprobs import sequence_logprobs
+from gpo_lab.models.tiny import tiny_causal_lm
+from gpo_lab.models.reference_cache import COLUMN, ReferenceLogpCache, attach_reference_logps, batch_reference_logps, cache_spec, compute_reference_logps, default_cache_dir, spec_key, weights_fingerprint
+from gpo_lab.models.reference import LazyReference
+from gpo_lab.models.tokenizers import byte_tokenizer, word_tokenizer
 
 PAIRS = datasets.Dataset.from_dict({
     "prompt_ids": [[1, 5, 9, 11, 12, 13], [1, 7], [1, 2, 3]],

@@ -12,10 +12,11 @@ import torch
 from omegaconf import OmegaConf
 
 from conftest import compose_config, run_training
-from gpo_lab.logprobs import sequence_logprobs
+from gpo_lab.scoring.logprobs import sequence_logprobs
 from gpo_lab.losses import GPOLoss
-from gpo_lab.seq2seq import seq2seq_rows, seq2seq_sequence_logprobs, tiny_seq2seq_lm
-from gpo_lab.tokenizer import byte_tokenizer
+from gpo_lab.scoring.seq2seq import seq2seq_rows, seq2seq_sequence_logprobs
+from gpo_lab.models.tiny import tiny_seq2seq_lm
+from gpo_lab.models.tokenizers import byte_tokenizer
 
 peft = pytest.importorskip("peft", reason="LoRA needs peft (pip install 'gpo_lab[lora]')")
 
@@ -72,7 +73,7 @@ def build(overrides, tmp_path):
     cfg = compose_config(["model=tiny_lora", "reference=adapters_disabled", *QUICK, *overrides], tmp_path)
     plain = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])
     pl.seed_everything(0)
-    from gpo_lab.train import build_language_task
+    from gpo_lab.tasks.language import build_language_task
 
     return build_language_task(plain, GPOLoss("logistic"), 0.1)
 
@@ -112,7 +113,7 @@ def test_lora_reference_is_the_base_model_without_a_second_copy(tmp_path):
 def test_lora_reference_with_the_reference_cache(tmp_path):
     """The cache fingerprints the base weights, and loading the lazy reference (as an evaluation
     does) freezes nothing of the policy."""
-    from gpo_lab.reference_cache import weights_fingerprint
+    from gpo_lab.models.reference_cache import weights_fingerprint
 
     module, datamodule = build(["reference_cache.enabled=true"], tmp_path)
     assert "reference_logps" in datamodule.train_set.column_names
@@ -149,15 +150,15 @@ def test_frozen_copy_of_a_lora_policy_is_its_base_model(tmp_path):
 
 def test_adapters_disabled_needs_a_lora_policy():
     from gpo_lab.errors import ConfigError
-    from gpo_lab.lora import adapters_disabled
+    from gpo_lab.models.reference import adapters_disabled
 
     with pytest.raises(ConfigError, match="needs a LoRA policy"):
         adapters_disabled(torch.nn.Linear(2, 2))
 
 
 def test_lora_on_an_encoder_decoder(tmp_path):
-    summary = run_training(["model=tiny_t5", "model.policy._target_=gpo_lab.lora.with_lora",
-                            "+model.policy.base=gpo_lab.seq2seq.tiny_seq2seq_lm", "+model.policy.r=4",
+    summary = run_training(["model=tiny_t5", "model.policy._target_=gpo_lab.models.lora.with_lora",
+                            "+model.policy.base=gpo_lab.models.tiny.tiny_seq2seq_lm", "+model.policy.r=4",
                             "reference=adapters_disabled", *QUICK], tmp_path)
     assert summary["status"] == "completed"
     assert first_metrics(tmp_path)["train/loss"] == pytest.approx(math.log(2), abs=1e-6)
@@ -165,7 +166,7 @@ def test_lora_on_an_encoder_decoder(tmp_path):
 
 def test_lora_hyperparameters_are_checked():
     from gpo_lab.errors import ConfigError
-    from gpo_lab.lora import with_lora
+    from gpo_lab.models.lora import with_lora
 
     with pytest.raises(ConfigError, match="r >= 1"):
-        with_lora(byte_tokenizer(), base="gpo_lab.models.tiny_causal_lm", r=0)
+        with_lora(byte_tokenizer(), base="gpo_lab.models.tiny.tiny_causal_lm", r=0)

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from conftest import ROOT, run_cli, run_training
-from gpo_lab.records import read_metrics
+from gpo_lab.run.records import read_metrics
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 

@@ -6,8 +6,8 @@ import shutil
 import pytest
 
 from conftest import ROOT, run_cli
-from gpo_lab.safety import RunLock
-from gpo_lab.status import expected_jobs, format_table, main, sweep_status
+from gpo_lab.run.lock import RunLock
+from gpo_lab.run.status import expected_jobs, format_table, main, sweep_status
 
 
 @pytest.fixture(scope="module")

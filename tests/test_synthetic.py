@@ -11,18 +11,18 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-import gpo_lab.callbacks.sample_bank as sample_bank_module
-import gpo_lab.synthetic.sft as sft_module
+import gpo_lab.eval.sample_bank as sample_bank_module
+import gpo_lab.tasks.synthetic.sft as sft_module
 from conftest import run_training
-from gpo_lab.callbacks import WinRateCallback
-from gpo_lab.callbacks.sample_bank import find_bank
+from gpo_lab.eval import WinRateCallback
+from gpo_lab.eval.sample_bank import find_bank
 from gpo_lab.errors import ConfigError
-from gpo_lab.records import read_metrics
-from gpo_lab.synthetic import NoisyBehaviour, TopicTask
-from gpo_lab.synthetic.cache import cached_entry
-from gpo_lab.synthetic.pairs import label_pairs, preference_probability
-from gpo_lab.synthetic.sft import SFTSettings, sft_policy
-from gpo_lab.synthetic.task import FILLER_WORDS
+from gpo_lab.run.records import read_metrics
+from gpo_lab.tasks.synthetic import NoisyBehaviour, TopicTask
+from gpo_lab.run.cache import cached_entry
+from gpo_lab.tasks.synthetic.pairs import label_pairs, preference_probability
+from gpo_lab.tasks.synthetic.sft import SFTSettings, sft_policy
+from gpo_lab.tasks.synthetic.task import FILLER_WORDS
 
 TASK = TopicTask()
 PROMPT = "about apple river stone :"
@@ -162,7 +162,7 @@ def test_failed_build_leaves_no_entry(tmp_path):
     assert built and (path / "ok.txt").is_file()
 
 
-TINY_MODEL = {"_target_": "gpo_lab.models.tiny_causal_lm", "hidden_size": 16, "num_layers": 1, "num_heads": 2,
+TINY_MODEL = {"_target_": "gpo_lab.models.tiny.tiny_causal_lm", "hidden_size": 16, "num_layers": 1, "num_heads": 2,
               "max_position_embeddings": 32}
 
 

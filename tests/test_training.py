@@ -10,11 +10,11 @@ import torch
 from conftest import run_cli, run_training
 from gpo_lab.data.module import pad_rows
 from gpo_lab.losses import GPOLoss
-from gpo_lab.models import tiny_causal_lm
+from gpo_lab.models.tiny import tiny_causal_lm
 from gpo_lab.module import GPOModule
-from gpo_lab.records import read_metrics
-from gpo_lab.reference import frozen_copy
-from gpo_lab.tokenizer import byte_tokenizer
+from gpo_lab.run.records import read_metrics
+from gpo_lab.models.reference import frozen_copy
+from gpo_lab.models.tokenizers import byte_tokenizer
 
 F_AT_ZERO = {"logistic": math.log(2), "hinge": 1.0, "squared": 1.0, "exponential": 1.0,
              "truncated_quadratic": 1.0, "savage": 0.25}

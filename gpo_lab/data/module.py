@@ -11,9 +11,9 @@ import torch
 from torch.utils.data import DataLoader
 
 from gpo_lab.errors import ConfigError
-from gpo_lab.packing import pack_pairs
-from gpo_lab.seq2seq import seq2seq_rows
-from gpo_lab.reference_cache import COLUMN as REFERENCE_LOGPS, batch_reference_logps
+from gpo_lab.scoring.packing import pack_pairs
+from gpo_lab.scoring.seq2seq import seq2seq_rows
+from gpo_lab.models.reference_cache import COLUMN as REFERENCE_LOGPS, batch_reference_logps
 from gpo_lab.data.resumable import ResumableDataLoader
 from gpo_lab.data.length_grouping import LengthGroupedOrder, pair_lengths
 from gpo_lab.data.sources import DataError
@@ -30,7 +30,7 @@ class PreferenceDataModule(pl.LightningDataModule):
     Rows are batched as ``input_ids`` of shape (2B, T): the B chosen sequences, then the B
     rejected ones, so each model needs one forward pass per batch. ``response_mask`` marks the
     response tokens whose log-probs count. With ``packing`` a batch holds B rows
-    ``[prompt, chosen, rejected]`` instead (the prompt runs once; see :mod:`gpo_lab.packing`), and
+    ``[prompt, chosen, rejected]`` instead (the prompt runs once; see :mod:`gpo_lab.scoring.packing`), and
     ``group_by_length`` batches pairs of similar length together, so a batch is not mostly padding.
     """
 

@@ -19,7 +19,7 @@ import yaml
 
 from gpo_lab.errors import ConfigError
 from gpo_lab.losses import ALIASES
-from gpo_lab.records import METRICS_FILE, SUMMARY_FILE, metric_mode, read_json, read_metrics
+from gpo_lab.run.records import METRICS_FILE, SUMMARY_FILE, metric_mode, read_json, read_metrics
 
 log = logging.getLogger(__name__)
 

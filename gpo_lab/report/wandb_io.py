@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from gpo_lab.report.collect import COMPLETED, FAILED, RUNNING, Sweep, canonical_loss, config_key
-from gpo_lab.wandb_logging import read_config_file, resolve_mode
+from gpo_lab.run.wandb_logging import read_config_file, resolve_mode
 
 if TYPE_CHECKING:
     from gpo_lab.report.build import Report

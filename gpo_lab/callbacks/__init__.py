@@ -1,7 +1,0 @@
-"""Regularization-tracking callbacks: a shared sample bank, KL to the reference, and win rate."""
-
-from gpo_lab.callbacks.kl import KLCallback, kl_estimates
-from gpo_lab.callbacks.sample_bank import SampleBankCallback
-from gpo_lab.callbacks.win_rate import WinRateCallback
-
-__all__ = ["KLCallback", "SampleBankCallback", "WinRateCallback", "kl_estimates"]

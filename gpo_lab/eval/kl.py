@@ -1,0 +1,32 @@
+"""KL(pi_theta || pi_ref) on samples of the current policy, by two unbiased estimators.
+
+For y ~ pi_theta(.|x):
+- ``kl_seq``: the sequence log-ratio log pi_theta(y|x) - log pi_ref(y|x);
+- ``kl_token``: the sum over the generated tokens of the exact next-token KL between the two
+  models given the prefix (a Rao-Blackwellised form of the first, with lower variance).
+Both are averaged over the held-out prompts, each with its standard error.
+"""
+
+from __future__ import annotations
+
+import pytorch_lightning as pl
+
+from gpo_lab.eval.sample_bank import find_bank, log_value
+from gpo_lab.eval.sampling import SampleBank, mean_and_se
+
+
+def kl_estimates(bank: SampleBank) -> dict[str, float]:
+    seq, seq_se = mean_and_se(bank.policy_logps - bank.reference_logps)
+    token, token_se = mean_and_se(bank.token_kl)
+    return {"kl_seq": seq, "kl_seq_se": seq_se, "kl_token": token, "kl_token_se": token_se}
+
+
+class KLCallback(pl.Callback):
+    """Logs val/kl_seq, val/kl_token and their standard errors at every evaluation with a sample bank."""
+
+    def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        bank = find_bank(trainer, "kl").current(trainer, pl_module)
+        if bank is None:
+            return
+        for name, value in kl_estimates(bank).items():
+            log_value(pl_module, f"val/{name}", value, len(bank))

@@ -1,0 +1,212 @@
+"""Samples from the policy and the reference on held-out prompts, scored for the KL estimators.
+
+Sampling is ancestral at temperature 1 with no top-k or top-p truncation: the KL of interest
+is that of the true distributions. A response ends at EOS (which belongs to it, as in the
+training pairs) or after ``max_new_tokens``. Every random draw comes from a private generator,
+so evaluating never changes the training run's random stream.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from gpo_lab.data.module import pad_rows
+from gpo_lab.data.tokenization import is_conversation, prompt_start_token, render_texts
+from gpo_lab.scoring.logprobs import position_ids_from_mask, response_logits
+
+
+def mean_and_se(values) -> tuple[float, float]:
+    """The mean of per-prompt values and its standard error (sample std / sqrt(n))."""
+    values = torch.as_tensor(values, dtype=torch.float64).flatten()
+    n = values.numel()
+    if n == 0:
+        raise ValueError("mean of no values")
+    return values.mean().item(), (values.std(unbiased=True).item() / math.sqrt(n) if n > 1 else 0.0)
+
+
+def encode_prompts(tokenizer, prompts: list) -> list[list[int]]:
+    """Token ids of prompts exactly as the preference data module encodes them (chat template included)."""
+    if not prompts:
+        return []
+    texts = [render_texts(p, "", "", tokenizer)[0] if is_conversation(p) else p for p in prompts]
+    start_id, always = prompt_start_token(tokenizer)
+    encoded = []
+    for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]:
+        if not ids or (always and ids[0] != start_id):
+            ids = [start_id, *ids]
+        encoded.append(list(ids))
+    return encoded
+
+
+def _left_padded(prompts: list[list[int]], pad_id: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+    width = max(len(p) for p in prompts)
+    ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(prompts), width), dtype=torch.long)
+    for i, prompt in enumerate(prompts):
+        ids[i, width - len(prompt):] = torch.tensor(prompt)
+        mask[i, width - len(prompt):] = 1
+    return ids.to(device), mask.to(device)
+
+
+def _cache_keyword(model) -> str:
+    """The name under which this model takes its KV cache (``cache`` from transformers 5.2x on)."""
+    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+
+
+def _cache_of(output):
+    cache = output.get("cache")
+    return cache if cache is not None else output.get("past_key_values")
+
+
+@torch.no_grad()
+def sample_responses(
+    model,
+    prompts: list[list[int]],
+    max_new_tokens: int,
+    eos_token_id: int,
+    generator: torch.Generator,
+    pad_token_id: int = 0,
+    batch_size: int = 64,
+    progress: str | None = None,
+) -> list[list[int]]:
+    """One response per prompt, drawn token by token from softmax(logits) with a KV cache.
+
+    Prompts are left-padded with explicit position ids, so padding never changes a distribution.
+    """
+    device = next(model.parameters()).device
+    responses: list[list[int]] = []
+    bar = tqdm(total=len(prompts), desc=progress, leave=False, disable=progress is None, dynamic_ncols=True)
+    for start in range(0, len(prompts), batch_size):
+        chunk = prompts[start:start + batch_size]
+        input_ids, mask = _left_padded(chunk, pad_token_id, device)
+        positions = position_ids_from_mask(mask)
+        output = model(input_ids=input_ids, attention_mask=mask, position_ids=positions, use_cache=True)
+        cache_keyword = _cache_keyword(model)
+        next_position = positions[:, -1:] + 1
+        finished = torch.zeros(len(chunk), dtype=torch.bool, device=device)
+        lengths = torch.full((len(chunk),), max_new_tokens, dtype=torch.long, device=device)
+        tokens = []
+        for step in range(max_new_tokens):
+            probs = torch.softmax(output.logits[:, -1].float(), dim=-1)
+            token = torch.multinomial(probs, 1, generator=generator).squeeze(1)
+            token = torch.where(finished, torch.full_like(token, pad_token_id), token)
+            tokens.append(token)
+            ended = (token == eos_token_id) & ~finished
+            lengths[ended] = step + 1
+            finished |= ended
+            if bool(finished.all()) or step + 1 == max_new_tokens:
+                break
+            mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
+            output = model(input_ids=token[:, None], attention_mask=mask, position_ids=next_position,
+                           use_cache=True, **{cache_keyword: _cache_of(output)})
+            next_position = next_position + 1
+        drawn = torch.stack(tokens, dim=1).cpu()
+        responses.extend(drawn[i, :n].tolist() for i, n in enumerate(lengths.tolist()))
+        bar.update(len(chunk))
+    bar.close()
+    return responses
+
+
+def response_log_distributions(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """log-softmax over the vocabulary at every position that predicts a response token, flattened.
+
+    Rows are in the order of ``batch``; only response positions are projected onto the vocabulary.
+    """
+    logits, _ = response_logits(model, batch["input_ids"], batch["attention_mask"], batch["response_mask"])
+    return F.log_softmax(logits.float(), dim=-1)
+
+
+@torch.no_grad()
+def score_responses(
+    policy, reference, prompts: list[list[int]], responses: list[list[int]], pad_token_id: int, batch_size: int = 64
+) -> dict[str, torch.Tensor]:
+    """Per response: log pi(y|x), log pi_ref(y|x), and the sum over its tokens of the exact
+    next-token KL(pi || pi_ref) given the prefix (one value per sequence, float64 on the CPU)."""
+    device = next(policy.parameters()).device
+    out = {"policy_logps": [], "reference_logps": [], "token_kl": []}
+    for start in range(0, len(prompts), batch_size):
+        rows = list(zip(prompts[start:start + batch_size], responses[start:start + batch_size]))
+        batch = {k: v.to(device) for k, v in pad_rows(rows, pad_token_id).items()}
+        targets_mask = batch["response_mask"][:, 1:].bool() & batch["attention_mask"][:, 1:].bool()
+        row_of = torch.arange(len(rows), device=device)[:, None].expand_as(targets_mask)[targets_mask]
+        targets = batch["input_ids"][:, 1:][targets_mask]
+        log_p = response_log_distributions(policy, batch)
+        log_q = response_log_distributions(reference, batch)
+        kl = (log_p.exp() * (log_p - log_q)).sum(-1)
+        picked_p = log_p.gather(1, targets[:, None]).squeeze(1)
+        picked_q = log_q.gather(1, targets[:, None]).squeeze(1)
+        for key, values in (("policy_logps", picked_p), ("reference_logps", picked_q), ("token_kl", kl)):
+            totals = torch.zeros(len(rows), dtype=torch.float64, device=device)
+            out[key].append(totals.index_add(0, row_of, values.double()).cpu())
+    return {k: torch.cat(v) if v else torch.zeros(0, dtype=torch.float64) for k, v in out.items()}
+
+
+@dataclass
+class SampleBank:
+    """One evaluation's samples: a policy and a reference response for each held-out prompt.
+
+    ``policy_logps``, ``reference_logps`` and ``token_kl`` describe the policy samples (what the
+    KL estimators need); the reference samples serve as the opponents of the win rate.
+    """
+
+    step: int
+    prompts: list
+    prompt_ids: list[list[int]]
+    policy_ids: list[list[int]]
+    reference_ids: list[list[int]]
+    policy_texts: list[str]
+    reference_texts: list[str]
+    policy_logps: torch.Tensor
+    reference_logps: torch.Tensor
+    token_kl: torch.Tensor
+
+    def __len__(self) -> int:
+        return len(self.prompt_ids)
+
+    @property
+    def policy_lengths(self) -> torch.Tensor:
+        return torch.tensor([len(r) for r in self.policy_ids], dtype=torch.float64)
+
+
+def decode(tokenizer, responses: list[list[int]]) -> list[str]:
+    return tokenizer.batch_decode(responses, skip_special_tokens=True)
+
+
+def generate_bank(
+    policy,
+    reference,
+    tokenizer,
+    prompts: list,
+    prompt_ids: list[list[int]],
+    max_new_tokens: int,
+    seed: int,
+    batch_size: int = 64,
+    step: int = 0,
+    progress: bool = True,
+    reference_ids: list[list[int]] | None = None,
+) -> SampleBank:
+    """Sample the policy and the reference once each per prompt, from two independent seeded streams.
+
+    The reference is frozen, so its samples may be passed in from an earlier evaluation
+    (``reference_ids``): they are what the same seed would draw again.
+    """
+    device = next(policy.parameters()).device
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    streams = [torch.Generator(device=device).manual_seed(seed), torch.Generator(device=device).manual_seed(seed + 1)]
+    common = dict(max_new_tokens=max_new_tokens, eos_token_id=tokenizer.eos_token_id, pad_token_id=pad,
+                  batch_size=batch_size)
+    policy_ids = sample_responses(policy, prompt_ids, generator=streams[0],
+                                  progress="sampling policy" if progress else None, **common)
+    if reference_ids is None:
+        reference_ids = sample_responses(reference, prompt_ids, generator=streams[1],
+                                         progress="sampling reference" if progress else None, **common)
+    scores = score_responses(policy, reference, prompt_ids, policy_ids, pad, batch_size)
+    return SampleBank(step=step, prompts=list(prompts), prompt_ids=prompt_ids, policy_ids=policy_ids,
+                      reference_ids=reference_ids, policy_texts=decode(tokenizer, policy_ids),
+                      reference_texts=decode(tokenizer, reference_ids), **scores)

@@ -1,0 +1,43 @@
+"""Win rate of the policy against the reference on held-out prompts, as a judge sees it."""
+
+from __future__ import annotations
+
+import pytorch_lightning as pl
+
+from gpo_lab.eval.sample_bank import find_bank, log_value
+from gpo_lab.errors import ConfigError
+from gpo_lab.eval.judges import Judge, RewardJudge, win_rate
+from gpo_lab.eval.sampling import mean_and_se
+
+
+class WinRateCallback(pl.Callback):
+    """Logs val/win_rate (ties count 1/2) and val/win_rate_se: one policy sample against one
+    reference sample per prompt. A reward judge also gives the mean reward of both sides
+    (val/judge_reward, val/judge_reward_reference)."""
+
+    def __init__(self, judge: Judge | None = None):
+        if judge is None:
+            raise ConfigError("callbacks.win_rate needs a judge: add +judge=golden (synthetic task) or "
+                              "+judge=reward_model judge.name=PATH, or switch it off with callbacks.win_rate=null.")
+        self.judge = judge
+        self._device = None
+
+    def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        bank = find_bank(trainer, "win_rate").current(trainer, pl_module)
+        if bank is None:
+            return
+        if self._device != pl_module.device:
+            self.judge.to(pl_module.device)
+            self._device = pl_module.device
+        values = {}
+        if isinstance(self.judge, RewardJudge):
+            policy = self.judge.rewards(bank.prompts, bank.policy_texts)
+            reference = self.judge.rewards(bank.prompts, bank.reference_texts)
+            scores = self.judge.compare_rewards(policy, reference)
+            for name, rewards in (("judge_reward", policy), ("judge_reward_reference", reference)):
+                values[name], values[f"{name}_se"] = mean_and_se(rewards)
+        else:
+            scores = self.judge.compare(bank.prompts, bank.policy_texts, bank.reference_texts)
+        values["win_rate"], values["win_rate_se"] = win_rate(scores)
+        for name, value in values.items():
+            log_value(pl_module, f"val/{name}", value, len(bank))

@@ -1,0 +1,64 @@
+"""Hugging Face models by hub name or local path: causal LMs, encoder-decoders and their tokenizers."""
+
+from __future__ import annotations
+
+import torch
+from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer, PreTrainedModel
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def hf_tokenizer(name: str, revision: str | None = None, trust_remote_code: bool = False, **kwargs):
+    """A hub or local tokenizer; a pad token is added from EOS when the model has none."""
+    tokenizer = AutoTokenizer.from_pretrained(name, revision=revision, trust_remote_code=trust_remote_code, **kwargs)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def hf_causal_lm(
+    tokenizer,
+    name: str,
+    revision: str | None = None,
+    dtype: str = "float32",
+    attn_implementation: str | None = "sdpa",
+    trust_remote_code: bool = False,
+    **kwargs,
+) -> PreTrainedModel:
+    """A hub or local causal LM; remote code runs only when the config asks for it."""
+    if dtype not in DTYPES:
+        raise ValueError(f"model dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
+    model = AutoModelForCausalLM.from_pretrained(
+        name,
+        revision=revision,
+        dtype=DTYPES[dtype],
+        attn_implementation=attn_implementation,
+        trust_remote_code=trust_remote_code,
+        **kwargs,
+    )
+    if model.config.pad_token_id is None:
+        model.config.pad_token_id = tokenizer.pad_token_id
+    return model
+
+
+def disable_dropout(model: torch.nn.Module) -> torch.nn.Module:
+    """Set every dropout to p=0 so policy and reference agree exactly at the start (as TRL does)."""
+    for module in model.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.0
+    return model
+
+
+def hf_seq2seq_lm(tokenizer, name: str, revision: str | None = None, dtype: str = "float32",
+                  attn_implementation: str | None = None, trust_remote_code: bool = False, **kwargs) -> PreTrainedModel:
+    """A hub or local encoder-decoder (T5, Flan-T5, BART, ...); remote code runs only when asked for."""
+    if dtype not in DTYPES:
+        raise ValueError(f"model dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
+    model = AutoModelForSeq2SeqLM.from_pretrained(name, revision=revision, dtype=DTYPES[dtype],
+                                                  attn_implementation=attn_implementation,
+                                                  trust_remote_code=trust_remote_code, **kwargs)
+    if model.config.pad_token_id is None:
+        model.config.pad_token_id = tokenizer.pad_token_id
+    if model.config.decoder_start_token_id is None:
+        model.config.decoder_start_token_id = model.config.pad_token_id
+    return model

@@ -1,0 +1,241 @@
+"""Reference log-probs of a dataset's pairs, computed once and reused from disk.
+
+pi_ref is frozen, so log pi_ref(y|x) of every pair is a fixed number: computing it at every step
+(or in every job of a sweep) is wasted work. The cache key is a hash of everything that determines
+the values: the reference weights (and config), the pairs' token ids, the tokenizer and the
+truncation settings; change any of them and a new entry is computed. An entry is one safetensors
+file, written to a temporary file and renamed into place (a partial file is never read); jobs that
+start together take a file lock, so one computes and the others wait and then read it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from gpo_lab.scoring.packing import pack_pairs, pair_logprobs
+from gpo_lab.models.reference import LazyReference
+from gpo_lab.run.lock import file_lock
+
+log = logging.getLogger(__name__)
+
+CACHE_ENV = "GPO_LAB_CACHE"
+FORMAT_VERSION = 1
+COLUMN = "reference_logps"  # per pair: [log pi_ref(chosen|x), log pi_ref(rejected|x)]
+SPLITS = {"train": "train_set", "validation": "val_set"}
+
+
+def default_cache_dir() -> Path:
+    """``$GPO_LAB_CACHE/reference_logps``, or ``.cache/gpo_lab/reference_logps`` when the variable is unset."""
+    return Path(os.environ.get(CACHE_ENV, ".cache/gpo_lab")) / "reference_logps"
+
+
+# ----------------------------------------------------------------------------------- fingerprints
+def _hasher():
+    return hashlib.blake2b(digest_size=16)
+
+
+def weights_fingerprint(model: torch.nn.Module) -> str:
+    """A hash of the model's class, config and every tensor of its state dict (names, dtypes, shapes, bytes)."""
+    if isinstance(model, LazyReference):
+        model = model.loaded
+    digest = _hasher()
+    digest.update(type(model).__name__.encode())
+    config = getattr(model, "config", None)
+    if config is not None and hasattr(config, "to_dict"):
+        settings = {k: v for k, v in config.to_dict().items() if k not in ("_name_or_path", "transformers_version")}
+        digest.update(json.dumps(settings, sort_keys=True, default=str).encode())
+    state = model.base_state_dict() if hasattr(model, "base_state_dict") else model.state_dict()  # LoRA: base weights
+    for name, tensor in sorted(state.items()):
+        tensor = tensor.detach().to("cpu").contiguous().reshape(-1)
+        digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}".encode())
+        digest.update(tensor.view(torch.uint8).numpy())
+    return digest.hexdigest()
+
+
+def pairs_fingerprint(pairs) -> str:
+    """A hash of the pairs' token ids, in order (the encoded dataset: prompt_ids, chosen_ids, rejected_ids)."""
+    digest = _hasher()
+    for column in ("prompt_ids", "chosen_ids", "rejected_ids"):
+        for ids in pairs[column]:
+            array = np.asarray(ids, dtype=np.int64)
+            digest.update(np.int64(array.size).tobytes())
+            digest.update(array.tobytes())
+    return digest.hexdigest()
+
+
+def tokenizer_fingerprint(tokenizer) -> str:
+    """A hash of the tokenizer's full definition (vocabulary, merges, normalisation), special tokens and chat template."""
+    digest = _hasher()
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is not None:
+        digest.update(backend.to_str().encode())
+    else:
+        digest.update(json.dumps(sorted(tokenizer.get_vocab().items())).encode())
+    extras = {"class": type(tokenizer).__name__, "special": getattr(tokenizer, "special_tokens_map", {}),
+              "chat_template": getattr(tokenizer, "chat_template", None)}
+    digest.update(json.dumps(extras, sort_keys=True, default=str).encode())
+    return digest.hexdigest()
+
+
+def cache_spec(reference_fingerprint: str, pairs, tokenizer, truncation) -> dict[str, Any]:
+    """Everything that determines the cached values; its hash is the key."""
+    import transformers
+
+    truncation = dataclasses.asdict(truncation) if dataclasses.is_dataclass(truncation) else dict(truncation)
+    return {"format": FORMAT_VERSION, "reference": reference_fingerprint, "pairs": pairs_fingerprint(pairs),
+            "num_pairs": len(pairs), "tokenizer": tokenizer_fingerprint(tokenizer), "truncation": truncation,
+            "torch": torch.__version__, "transformers": transformers.__version__}
+
+
+def spec_key(spec: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()[:32]
+
+
+# ----------------------------------------------------------------------------------- the store
+def _umask() -> int:
+    current = os.umask(0)
+    os.umask(current)
+    return current
+
+
+class ReferenceLogpCache:
+    """A directory of entries ``<key>.safetensors``: a float32 tensor (pairs, 2) and the spec it was keyed by."""
+
+    def __init__(self, root: str | os.PathLike | None = None):
+        self.root = Path(root) if root is not None else default_cache_dir()
+
+    def path(self, key: str) -> Path:
+        return self.root / f"{key}.safetensors"
+
+    def load(self, key: str) -> torch.Tensor | None:
+        """The entry for ``key``, or None if there is none (temporary files of a writer are never looked at)."""
+        path = self.path(key)
+        if not path.is_file():
+            return None
+        with safe_open(str(path), framework="pt") as handle:
+            return handle.get_tensor("logps")
+
+    def get_or_compute(self, spec: dict[str, Any], compute: Callable[[], torch.Tensor]) -> tuple[torch.Tensor, bool]:
+        """The values for ``spec``: read from the cache, or computed by ``compute()`` and stored.
+
+        Returns the values and whether this call computed them. Concurrent callers with the same
+        spec serialise on a file lock: the first computes, the others read its entry.
+        """
+        key = spec_key(spec)
+        values = self.load(key)
+        if values is not None:
+            return self._checked(values, spec), False
+        self.root.mkdir(parents=True, exist_ok=True)
+        with file_lock(self.root / f".{key}.lock"):
+            values = self.load(key)
+            if values is not None:
+                log.info("Reference log-probs %s: computed meanwhile by another job; reusing them.", key)
+                return self._checked(values, spec), False
+            values = compute().detach().to("cpu", torch.float32).contiguous()
+            self._checked(values, spec)
+            self._write(key, values, spec)
+        return values, True
+
+    @staticmethod
+    def _checked(values: torch.Tensor, spec: dict[str, Any]) -> torch.Tensor:
+        if tuple(values.shape) != (spec["num_pairs"], 2):
+            raise ValueError(f"Reference log-probs of shape {tuple(values.shape)} for {spec['num_pairs']} pairs; "
+                             "expected (pairs, 2).")
+        return values
+
+    def _write(self, key: str, values: torch.Tensor, spec: dict[str, Any]) -> None:
+        handle, tmp = tempfile.mkstemp(dir=self.root, prefix=f".{key}.", suffix=".tmp")
+        os.close(handle)
+        try:
+            os.chmod(tmp, 0o666 & ~_umask())  # readable by the other jobs of a sweep, as a plain file would be
+            save_file({"logps": values}, tmp, metadata={"spec": json.dumps(spec, sort_keys=True, default=str)})
+            with open(tmp, "rb") as written:
+                os.fsync(written.fileno())
+            os.replace(tmp, self.path(key))
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+
+# ----------------------------------------------------------------------------------- computing and attaching
+def compute_reference_logps(reference: torch.nn.Module, pairs, pad_id: int, batch_size: int = 16) -> torch.Tensor:
+    """(pairs, 2) float32: log pi_ref of each pair's chosen and rejected response, with prefix sharing.
+
+    Pairs are batched longest first, so each batch holds pairs of similar length (little padding).
+    """
+    prompts, chosen, rejected = pairs["prompt_ids"], pairs["chosen_ids"], pairs["rejected_ids"]
+    order = sorted(range(len(prompts)), key=lambda i: -(len(prompts[i]) + len(chosen[i]) + len(rejected[i])))
+    device = next(reference.parameters()).device
+    out = torch.empty((len(order), 2), dtype=torch.float32)
+    was_training = reference.training
+    reference.eval()
+    try:
+        with torch.no_grad():
+            for start in range(0, len(order), batch_size):
+                index = order[start:start + batch_size]
+                batch = pack_pairs([(prompts[i], chosen[i], rejected[i]) for i in index], pad_id)
+                values = pair_logprobs(reference, {k: v.to(device) for k, v in batch.items()}).float().cpu()
+                out[index] = values.view(2, len(index)).T
+    finally:
+        reference.train(was_training)
+    return out
+
+
+def batch_reference_logps(pairs: list[dict]) -> torch.Tensor:
+    """The cached values of a list of pairs as GPOModule reads them: (2B,), chosen first, then rejected."""
+    values = torch.tensor([p[COLUMN] for p in pairs], dtype=torch.float32)
+    return torch.cat([values[:, 0], values[:, 1]])
+
+
+def attach_reference_logps(datamodule, reference: torch.nn.Module, cache: ReferenceLogpCache | None = None,
+                           batch_size: int = 16, device: str | torch.device | None = None) -> dict[str, str]:
+    """Give the data module's encoded splits a ``reference_logps`` column, from the cache or computed once.
+
+    Its batches then carry ``reference_logps`` and training never runs the reference. Each split
+    records in ``datamodule.stats`` whether it was computed or reused. On a miss the reference is
+    moved to ``device`` (the accelerator when there is one) for the computation and back afterwards.
+    """
+    cache = cache or ReferenceLogpCache()
+    fingerprint = weights_fingerprint(reference)
+    outcome = {}
+    for split, attribute in SPLITS.items():
+        pairs = getattr(datamodule, attribute, None)
+        if pairs is None or len(pairs) == 0:
+            continue
+        if COLUMN in pairs.column_names:
+            pairs = pairs.remove_columns(COLUMN)
+        spec = cache_spec(fingerprint, pairs, datamodule.tokenizer, datamodule.truncation)
+        started = time.perf_counter()
+        values, computed = cache.get_or_compute(
+            spec, lambda: _compute_on(reference, pairs, datamodule.tokenizer.pad_token_id, batch_size, device))
+        outcome[split] = "computed" if computed else "cached"
+        log.info("Reference log-probs of %d %s pairs: %s in %.1f s (%s).", len(pairs), split, outcome[split],
+                 time.perf_counter() - started, cache.path(spec_key(spec)))
+        setattr(datamodule, attribute, pairs.add_column(COLUMN, values.tolist()))
+    stats = getattr(datamodule, "stats", None)
+    if isinstance(stats, dict):
+        stats.update({f"reference_logps_{split}": state for split, state in outcome.items()})
+    return outcome
+
+
+def _compute_on(reference, pairs, pad_id, batch_size, device) -> torch.Tensor:
+    home = next(reference.parameters()).device
+    target = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else home)
+    reference.to(target)
+    try:
+        return compute_reference_logps(reference, pairs, pad_id, batch_size)
+    finally:
+        reference.to(home)

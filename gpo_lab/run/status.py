@@ -1,0 +1,115 @@
+"""``python -m gpo_lab.run.status SWEEP_DIR``: every job of a sweep with its state, last step and key metrics.
+
+The jobs are expanded from the sweep's own ``multirun.yaml`` with Hydra's override parser, so
+jobs that have not started yet are listed too, under the directory name they will get.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import sys
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from hydra._internal.config_loader_impl import get_overrides_dirname
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from omegaconf import OmegaConf
+
+from gpo_lab.run.records import METRICS_FILE, SUMMARY_FILE, read_json, read_metrics
+from gpo_lab.run.lock import RunLock
+
+KEY_METRICS = ("val/win_rate", "val/kl_token", "val/kl_seq", "val/kl", "val/offline_reg", "val/loss")
+STATES = ("completed", "running", "interrupted", "failed", "not started")
+
+
+@dataclass
+class Job:
+    dirname: str
+    state: str
+    last_step: int | None = None
+    metrics: dict[str, float] = field(default_factory=dict)
+    error: str | None = None
+
+
+def expected_jobs(sweep_dir: Path) -> list[str]:
+    """Directory names of every job of the sweep, in launch order, from ``multirun.yaml``."""
+    path = sweep_dir / "multirun.yaml"
+    if not path.is_file():
+        return []
+    hydra_cfg = OmegaConf.load(path).hydra
+    params = hydra_cfg.sweeper.get("params") or {}
+    arguments = [f"{key}={value}" for key, value in params.items()] + list(hydra_cfg.overrides.task)
+    parser = OverridesParser.create()
+    grid = []
+    for override in parser.parse_overrides(arguments):
+        key = override.get_key_element()
+        values = override.sweep_string_iterator() if override.is_sweep_override() else [override.get_value_element_as_str()]
+        grid.append([f"{key}={value}" for value in values])
+    dirname = hydra_cfg.job.config.override_dirname
+    names = []
+    for job in itertools.product(*grid):
+        name = get_overrides_dirname(parser.parse_overrides(list(job)), list(dirname.exclude_keys),
+                                     dirname.item_sep, dirname.kv_sep)
+        names.append(name or "default")
+    return names
+
+
+def job_state(run_dir: Path) -> Job:
+    summary_path = run_dir / SUMMARY_FILE
+    summary = read_json(summary_path) if summary_path.is_file() else {}
+    status = summary.get("status")
+    if RunLock.is_held(run_dir):
+        state = "running"
+    elif status in ("completed", "failed"):
+        state = status
+    elif status == "running" or (run_dir / METRICS_FILE).exists():
+        state = "interrupted"  # killed or preempted; the same command resumes it
+    else:
+        state = "not started"
+    records = read_metrics(run_dir / METRICS_FILE)
+    steps = [r["step"] for r in records if r.get("step") is not None]
+    values = dict(summary.get("final") or {})
+    for record in records:  # a job still training has no final metrics yet: show its latest
+        values.update({k: v for k, v in record.items() if k.startswith("val/")} if state != "completed" else {})
+    return Job(run_dir.name, state, max(steps) if steps else summary.get("steps"),
+               {k: values[k] for k in KEY_METRICS if values.get(k) is not None}, summary.get("error"))
+
+
+def sweep_status(sweep_dir: Path) -> list[Job]:
+    sweep_dir = Path(sweep_dir)
+    names = expected_jobs(sweep_dir)
+    present = sorted(p.parent.name for p in sweep_dir.glob(f"*/{SUMMARY_FILE}"))
+    names += [n for n in present if n not in names]  # jobs of earlier grids in the same directory
+    return [job_state(sweep_dir / name) for name in names]
+
+
+def format_table(jobs: list[Job]) -> str:
+    metric_names = [m for m in KEY_METRICS if any(m in job.metrics for job in jobs)]
+    header = ["job", "state", "step", *metric_names]
+    rows = [[job.dirname, job.state, "" if job.last_step is None else str(job.last_step),
+             *[f"{job.metrics[m]:.4g}" if m in job.metrics else "" for m in metric_names]] for job in jobs]
+    widths = [max(len(str(cell)) for cell in column) for column in zip(header, *rows)]
+    lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in [header, *rows]]
+    counts = {state: sum(job.state == state for job in jobs) for state in STATES}
+    lines.append(", ".join(f"{n} {state}" for state, n in counts.items() if n) or "no jobs")
+    lines += [f"{job.dirname}: {job.error}" for job in jobs if job.error]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m gpo_lab.run.status", description=__doc__.splitlines()[0])
+    parser.add_argument("sweep_dir", type=Path, help="a sweep directory, e.g. multirun/smoke")
+    parser.add_argument("--json", action="store_true", help="one JSON object per job instead of a table")
+    args = parser.parse_args(argv)
+    if not args.sweep_dir.is_dir():
+        print(f"No sweep directory {args.sweep_dir}", file=sys.stderr)
+        return 2
+    jobs = sweep_status(args.sweep_dir)
+    print("\n".join(json.dumps(asdict(job)) for job in jobs) if args.json else format_table(jobs))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

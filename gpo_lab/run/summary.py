@@ -1,0 +1,89 @@
+"""``summary.json``: what a run was, how it ended, and its final and best validation metrics."""
+
+from __future__ import annotations
+
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+
+from gpo_lab.run.records import SCHEMA_VERSION, SUMMARY_FILE, metric_mode, read_json, to_jsonable, write_json
+
+
+def _is_standard_error(name: str) -> bool:
+    return name.endswith("_se")
+
+
+class ValidationTracker(pl.Callback):
+    """Keeps the last and the best value (with its step) of every ``val/`` metric."""
+
+    def __init__(self):
+        self.final: dict[str, float] = {}
+        self.best: dict[str, dict[str, Any]] = {}
+        self.step = 0
+
+    def on_validation_end(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
+        if trainer.sanity_checking:
+            return
+        self.step = trainer.global_step
+        values = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
+        self.final.update(values)
+        for name, value in values.items():
+            if _is_standard_error(name):
+                continue
+            mode = metric_mode(name)
+            current = self.best.get(name)
+            better = current is None or (value > current["value"] if mode == "max" else value < current["value"])
+            if better:
+                self.best[name] = {"value": value, "step": self.step, "mode": mode}
+                error = values.get(f"{name}_se")
+                if error is not None:
+                    self.best[name]["se"] = error
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"final": self.final, "best": self.best, "step": self.step}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.final, self.best, self.step = state["final"], state["best"], state["step"]
+
+
+class RunSummary:
+    """Writes ``summary.json`` at every change of state, atomically."""
+
+    def __init__(self, run_dir: Path, run: dict[str, Any]):
+        self.path = Path(run_dir) / SUMMARY_FILE
+        self.started = time.time()
+        self.data: dict[str, Any] = {"schema": SCHEMA_VERSION, "status": "running", **run}
+
+    @staticmethod
+    def status_of(run_dir: Path) -> str | None:
+        path = Path(run_dir) / SUMMARY_FILE
+        try:
+            return read_json(path).get("status")
+        except (FileNotFoundError, ValueError):
+            return None
+
+    @staticmethod
+    def read(run_dir: Path) -> dict[str, Any]:
+        return read_json(Path(run_dir) / SUMMARY_FILE)
+
+    def update(self, **fields: Any) -> None:
+        self.data.update(to_jsonable(fields))
+        self.data["wall_time_s"] = round(time.time() - self.started, 3)
+        write_json(self.path, self.data)
+
+    def completed(self, trainer: pl.Trainer, tracker: ValidationTracker, **extra: Any) -> None:
+        self.update(status="completed", steps=trainer.global_step, final=tracker.final, best=tracker.best, **extra)
+
+    def failed(self, error: BaseException, trainer: pl.Trainer | None = None,
+               tracker: ValidationTracker | None = None) -> None:
+        self.update(
+            status="failed",
+            error=f"{type(error).__name__}: {error}",
+            traceback=traceback.format_exception(error)[-8:],
+            steps=trainer.global_step if trainer is not None else 0,
+            final=tracker.final if tracker else {},
+            best=tracker.best if tracker else {},
+        )

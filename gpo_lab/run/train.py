@@ -1,0 +1,139 @@
+"""One training run: check the config, build everything it names, fit, and record the outcome."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from lightning_fabric.plugins.environments import SLURMEnvironment
+from hydra.utils import get_method, instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from gpo_lab.errors import user_facing_cause
+from gpo_lab.losses import validate_beta
+from gpo_lab.run.metrics_file import MetricsFileLogger
+from gpo_lab.run.records import METRICS_FILE, SUMMARY_FILE, atomic_write_text
+from gpo_lab.run.checkpoints import AtomicCheckpointIO
+from gpo_lab.run.lock import RunLock
+from gpo_lab.run.redaction import redact_override, redact_secrets
+from gpo_lab.run.summary import RunSummary, ValidationTracker
+from gpo_lab.run.checks import validate_run_config
+
+log = logging.getLogger(__name__)
+
+# Expected here, not problems: the frozen reference is in eval mode by design, and a machine with
+# SLURM installed is not necessarily running this job under srun.
+warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode.*")
+warnings.filterwarnings("ignore", message=r".*The `srun` command is available.*")
+
+CHECKPOINT_DIR = "checkpoints"
+LAST_CHECKPOINT = "last.ckpt"
+
+
+def describe_run(cfg: DictConfig) -> dict[str, Any]:
+    """The identifying numbers of a run, as the report and sweep tools read them."""
+    return {
+        "name": cfg.get("name"),
+        "loss": OmegaConf.select(cfg, "loss.fn"),
+        "beta": cfg.beta,
+        "lr": OmegaConf.select(cfg, "optim.lr"),
+        "seed": cfg.seed,
+        "overrides": [redact_override(o) for o in cfg.get("overrides") or []],
+    }
+
+
+def last_checkpoint(run_dir: Path) -> Path | None:
+    path = Path(run_dir) / CHECKPOINT_DIR / LAST_CHECKPOINT
+    return path if path.is_file() else None
+
+
+def build_callbacks(cfg: DictConfig) -> list[pl.Callback]:
+    """Every entry of the ``callbacks`` group that is not switched off (set to null)."""
+    return [instantiate(node) for node in (cfg.get("callbacks") or {}).values() if node is not None]
+
+
+def build_loggers(cfg: DictConfig) -> list:
+    return [instantiate(node) for node in (cfg.get("logger") or {}).values() if node is not None]
+
+
+def trainer_plugins() -> list:
+    """Atomic checkpoint writes; under SLURM, requeueing is left to submitit alone.
+
+    Lightning would also catch SLURM's signal and requeue the job itself; two mechanisms
+    requeueing one job race each other, so Lightning's is switched off.
+    """
+    plugins = [AtomicCheckpointIO()]
+    if SLURMEnvironment.detect():
+        plugins.append(SLURMEnvironment(auto_requeue=False))
+    return plugins
+
+
+def archive_previous_run(run_dir: Path) -> Path:
+    """Move a finished run's files aside (nothing is deleted) so the directory can train afresh."""
+    archive = run_dir / f"previous-{time.strftime('%Y%m%d-%H%M%S')}"
+    archive.mkdir()
+    for name in (SUMMARY_FILE, METRICS_FILE, "config.yaml", CHECKPOINT_DIR):
+        if (run_dir / name).exists():
+            shutil.move(str(run_dir / name), archive / name)
+    return archive
+
+
+def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
+    """Train one policy as configured; ``summary.json`` in ``run_dir`` records how it ended.
+
+    The same call on the same directory skips a completed run (unless ``skip_completed`` is
+    false, which archives it and starts over) and resumes an unfinished one from its last
+    checkpoint, with its data order and random state.
+    """
+    run_dir = Path(run_dir)
+    with RunLock(run_dir):
+        if RunSummary.status_of(run_dir) == "completed":
+            if cfg.get("skip_completed", True):
+                log.info("%s already completed; skipping (skip_completed=false trains it again).", run_dir)
+                return RunSummary.read(run_dir)
+            log.info("Archived the completed run to %s; training again.", archive_previous_run(run_dir))
+        return _train_locked(cfg, run_dir)
+
+
+def _train_locked(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
+    summary = RunSummary(run_dir, describe_run(cfg))
+    trainer = tracker = None
+    try:
+        summary.update()
+        atomic_write_text(run_dir / "config.yaml",
+                          OmegaConf.to_yaml(OmegaConf.create(redact_secrets(OmegaConf.to_container(cfg, resolve=True)))))
+        validate_run_config(cfg)
+        beta = validate_beta(cfg.beta)
+        loss = instantiate(cfg.loss)
+        log.info("loss %r", loss)
+        pl.seed_everything(cfg.seed, workers=True)
+        module, datamodule = get_method(cfg.builder)(cfg, loss, beta)
+
+        tracker = ValidationTracker()
+        metrics_file = MetricsFileLogger(run_dir)
+        trainer = instantiate(cfg.trainer, default_root_dir=str(run_dir), plugins=trainer_plugins(),
+                              callbacks=[*build_callbacks(cfg), tracker], logger=[metrics_file, *build_loggers(cfg)])
+        metrics_file.trainer = trainer
+        resume_from = last_checkpoint(run_dir)
+        if resume_from is not None:
+            step = torch.load(resume_from, map_location="cpu", weights_only=True, mmap=True)["global_step"]
+            log.info("Resuming from %s (step %d).", resume_from, step)
+            metrics_file.truncate_after(step)
+        trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from)
+        if tracker.step != trainer.global_step or not tracker.final:
+            trainer.validate(module, datamodule=datamodule, verbose=False)
+        summary.completed(trainer, tracker, data=getattr(datamodule, "stats", {}))
+        log.info("Finished: %s", summary.path)
+        return summary.data
+    except BaseException as error:
+        cause = user_facing_cause(error)  # a fixable input error, even when Hydra's instantiate wrapped it
+        summary.failed(cause or error, trainer, tracker)
+        if cause is not None and cause is not error:
+            raise cause from error
+        raise

@@ -1,0 +1,74 @@
+"""Encoder-decoder (T5-style) scoring: the prompt goes to the encoder, the response is the decoder's target.
+
+A causal LM reads prompt + response as one row; an encoder-decoder needs them apart, so its
+batches carry the prompt as ``input_ids``/``attention_mask`` (encoder side) and the response as
+``response_ids``/``response_mask`` (decoder side), each padded on its own. log pi(y|x) is the
+SUM of the response tokens' log-probabilities, as for causal models.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def seq2seq_rows(rows: list[tuple[list[int], list[int]]], pad_id: int, eos_id: int | None = None
+                 ) -> dict[str, torch.Tensor]:
+    """Pad (prompt, response) rows into encoder and decoder tensors (both right-padded).
+
+    With ``eos_id``, a prompt that does not end with it gets it appended, as T5 tokenizers end
+    every encoder input.
+    """
+    prompts = [list(p) + ([eos_id] if eos_id is not None and (not p or p[-1] != eos_id) else []) for p, _ in rows]
+    responses = [list(r) for _, r in rows]
+    out = {}
+    for (ids_key, mask_key), sequences in ((("input_ids", "attention_mask"), prompts),
+                                            (("response_ids", "response_mask"), responses)):
+        width = max(len(s) for s in sequences)
+        ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
+        mask = torch.zeros((len(sequences), width), dtype=torch.long)
+        for i, sequence in enumerate(sequences):
+            ids[i, :len(sequence)] = torch.tensor(sequence, dtype=torch.long)
+            mask[i, :len(sequence)] = 1
+        out[ids_key], out[mask_key] = ids, mask
+    return out
+
+
+def decoder_inputs(model, response_ids: torch.Tensor, response_mask: torch.Tensor) -> torch.Tensor:
+    """The decoder's inputs: the response shifted right behind the decoder start token."""
+    start = model.config.decoder_start_token_id
+    if start is None:
+        raise ValueError(f"{type(model).__name__} has no config.decoder_start_token_id; set it to the token the "
+                         "decoder starts from (the pad token for T5).")
+    pad = model.config.pad_token_id if model.config.pad_token_id is not None else start
+    shifted = torch.full_like(response_ids, pad)
+    shifted[:, 0] = start
+    shifted[:, 1:] = response_ids[:, :-1].masked_fill(~response_mask[:, :-1].bool(), pad)
+    return shifted
+
+
+def seq2seq_token_logprobs(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, response_ids: torch.Tensor,
+                           response_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Log-probs of the response tokens, flattened, with the row each belongs to."""
+    decoder_mask = torch.ones_like(response_mask)
+    decoder_mask[:, 1:] = response_mask[:, :-1]
+    logits = model(input_ids=input_ids, attention_mask=attention_mask,
+                   decoder_input_ids=decoder_inputs(model, response_ids, response_mask),
+                   decoder_attention_mask=decoder_mask, use_cache=False).logits
+    keep = response_mask.bool()
+    rows = torch.arange(response_ids.shape[0], device=response_ids.device)[:, None].expand_as(keep)[keep]
+    return -F.cross_entropy(logits[keep].float(), response_ids[keep], reduction="none"), rows
+
+
+def seq2seq_sequence_logprobs(model, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                              response_ids: torch.Tensor, response_mask: torch.Tensor) -> torch.Tensor:
+    """log pi(y|x) for every row of an encoder-decoder batch: the SUM of its response-token log-probs (float32)."""
+    values, rows = seq2seq_token_logprobs(model, input_ids, attention_mask, response_ids, response_mask)
+    totals = torch.zeros(response_ids.shape[0], dtype=values.dtype, device=values.device)
+    return totals.index_add(0, rows, values)
+
+
+def seq2seq_pair_logprobs(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """log pi(y|x) of every response of an encoder-decoder batch (chosen rows, then rejected)."""
+    return seq2seq_sequence_logprobs(model, batch["input_ids"], batch["attention_mask"], batch["response_ids"],
+                                     batch["response_mask"])
