@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from gpo_lab.data.module import pad_rows
-from gpo_lab.scoring.logprobs import sequence_logprobs
+from gpo_lab.scoring.logprobs import row_sums, sequence_logprobs, summed_logprobs
 from gpo_lab.models.tiny import tiny_causal_lm
 from gpo_lab.models.tokenizers import byte_tokenizer
 
@@ -58,6 +58,19 @@ def test_masks_of_padded_rows():
     assert batch["input_ids"].tolist() == [[0, 5, 6, 7], [5, 7, 8, 9]]
     assert batch["attention_mask"].tolist() == [[0, 1, 1, 1], [1, 1, 1, 1]]
     assert batch["response_mask"].tolist() == [[0, 0, 0, 1], [0, 1, 1, 1]]
+
+
+def test_the_kernel_sums_each_rows_log_softmax_at_its_targets():
+    logits = torch.tensor([[0.0, math.log(3)], [math.log(2), 0.0], [0.0, 0.0]])
+    targets, rows = torch.tensor([1, 1, 0]), torch.tensor([2, 2, 0])
+    expected = [math.log(1 / 2), 0.0, math.log(3 / 4) + math.log(1 / 3)]  # row 1 has no token: log 1
+    values = summed_logprobs(logits, targets, rows, num_rows=3)
+    assert values.dtype == torch.float32
+    torch.testing.assert_close(values, torch.tensor(expected), rtol=1e-6, atol=1e-6)
+    log_probs = torch.log_softmax(logits.double(), -1)
+    torch.testing.assert_close(summed_logprobs(log_probs, targets, rows, 3, normalized=True, dtype=torch.float64),
+                               torch.tensor(expected, dtype=torch.float64))
+    assert row_sums(torch.tensor([1.0, 2.0, 4.0]), rows, 3).tolist() == [4.0, 0.0, 3.0]
 
 
 @pytest.fixture(scope="module")

@@ -49,20 +49,48 @@ def response_logits(
     return logits[:, :-1][targets_mask], targets_mask
 
 
+def response_targets(input_ids: torch.Tensor, targets_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The row and the token id of every predicted response token, flattened in the order of :func:`response_logits`."""
+    rows = torch.arange(input_ids.shape[0], device=input_ids.device)[:, None].expand_as(targets_mask)[targets_mask]
+    return rows, input_ids[:, 1:][targets_mask]
+
+
+def target_logprobs(logits: torch.Tensor, targets: torch.Tensor, normalized: bool = False) -> torch.Tensor:
+    """log softmax(logits)[target] of every scored position, float32; ``normalized`` logits are log-probs already."""
+    if normalized:
+        return logits.gather(-1, targets[:, None]).squeeze(-1)
+    return -F.cross_entropy(logits.float(), targets, reduction="none")
+
+
+def row_sums(values: torch.Tensor, rows: torch.Tensor, num_rows: int, dtype: torch.dtype = torch.float32
+             ) -> torch.Tensor:
+    """Flattened per-token values summed into the row each belongs to."""
+    return torch.zeros(num_rows, dtype=dtype, device=values.device).index_add(0, rows, values.to(dtype))
+
+
+def summed_logprobs(logits: torch.Tensor, targets: torch.Tensor, rows: torch.Tensor, num_rows: int,
+                    normalized: bool = False, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """The log-prob kernel of every layout: log pi(y|x) per row, the SUM of its tokens' log-probs.
+
+    ``logits`` (N, V) are taken at the N scored positions only, ``targets`` (N,) are the tokens they
+    predict and ``rows`` (N,) the output row each token counts towards.
+    """
+    return row_sums(target_logprobs(logits, targets, normalized), rows, num_rows, dtype)
+
+
 def token_logprobs(
     model, input_ids: torch.Tensor, attention_mask: torch.Tensor, response_mask: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Log-probs of the response tokens, flattened, with the row each belongs to."""
     logits, targets_mask = response_logits(model, input_ids, attention_mask, response_mask)
-    rows = torch.arange(input_ids.shape[0], device=input_ids.device)[:, None].expand_as(targets_mask)[targets_mask]
-    targets = input_ids[:, 1:][targets_mask]
-    return -F.cross_entropy(logits.float(), targets, reduction="none"), rows
+    rows, targets = response_targets(input_ids, targets_mask)
+    return target_logprobs(logits, targets), rows
 
 
 def sequence_logprobs(
     model, input_ids: torch.Tensor, attention_mask: torch.Tensor, response_mask: torch.Tensor
 ) -> torch.Tensor:
     """log pi(y|x) for every row: the SUM of its response-token log-probs (float32)."""
-    values, rows = token_logprobs(model, input_ids, attention_mask, response_mask)
-    totals = torch.zeros(input_ids.shape[0], dtype=values.dtype, device=values.device)
-    return totals.index_add(0, rows, values)
+    logits, targets_mask = response_logits(model, input_ids, attention_mask, response_mask)
+    rows, targets = response_targets(input_ids, targets_mask)
+    return summed_logprobs(logits, targets, rows, input_ids.shape[0])

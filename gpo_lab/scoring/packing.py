@@ -17,9 +17,8 @@ from __future__ import annotations
 import weakref
 
 import torch
-import torch.nn.functional as F
 
-from gpo_lab.scoring.logprobs import projects_hidden_states_linearly, sequence_logprobs
+from gpo_lab.scoring.logprobs import projects_hidden_states_linearly, sequence_logprobs, summed_logprobs
 
 PROMPT, CHOSEN, REJECTED, PAD = 0, 1, 2, 3
 PACKED_KEY = "segment_ids"  # a batch holding it is packed
@@ -98,9 +97,7 @@ def packed_sequence_logprobs(model, batch: dict[str, torch.Tensor]) -> torch.Ten
         logits = model.get_output_embeddings()(hidden[rows, sources])
     else:
         logits = model(**inputs).logits[rows, sources]
-    values = -F.cross_entropy(logits.float(), targets, reduction="none")
-    totals = torch.zeros(2 * input_ids.shape[0], dtype=values.dtype, device=values.device)
-    return totals.index_add(0, slots, values)
+    return summed_logprobs(logits, targets, slots, 2 * input_ids.shape[0])
 
 
 def unpack(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -9,7 +9,8 @@ SUM of the response tokens' log-probabilities, as for causal models.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
+
+from gpo_lab.scoring.logprobs import summed_logprobs
 
 
 def seq2seq_rows(rows: list[tuple[list[int], list[int]]], pad_id: int, eos_id: int | None = None
@@ -47,9 +48,9 @@ def decoder_inputs(model, response_ids: torch.Tensor, response_mask: torch.Tenso
     return shifted
 
 
-def seq2seq_token_logprobs(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, response_ids: torch.Tensor,
-                           response_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Log-probs of the response tokens, flattened, with the row each belongs to."""
+def seq2seq_sequence_logprobs(model, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                              response_ids: torch.Tensor, response_mask: torch.Tensor) -> torch.Tensor:
+    """log pi(y|x) for every row of an encoder-decoder batch: the SUM of its response-token log-probs (float32)."""
     decoder_mask = torch.ones_like(response_mask)
     decoder_mask[:, 1:] = response_mask[:, :-1]
     logits = model(input_ids=input_ids, attention_mask=attention_mask,
@@ -57,15 +58,7 @@ def seq2seq_token_logprobs(model, input_ids: torch.Tensor, attention_mask: torch
                    decoder_attention_mask=decoder_mask, use_cache=False).logits
     keep = response_mask.bool()
     rows = torch.arange(response_ids.shape[0], device=response_ids.device)[:, None].expand_as(keep)[keep]
-    return -F.cross_entropy(logits[keep].float(), response_ids[keep], reduction="none"), rows
-
-
-def seq2seq_sequence_logprobs(model, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                              response_ids: torch.Tensor, response_mask: torch.Tensor) -> torch.Tensor:
-    """log pi(y|x) for every row of an encoder-decoder batch: the SUM of its response-token log-probs (float32)."""
-    values, rows = seq2seq_token_logprobs(model, input_ids, attention_mask, response_ids, response_mask)
-    totals = torch.zeros(response_ids.shape[0], dtype=values.dtype, device=values.device)
-    return totals.index_add(0, rows, values)
+    return summed_logprobs(logits[keep], response_ids[keep], rows, response_ids.shape[0])
 
 
 def seq2seq_pair_logprobs(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
