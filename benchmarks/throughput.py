@@ -169,7 +169,7 @@ def step_timer(path: str):
             self.order = trainer.train_dataloader.batch_sampler.batches(0)
 
         def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
-            segments = batch["segment_ids"]
+            segments = batch.segment_ids
             scored = ((segments == CHOSEN) | (segments == REJECTED)).sum().item()
             self.shapes.append({"rows": segments.shape[0], "width": segments.shape[1], "scored": scored,
                                 "tokens": (segments != PAD).sum().item()})

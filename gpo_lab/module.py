@@ -11,9 +11,8 @@ import torch
 
 from gpo_lab.losses import GPOLoss, validate_beta
 from gpo_lab.metrics import preference_metrics
-from gpo_lab.scoring.packing import pair_logprobs
 from gpo_lab.run.guards import check_finite_gradients, check_finite_loss
-from gpo_lab.scoring.seq2seq import seq2seq_pair_logprobs
+from gpo_lab.scoring.batches import PairBatch
 
 
 class GPOModule(pl.LightningModule):
@@ -48,14 +47,14 @@ class GPOModule(pl.LightningModule):
         return self
 
     # ----------------------------------------------------------------- log-probs and loss
-    def batch_logprobs(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        logprobs = seq2seq_pair_logprobs if "response_ids" in batch else pair_logprobs  # encoder-decoder or causal
-        policy = logprobs(self.policy, batch)
-        if "reference_logps" in batch:
-            reference = batch["reference_logps"].to(policy.dtype)
+    def batch_logprobs(self, batch: PairBatch) -> dict[str, torch.Tensor]:
+        """Policy and reference log-probs of the batch's pairs; the reference's come cached when the batch has them."""
+        policy = batch.score(self.policy)
+        if batch.reference_logps is not None:
+            reference = batch.reference_logps.to(policy.dtype)
         else:
             with torch.no_grad():
-                reference = logprobs(self.reference, batch)
+                reference = batch.score(self.reference)
         half = policy.shape[0] // 2
         return {
             "policy_chosen": policy[:half],
@@ -73,7 +72,7 @@ class GPOModule(pl.LightningModule):
     def per_example_loss(self, logps: dict[str, torch.Tensor]) -> torch.Tensor:
         return self.loss.per_example(self.rho(logps), self.beta)
 
-    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+    def training_step(self, batch: PairBatch, batch_idx: int) -> torch.Tensor:
         logps = self.batch_logprobs(batch)
         losses = self.per_example_loss(logps)
         check_finite_loss(self.global_step, losses, self.rho(logps))
@@ -91,7 +90,7 @@ class GPOModule(pl.LightningModule):
         self.log("train/grad_norm", total, on_step=True, on_epoch=False)
 
     # ----------------------------------------------------------------- validation
-    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+    def validation_step(self, batch: PairBatch, batch_idx: int) -> None:
         logps = self.batch_logprobs(batch)
         self._val_outputs.append({**logps, "per_example_loss": self.per_example_loss(logps)})
 

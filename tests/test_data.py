@@ -5,12 +5,16 @@ import logging
 
 import datasets
 import pytest
+import torch
+from lightning_fabric.utilities.apply_func import move_data_to_device
 
-from gpo_lab.data.module import DataError, PreferenceDataModule
+from gpo_lab.data.module import DataError, PreferenceDataModule, pad_rows
 from gpo_lab.data.sources import load
 from gpo_lab.data.tokenization import Truncation, encode_pair
 from gpo_lab.errors import ConfigError
+from gpo_lab.models.reference_cache import COLUMN
 from gpo_lab.models.tokenizers import byte_tokenizer, word_tokenizer
+from gpo_lab.scoring import PackedPairs, PlainPairs, Seq2SeqPairs
 
 WORDS = "p1 p2 p3 p4 p5 good bad fine x".split()
 
@@ -64,7 +68,7 @@ def test_dropped_pairs_are_counted_and_logged(words, caplog):
     assert stats["train_dropped_empty"] + stats["validation_dropped_empty"] == 2
     assert "dropped" in caplog.text
     for batch in (next(iter(module.train_dataloader())), next(iter(module.val_dataloader()))):
-        assert (batch["response_mask"].sum(-1) > 0).all()  # no empty response reaches a batch (no NaN)
+        assert (batch.response_mask.sum(-1) > 0).all()  # no empty response reaches a batch (no NaN)
 
 
 def test_every_pair_dropped_is_an_error(words):
@@ -78,10 +82,43 @@ def test_column_mapping(words):
     module = make_module(rows, words, val_size=1, max_length=8, max_prompt_length=4,
                          columns={"prompt": "question", "chosen": "good_answer", "rejected": "bad_answer"})
     batch = next(iter(module.train_dataloader()))
-    assert batch["input_ids"].shape[0] == 2 * 3  # 3 chosen rows then 3 rejected rows
-    chosen, rejected = batch["input_ids"][0], batch["input_ids"][3]
-    assert words.decode(chosen[batch["response_mask"][0].bool()]) == "good </s>"
-    assert words.decode(rejected[batch["response_mask"][3].bool()]) == "bad </s>"
+    assert batch.input_ids.shape[0] == 2 * 3  # 3 chosen rows then 3 rejected rows
+    chosen, rejected = batch.input_ids[0], batch.input_ids[3]
+    assert words.decode(chosen[batch.response_mask[0].bool()]) == "good </s>"
+    assert words.decode(rejected[batch.response_mask[3].bool()]) == "bad </s>"
+
+
+@pytest.mark.parametrize("layout, kind", [({}, PlainPairs), ({"packing": True}, PackedPairs),
+                                          ({"seq2seq": True, "packing": True}, Seq2SeqPairs)])
+def test_each_layout_collates_to_its_typed_batch(words, layout, kind):
+    rows = [{"prompt": "p1 p2", "chosen": "good", "rejected": "bad fine"}] * 4
+    module = make_module(rows, words, val_size=1, max_length=8, max_prompt_length=4, batch_size=3, **layout)
+    pairs = [dict(pair, **{COLUMN: [-1.0 - i, -5.0 - i]}) for i, pair in enumerate(module.train_set)]
+    batch = module.collate(pairs)
+    assert type(batch) is kind and batch.num_pairs == 3
+    assert batch.reference_logps.tolist() == [-1.0, -2.0, -3.0, -5.0, -6.0, -7.0]  # chosen first, then rejected
+    assert module.collate(list(module.train_set)).reference_logps is None
+
+
+def test_lightning_moves_a_typed_batch_whole():
+    """Lightning moves any object with ``.to``: every tensor of the batch lands on the device, its type stays."""
+    packed = PackedPairs.from_pairs([([1, 2], [3], [4, 5])], pad_id=0, reference_logps=torch.tensor([-1.0, -2.0]))
+    plain = PlainPairs.from_pairs([([1, 2], [3], [4, 5])], pad_id=0)
+    seq2seq = Seq2SeqPairs.from_pairs([([1, 2], [3], [4, 5])], pad_id=0, eos_id=2)
+    for batch in (packed, plain, seq2seq):
+        moved = move_data_to_device(batch, torch.device("meta"))
+        assert type(moved) is type(batch) and batch.input_ids.device.type == "cpu"
+        tensors = [value for value in vars(moved).values() if value is not None]
+        assert len(tensors) >= 3 and all(t.device.type == "meta" for t in tensors)
+    assert move_data_to_device(plain, "meta").reference_logps is None
+
+
+def test_pad_rows_are_the_plain_rows_as_keywords():
+    rows = [([5, 6], [7]), ([5], [7, 8, 9])]
+    batch = PlainPairs.from_rows(rows, pad_id=0, side="left")
+    assert {k: v.tolist() for k, v in pad_rows(rows, 0, "left").items()} == {
+        "input_ids": batch.input_ids.tolist(), "attention_mask": batch.attention_mask.tolist(),
+        "response_mask": batch.response_mask.tolist()}
 
 
 def test_missing_column_is_named_with_the_columns_found(words):
@@ -105,15 +142,15 @@ def test_conversational_data_uses_the_chat_template():
              "rejected": [{"role": "assistant", "content": "go"}]}] * 4
     module = make_module(rows, tokenizer, val_size=1, max_length=64, max_prompt_length=32)
     batch = next(iter(module.train_dataloader()))
-    text = tokenizer.decode(batch["input_ids"][0][batch["attention_mask"][0].bool()])
-    response = tokenizer.decode(batch["input_ids"][0][batch["response_mask"][0].bool()])
+    text = tokenizer.decode(batch.input_ids[0][batch.attention_mask[0].bool()])
+    response = tokenizer.decode(batch.input_ids[0][batch.response_mask[0].bool()])
     assert text.startswith("<|user|>\nhi\n<|assistant|>\n")
     assert response == "hello\n</s>"
 
 
 def test_split_and_shuffling_are_deterministic_in_the_seed(words):
     rows = [{"prompt": f"p{i % 5 + 1}", "chosen": "good " * (i % 3 + 1), "rejected": "bad"} for i in range(40)]
-    order = lambda seed: [b["input_ids"].tolist() for b in make_module(rows, words, seed=seed, batch_size=4).train_dataloader()]
+    order = lambda seed: [b.input_ids.tolist() for b in make_module(rows, words, seed=seed, batch_size=4).train_dataloader()]
     assert order(1) == order(1)
     assert order(1) != order(2)
 

@@ -135,7 +135,7 @@ def test_tldr_prompt_chosen_rejected_form_gives_the_same_pairs(tmp_path):
     module = data_module(["data=tldr", f"data.dataset.path={repo}", "data.val_size=2", "data.packing=false"], tmp_path)
     assert module.stats["train_pairs"] == 6 and module.stats["validation_pairs"] == 2
     batch = next(iter(module.val_dataloader()))
-    assert batch["input_ids"].shape[0] == 4                     # B chosen rows, then B rejected rows
+    assert batch.input_ids.shape[0] == 4                     # B chosen rows, then B rejected rows
 
 
 def test_bad_comparison_names_the_row():

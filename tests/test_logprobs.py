@@ -6,8 +6,8 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from gpo_lab.data.module import pad_rows
-from gpo_lab.scoring.logprobs import row_sums, sequence_logprobs, summed_logprobs
+from gpo_lab.scoring.batches import PlainPairs
+from gpo_lab.scoring.logprobs import row_sums, summed_logprobs
 from gpo_lab.models.tiny import tiny_causal_lm
 from gpo_lab.models.tokenizers import byte_tokenizer
 
@@ -34,8 +34,8 @@ def bigram():
 @pytest.mark.parametrize("side", ["right", "left"])
 def test_hand_computed_sum_over_response_tokens_only(side):
     rows = [([1, 2], [3, 0]), ([2], [3]), ([1, 1, 2], [0])]
-    batch = pad_rows(rows, pad_id=0, side=side)
-    values = sequence_logprobs(bigram(), **batch)
+    batch = PlainPairs.from_rows(rows, pad_id=0, side=side)
+    values = batch.score(bigram())
     expected = [
         math.log(3 / 6) + math.log(2 / 5),  # p(3|2) p(0|3); the prompt tokens 1, 2 do not count
         math.log(3 / 6),                    # p(3|2)
@@ -46,18 +46,25 @@ def test_hand_computed_sum_over_response_tokens_only(side):
 
 def test_padding_tokens_never_count():
     rows = [([1, 2], [3, 0])]
-    short = sequence_logprobs(bigram(), **pad_rows(rows, pad_id=0))
-    padded = pad_rows(rows + [([1], [1, 1, 1, 1, 1, 1])], pad_id=3)  # pad with a token that would score
-    torch.testing.assert_close(sequence_logprobs(bigram(), **padded)[0], short[0])
+    short = PlainPairs.from_rows(rows, pad_id=0).score(bigram())
+    padded = PlainPairs.from_rows(rows + [([1], [1, 1, 1, 1, 1, 1])], pad_id=3)  # pad with a token that would score
+    torch.testing.assert_close(padded.score(bigram())[0], short[0])
 
 
 def test_masks_of_padded_rows():
-    batch = pad_rows([([5, 6], [7]), ([5], [7, 8])], pad_id=0, side="left")
-    assert batch["input_ids"].tolist() == [[5, 6, 7], [5, 7, 8]]
-    batch = pad_rows([([5, 6], [7]), ([5], [7, 8, 9])], pad_id=0, side="left")
-    assert batch["input_ids"].tolist() == [[0, 5, 6, 7], [5, 7, 8, 9]]
-    assert batch["attention_mask"].tolist() == [[0, 1, 1, 1], [1, 1, 1, 1]]
-    assert batch["response_mask"].tolist() == [[0, 0, 0, 1], [0, 1, 1, 1]]
+    batch = PlainPairs.from_rows([([5, 6], [7]), ([5], [7, 8])], pad_id=0, side="left")
+    assert batch.input_ids.tolist() == [[5, 6, 7], [5, 7, 8]]
+    batch = PlainPairs.from_rows([([5, 6], [7]), ([5], [7, 8, 9])], pad_id=0, side="left")
+    assert batch.input_ids.tolist() == [[0, 5, 6, 7], [5, 7, 8, 9]]
+    assert batch.attention_mask.tolist() == [[0, 1, 1, 1], [1, 1, 1, 1]]
+    assert batch.response_mask.tolist() == [[0, 0, 0, 1], [0, 1, 1, 1]]
+
+
+def test_pairs_are_the_chosen_rows_then_the_rejected_rows():
+    batch = PlainPairs.from_pairs([([5], [6], [7, 7]), ([8, 8], [9], [4])], pad_id=0)
+    assert batch.input_ids.tolist() == [[5, 6, 0], [8, 8, 9], [5, 7, 7], [8, 8, 4]]
+    assert batch.response_mask.tolist() == [[0, 1, 0], [0, 0, 1], [0, 1, 1], [0, 0, 1]]
+    assert batch.num_pairs == 2
 
 
 def test_the_kernel_sums_each_rows_log_softmax_at_its_targets():
@@ -81,18 +88,18 @@ def tiny_model():
 
 def test_response_only_projection_equals_full_logits(tiny_model):
     rows = [([1, 5, 9, 11], [20, 21, 22]), ([1, 7], [30, 31, 32, 33, 34])]
-    batch = pad_rows(rows, pad_id=0)
-    fast = sequence_logprobs(tiny_model, **batch)
-    logits = tiny_model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-    logp = torch.log_softmax(logits[:, :-1].float(), -1).gather(-1, batch["input_ids"][:, 1:, None])[..., 0]
-    full = (logp * batch["response_mask"][:, 1:]).sum(-1)
+    batch = PlainPairs.from_rows(rows, pad_id=0)
+    fast = batch.score(tiny_model)
+    logits = tiny_model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
+    logp = torch.log_softmax(logits[:, :-1].float(), -1).gather(-1, batch.input_ids[:, 1:, None])[..., 0]
+    full = (logp * batch.response_mask[:, 1:]).sum(-1)
     torch.testing.assert_close(fast, full, rtol=1e-5, atol=1e-5)
 
 
 def test_left_and_right_padding_agree_on_a_transformer(tiny_model):
     rows = [([1, 5, 9, 11, 12, 13], [20, 21]), ([1, 7], [30, 31, 32])]
-    right = sequence_logprobs(tiny_model, **pad_rows(rows, pad_id=0, side="right"))
-    left = sequence_logprobs(tiny_model, **pad_rows(rows, pad_id=0, side="left"))
-    alone = torch.stack([sequence_logprobs(tiny_model, **pad_rows([row], pad_id=0))[0] for row in rows])
+    right = PlainPairs.from_rows(rows, pad_id=0, side="right").score(tiny_model)
+    left = PlainPairs.from_rows(rows, pad_id=0, side="left").score(tiny_model)
+    alone = torch.stack([PlainPairs.from_rows([row], pad_id=0).score(tiny_model)[0] for row in rows])
     torch.testing.assert_close(right, alone, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(left, alone, rtol=1e-5, atol=1e-5)

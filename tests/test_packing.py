@@ -7,10 +7,10 @@ import pytest
 import torch
 from transformers import GPT2Config, GPT2LMHeadModel
 
-from gpo_lab.data.module import pad_rows
 from gpo_lab.losses import GPOLoss
 from gpo_lab.models.tiny import tiny_causal_lm
-from gpo_lab.scoring.packing import CHOSEN, PAD, PROMPT, REJECTED, allowed_attention, attention_mask_4d, pack_pairs, packed_sequence_logprobs, pair_logprobs, supports_prefix_sharing, unpack
+from gpo_lab.scoring.batches import PlainPairs
+from gpo_lab.scoring.packing import CHOSEN, PAD, PROMPT, REJECTED, PackedPairs, allowed_attention, attention_mask_4d, pack_pairs, supports_prefix_sharing
 from gpo_lab.models.tokenizers import byte_tokenizer
 
 # Prompts of different lengths, responses longer and shorter than each other, one of length 1.
@@ -23,21 +23,26 @@ PAIRS = [
 
 def plain_batch(pairs):
     """The reference layout built independently of the packing code: B chosen rows, then B rejected rows."""
-    return pad_rows([(p, c) for p, c, _ in pairs] + [(p, r) for p, _, r in pairs], pad_id=0)
+    return PlainPairs.from_rows([(p, c) for p, c, _ in pairs] + [(p, r) for p, _, r in pairs], pad_id=0)
 
 
 def test_layout_of_a_packed_row():
-    batch = pack_pairs([([7, 8], [9], [10, 11]), ([7], [12, 13], [14])], pad_id=0)
-    assert batch["input_ids"].tolist() == [[7, 8, 9, 10, 11], [7, 12, 13, 14, 0]]
+    batch = PackedPairs.from_pairs([([7, 8], [9], [10, 11]), ([7], [12, 13], [14])], pad_id=0)
+    assert batch.input_ids.tolist() == [[7, 8, 9, 10, 11], [7, 12, 13, 14, 0]]
     # The rejected segment restarts at the position right after the prompt.
-    assert batch["position_ids"].tolist() == [[0, 1, 2, 2, 3], [0, 1, 2, 1, 0]]
-    assert batch["segment_ids"].tolist() == [[PROMPT, PROMPT, CHOSEN, REJECTED, REJECTED],
-                                             [PROMPT, CHOSEN, CHOSEN, REJECTED, PAD]]
+    assert batch.position_ids.tolist() == [[0, 1, 2, 2, 3], [0, 1, 2, 1, 0]]
+    assert batch.segment_ids.tolist() == [[PROMPT, PROMPT, CHOSEN, REJECTED, REJECTED],
+                                          [PROMPT, CHOSEN, CHOSEN, REJECTED, PAD]]
+    assert batch.num_pairs == 2 and batch.reference_logps is None
+
+
+def test_the_former_name_builds_the_same_batch():
+    assert pack_pairs == PackedPairs.from_pairs
 
 
 def test_attention_mask_by_hand():
-    batch = pack_pairs([([7, 8], [9, 10], [11])], pad_id=0)
-    allowed = allowed_attention(batch["segment_ids"])[0, 0].int().tolist()
+    batch = PackedPairs.from_pairs([([7, 8], [9, 10], [11])], pad_id=0)
+    allowed = allowed_attention(batch.segment_ids)[0, 0].int().tolist()
     assert allowed == [
         [1, 0, 0, 0, 0],  # prompt
         [1, 1, 0, 0, 0],  # prompt
@@ -45,16 +50,16 @@ def test_attention_mask_by_hand():
         [1, 1, 1, 1, 0],
         [1, 1, 0, 0, 1],  # rejected sees the prompt and itself, never the chosen segment
     ]
-    additive = attention_mask_4d(batch["segment_ids"], "eager", torch.float32)[0, 0]
+    additive = attention_mask_4d(batch.segment_ids, "eager", torch.float32)[0, 0]
     assert additive.dtype == torch.float32  # eager adds the mask to the scores: a boolean one would be ignored
     assert ((additive == 0) == torch.tensor(allowed, dtype=torch.bool)).all()
     assert (additive[torch.tensor(allowed) == 0] == torch.finfo(torch.float32).min).all()
-    assert attention_mask_4d(batch["segment_ids"], "sdpa", torch.float32).dtype == torch.bool
+    assert attention_mask_4d(batch.segment_ids, "sdpa", torch.float32).dtype == torch.bool
 
 
 def test_padding_never_attends_to_nothing():
-    batch = pack_pairs([([7], [8], [9]), ([7, 7, 7], [8, 8], [9, 9])], pad_id=0)
-    assert allowed_attention(batch["segment_ids"]).any(-1).all()  # no all-masked row, hence no NaN
+    batch = PackedPairs.from_pairs([([7], [8], [9]), ([7, 7, 7], [8, 8], [9, 9])], pad_id=0)
+    assert allowed_attention(batch.segment_ids).any(-1).all()  # no all-masked row, hence no NaN
 
 
 class Bigram(torch.nn.Module):
@@ -75,8 +80,8 @@ class Bigram(torch.nn.Module):
 def test_hand_computed_first_rejected_token_is_predicted_by_the_last_prompt_token():
     # prompt [1, 2], chosen [3, 0], rejected [3, 1]: in the row [1, 2, 3, 0, 3, 1] the first rejected
     # token follows the chosen token 0, but must be scored as p(3 | 2), not p(3 | 0).
-    batch = pack_pairs([([1, 2], [3, 0], [3, 1]), ([2], [0], [1])], pad_id=0)
-    values = packed_sequence_logprobs(Bigram(), batch)
+    batch = PackedPairs.from_pairs([([1, 2], [3, 0], [3, 1]), ([2], [0], [1])], pad_id=0)
+    values = batch.score_shared(Bigram())
     expected = [
         math.log(3 / 6) + math.log(2 / 5),  # chosen of pair 0: p(3|2) p(0|3)
         math.log(1 / 6),                    # chosen of pair 1: p(0|2)
@@ -87,9 +92,11 @@ def test_hand_computed_first_rejected_token_is_predicted_by_the_last_prompt_toke
 
 
 def test_unpack_gives_the_plain_rows():
-    unpacked = unpack(pack_pairs(PAIRS, pad_id=0))
-    for key, value in plain_batch(PAIRS).items():
-        assert unpacked[key].tolist() == value.tolist(), key
+    reference = torch.arange(6.0)
+    unpacked = PackedPairs.from_pairs(PAIRS, pad_id=0, reference_logps=reference).unpack()
+    assert isinstance(unpacked, PlainPairs) and unpacked.reference_logps is reference
+    for key in ("input_ids", "attention_mask", "response_mask"):
+        assert getattr(unpacked, key).tolist() == getattr(plain_batch(PAIRS), key).tolist(), key
 
 
 def tiny_llama(attention):
@@ -121,9 +128,9 @@ def loss_and_grads(model, logps):
 def test_prefix_sharing_equals_the_plain_computation(build, attention):
     model = build(attention).train()
     assert supports_prefix_sharing(model)
-    plain_logps = pair_logprobs(model, plain_batch(PAIRS))
+    plain_logps = plain_batch(PAIRS).score(model)
     plain_loss, plain_grads = loss_and_grads(model, plain_logps)
-    packed_logps = pair_logprobs(model, pack_pairs(PAIRS, pad_id=0))
+    packed_logps = PackedPairs.from_pairs(PAIRS, pad_id=0).score(model)
     packed_loss, packed_grads = loss_and_grads(model, packed_logps)
 
     torch.testing.assert_close(packed_logps, plain_logps, rtol=1e-5, atol=1e-5)
@@ -147,12 +154,12 @@ class IgnoresPackingInputs(torch.nn.Module):
 
 def test_a_model_that_ignores_the_packing_inputs_falls_back_to_plain_rows():
     model = IgnoresPackingInputs(tiny_llama("sdpa")).eval()
-    packed = pack_pairs(PAIRS, pad_id=0)
+    packed = PackedPairs.from_pairs(PAIRS, pad_id=0)
     assert not supports_prefix_sharing(model)
-    wrong = packed_sequence_logprobs(model, packed)
-    plain = pair_logprobs(model, plain_batch(PAIRS))
+    wrong = packed.score_shared(model)
+    plain = plain_batch(PAIRS).score(model)
     assert (wrong - plain).abs().max() > 1e-3  # what forcing prefix sharing on it would give
-    torch.testing.assert_close(pair_logprobs(model, packed), plain, rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(packed.score(model), plain, rtol=1e-6, atol=1e-6)
 
 
 def test_models_without_a_dense_mask_attention_fall_back():
@@ -164,7 +171,7 @@ def test_models_without_a_dense_mask_attention_fall_back():
 
 def test_empty_prompt_is_refused():
     with pytest.raises(ValueError, match="non-empty prompt"):
-        pack_pairs([([], [1], [2])], pad_id=0)
+        PackedPairs.from_pairs([([], [1], [2])], pad_id=0)
 
 
 def test_training_with_packing_and_cached_reference_matches_plain_rows(tmp_path):

@@ -10,10 +10,11 @@ import datasets
 import pytest
 import torch
 
-from gpo_lab.data.module import PreferenceDataModule, pad_rows
+from gpo_lab.data.module import PreferenceDataModule
 from gpo_lab.data.tokenization import Truncation
 from gpo_lab.data.toy import arithmetic_preferences
-from gpo_lab.scoring.logprobs import sequence_logprobs
+from gpo_lab.scoring.batches import PlainPairs
+from gpo_lab.scoring.packing import PackedPairs
 from gpo_lab.models.tiny import tiny_causal_lm
 from gpo_lab.models.reference_cache import COLUMN, ReferenceLogpCache, attach_reference_logps, batch_reference_logps, cache_spec, compute_reference_logps, default_cache_dir, spec_key, weights_fingerprint
 from gpo_lab.models.reference import LazyReference
@@ -152,7 +153,7 @@ def test_computed_values_are_the_plain_sequence_logprobs_in_dataset_order(model)
     with torch.no_grad():
         for i, pair in enumerate(PAIRS):
             rows = [(pair["prompt_ids"], pair["chosen_ids"]), (pair["prompt_ids"], pair["rejected_ids"])]
-            expected = sequence_logprobs(model, **pad_rows(rows, pad_id=0))
+            expected = PlainPairs.from_rows(rows, pad_id=0).score(model)
             torch.testing.assert_close(values[i], expected, rtol=1e-5, atol=1e-5)
 
 
@@ -176,10 +177,10 @@ def test_attached_values_reach_the_batches_and_a_second_job_reuses_them(tmp_path
     with torch.no_grad():
         for pair in first.train_set.select(range(3)):
             rows = [(pair["prompt_ids"], pair["chosen_ids"]), (pair["prompt_ids"], pair["rejected_ids"])]
-            torch.testing.assert_close(torch.tensor(pair[COLUMN]), sequence_logprobs(model, **pad_rows(rows, 0)),
+            torch.testing.assert_close(torch.tensor(pair[COLUMN]), PlainPairs.from_rows(rows, 0).score(model),
                                        rtol=1e-5, atol=1e-5)
     batch = next(iter(first.train_dataloader()))
-    assert batch[COLUMN].shape == (8,)
+    assert isinstance(batch, PackedPairs) and batch.reference_logps.shape == (8,)
 
     second = datamodule()  # another job of the sweep: same reference weights and data
     assert attach_reference_logps(second, copy.deepcopy(model), ReferenceLogpCache(tmp_path)) == {
@@ -206,8 +207,8 @@ def test_lazy_reference_builds_only_when_used(model):
     assert lazy.config.vocab_size == model.config.vocab_size  # first use builds it
     assert builds == [1] and not lazy.training
     assert all(not p.requires_grad for p in lazy.parameters())
-    rows = pad_rows([([1, 2, 3], [4, 5])], pad_id=0)
-    torch.testing.assert_close(sequence_logprobs(lazy, **rows), sequence_logprobs(model, **rows))
+    rows = PlainPairs.from_rows([([1, 2, 3], [4, 5])], pad_id=0)
+    torch.testing.assert_close(rows.score(lazy), rows.score(model))
     assert builds == [1]
 
 

@@ -14,7 +14,7 @@ from omegaconf import OmegaConf
 from conftest import compose_config, run_training
 from gpo_lab.scoring.logprobs import sequence_logprobs
 from gpo_lab.losses import GPOLoss
-from gpo_lab.scoring.seq2seq import seq2seq_rows, seq2seq_sequence_logprobs
+from gpo_lab.scoring.seq2seq import Seq2SeqPairs
 from gpo_lab.models.tiny import tiny_seq2seq_lm
 from gpo_lab.models.tokenizers import byte_tokenizer
 
@@ -31,11 +31,13 @@ def first_metrics(run_dir):
 
 # ----------------------------------------------------------------------------- encoder-decoder
 def test_seq2seq_rows_pad_prompt_and_response_apart():
-    batch = seq2seq_rows([([5, 6, 7], [8, 2]), ([5], [9, 9, 9, 2])], pad_id=0, eos_id=2)
-    assert batch["input_ids"].tolist() == [[5, 6, 7, 2], [5, 2, 0, 0]]          # EOS ends the encoder input
-    assert batch["attention_mask"].tolist() == [[1, 1, 1, 1], [1, 1, 0, 0]]
-    assert batch["response_ids"].tolist() == [[8, 2, 0, 0], [9, 9, 9, 2]]
-    assert batch["response_mask"].tolist() == [[1, 1, 0, 0], [1, 1, 1, 1]]
+    batch = Seq2SeqPairs.from_rows([([5, 6, 7], [8, 2]), ([5], [9, 9, 9, 2])], pad_id=0, eos_id=2)
+    assert batch.input_ids.tolist() == [[5, 6, 7, 2], [5, 2, 0, 0]]          # EOS ends the encoder input
+    assert batch.attention_mask.tolist() == [[1, 1, 1, 1], [1, 1, 0, 0]]
+    assert batch.response_ids.tolist() == [[8, 2, 0, 0], [9, 9, 9, 2]]
+    assert batch.response_mask.tolist() == [[1, 1, 0, 0], [1, 1, 1, 1]]
+    pairs = Seq2SeqPairs.from_pairs([([5, 6, 7], [8, 2], [9, 2])], pad_id=0, eos_id=2)
+    assert pairs.response_ids.tolist() == [[8, 2], [9, 2]] and pairs.num_pairs == 1   # chosen row, then rejected
 
 
 def test_seq2seq_logprobs_equal_a_token_by_token_decode():
@@ -46,9 +48,9 @@ def test_seq2seq_logprobs_equal_a_token_by_token_decode():
     encode = lambda text: tokenizer(text, add_special_tokens=False)["input_ids"]  # noqa: E731
     rows = [(encode("What is 2 plus 3?"), encode(" 5.") + [tokenizer.eos_token_id]),
             (encode("Hi"), encode(" Hello there") + [tokenizer.eos_token_id])]
-    batch = seq2seq_rows(rows, tokenizer.pad_token_id, tokenizer.eos_token_id)
+    batch = Seq2SeqPairs.from_rows(rows, tokenizer.pad_token_id, tokenizer.eos_token_id)
     with torch.no_grad():
-        batched = seq2seq_sequence_logprobs(model, **batch)
+        batched = batch.score(model)
         for i, (prompt, response) in enumerate(rows):
             encoder_input = torch.tensor([prompt + [tokenizer.eos_token_id]])
             total, decoded = 0.0, [model.config.decoder_start_token_id]
@@ -91,7 +93,7 @@ def test_lora_reference_is_the_base_model_without_a_second_copy(tmp_path):
 
     # before training the adapters add exactly zero (LoRA's B starts at 0): these are the base model's log-probs
     batch = next(iter(datamodule.val_dataloader()))
-    inputs = {k: batch[k] for k in ("input_ids", "attention_mask", "response_mask")}
+    inputs = {k: getattr(batch, k) for k in ("input_ids", "attention_mask", "response_mask")}
     with torch.no_grad():
         base_logps = sequence_logprobs(policy, **inputs)
     frozen = {name: p.detach().clone() for name, p in policy.named_parameters() if name not in trainable}

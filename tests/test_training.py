@@ -8,13 +8,13 @@ import pytest
 import torch
 
 from conftest import run_cli, run_training
-from gpo_lab.data.module import pad_rows
 from gpo_lab.losses import GPOLoss
 from gpo_lab.models.tiny import tiny_causal_lm
 from gpo_lab.module import GPOModule
 from gpo_lab.run.records import read_metrics
 from gpo_lab.models.reference import frozen_copy
 from gpo_lab.models.tokenizers import byte_tokenizer
+from gpo_lab.scoring.batches import PlainPairs
 
 F_AT_ZERO = {"logistic": math.log(2), "hinge": 1.0, "squared": 1.0, "exponential": 1.0,
              "truncated_quadratic": 1.0, "savage": 0.25}
@@ -45,7 +45,7 @@ def test_one_step_moves_rho_up(loss):
     encode = lambda text: tokenizer(text, add_special_tokens=False)["input_ids"]
     rows = [(encode("2+2="), encode("4")), (encode("3+1="), encode("4"))]
     rows += [(encode("2+2="), encode("five")), (encode("3+1="), encode("three"))]
-    batch = pad_rows(rows, tokenizer.pad_token_id)
+    batch = PlainPairs.from_rows(rows, tokenizer.pad_token_id)
     assert torch.all(rho_of(module, batch) == 0)
     optimizer = module.configure_optimizers()["optimizer"]
     module.per_example_loss(module.batch_logprobs(batch)).mean().backward()

@@ -11,8 +11,9 @@ import torch
 from torch.utils.data import DataLoader
 
 from gpo_lab.errors import ConfigError
-from gpo_lab.scoring.packing import pack_pairs
-from gpo_lab.scoring.seq2seq import seq2seq_rows
+from gpo_lab.scoring.batches import PairBatch, PlainPairs
+from gpo_lab.scoring.packing import PackedPairs
+from gpo_lab.scoring.seq2seq import Seq2SeqPairs
 from gpo_lab.models.reference_cache import COLUMN as REFERENCE_LOGPS, batch_reference_logps
 from gpo_lab.data.resumable import ResumableDataLoader
 from gpo_lab.data.length_grouping import LengthGroupedOrder, pair_lengths
@@ -160,31 +161,18 @@ class PreferenceDataModule(pl.LightningDataModule):
         return DataLoader(self.val_set, batch_size=self.eval_batch_size, shuffle=False,
                           collate_fn=self.collate, num_workers=self.num_workers)
 
-    def collate(self, pairs: list[dict]) -> dict[str, torch.Tensor]:
+    def collate(self, pairs: list[dict]) -> PairBatch:
+        triples = [(p["prompt_ids"], p["chosen_ids"], p["rejected_ids"]) for p in pairs]
+        reference = batch_reference_logps(pairs) if REFERENCE_LOGPS in pairs[0] else None
+        pad = self.tokenizer.pad_token_id
         if self.seq2seq:
-            rows = [(p["prompt_ids"], p["chosen_ids"]) for p in pairs] + [(p["prompt_ids"], p["rejected_ids"]) for p in pairs]
-            batch = seq2seq_rows(rows, self.tokenizer.pad_token_id, self.tokenizer.eos_token_id)
-        elif self.packing:
-            batch = pack_pairs([(p["prompt_ids"], p["chosen_ids"], p["rejected_ids"]) for p in pairs],
-                               self.tokenizer.pad_token_id)
-        else:
-            rows = [(p["prompt_ids"], p["chosen_ids"]) for p in pairs] + [(p["prompt_ids"], p["rejected_ids"]) for p in pairs]
-            batch = pad_rows(rows, self.tokenizer.pad_token_id, self.padding_side)
-        if REFERENCE_LOGPS in pairs[0]:
-            batch[REFERENCE_LOGPS] = batch_reference_logps(pairs)
-        return batch
+            return Seq2SeqPairs.from_pairs(triples, pad, self.tokenizer.eos_token_id, reference_logps=reference)
+        if self.packing:
+            return PackedPairs.from_pairs(triples, pad, reference_logps=reference)
+        return PlainPairs.from_pairs(triples, pad, self.padding_side, reference_logps=reference)
 
 
 def pad_rows(rows: list[tuple[list[int], list[int]]], pad_id: int, side: str = "right") -> dict[str, torch.Tensor]:
-    """Pad (prompt, response) rows into input_ids, attention_mask and response_mask tensors."""
-    width = max(len(prompt) + len(response) for prompt, response in rows)
-    input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-    attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
-    response_mask = torch.zeros((len(rows), width), dtype=torch.long)
-    for i, (prompt, response) in enumerate(rows):
-        length = len(prompt) + len(response)
-        start = 0 if side == "right" else width - length
-        input_ids[i, start:start + length] = torch.tensor(prompt + response)
-        attention_mask[i, start:start + length] = 1
-        response_mask[i, start + len(prompt):start + length] = 1
-    return {"input_ids": input_ids, "attention_mask": attention_mask, "response_mask": response_mask}
+    """Padded (prompt, response) rows as the keyword arguments of ``scoring.logprobs.sequence_logprobs``."""
+    batch = PlainPairs.from_rows(rows, pad_id, side)
+    return {"input_ids": batch.input_ids, "attention_mask": batch.attention_mask, "response_mask": batch.response_mask}

@@ -25,7 +25,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from gpo_lab.scoring.packing import pack_pairs, pair_logprobs
+from gpo_lab.scoring.packing import PackedPairs
 from gpo_lab.models.reference import LazyReference
 from gpo_lab.run.lock import file_lock
 
@@ -186,8 +186,8 @@ def compute_reference_logps(reference: torch.nn.Module, pairs, pad_id: int, batc
         with torch.no_grad():
             for start in range(0, len(order), batch_size):
                 index = order[start:start + batch_size]
-                batch = pack_pairs([(prompts[i], chosen[i], rejected[i]) for i in index], pad_id)
-                values = pair_logprobs(reference, {k: v.to(device) for k, v in batch.items()}).float().cpu()
+                batch = PackedPairs.from_pairs([(prompts[i], chosen[i], rejected[i]) for i in index], pad_id)
+                values = batch.to(device).score(reference).float().cpu()
                 out[index] = values.view(2, len(index)).T
     finally:
         reference.train(was_training)

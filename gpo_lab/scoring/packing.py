@@ -14,37 +14,66 @@ silently ignored). sdpa takes a boolean mask, a quarter of the memory.
 
 from __future__ import annotations
 
+import dataclasses
 import weakref
+from collections.abc import Sequence
 
 import torch
 
-from gpo_lab.scoring.logprobs import projects_hidden_states_linearly, sequence_logprobs, summed_logprobs
+from gpo_lab.scoring.batches import Pair, PairBatch, PlainPairs
+from gpo_lab.scoring.logprobs import projects_hidden_states_linearly, summed_logprobs
 
 PROMPT, CHOSEN, REJECTED, PAD = 0, 1, 2, 3
-PACKED_KEY = "segment_ids"  # a batch holding it is packed
 # Attention implementations that take an arbitrary dense 4D mask.
 DENSE_MASK_ATTENTION = ("sdpa", "eager")
 
 
-def pack_pairs(pairs: list[tuple[list[int], list[int], list[int]]], pad_id: int) -> dict[str, torch.Tensor]:
-    """Rows ``[prompt, chosen, rejected]`` (right-padded) with their position and segment ids."""
-    width = max(len(p) + len(c) + len(r) for p, c, r in pairs)
-    input_ids = torch.full((len(pairs), width), pad_id, dtype=torch.long)
-    position_ids = torch.zeros((len(pairs), width), dtype=torch.long)
-    segment_ids = torch.full((len(pairs), width), PAD, dtype=torch.long)
-    for i, (prompt, chosen, rejected) in enumerate(pairs):
-        if not prompt or not chosen or not rejected:
-            raise ValueError("A packed pair needs a non-empty prompt (its last position predicts the first response "
-                             "token) and non-empty responses.")
-        p, c, r = len(prompt), len(chosen), len(rejected)
-        input_ids[i, :p + c + r] = torch.tensor(prompt + chosen + rejected)
-        position_ids[i, :p + c + r] = torch.cat([torch.arange(p + c), torch.arange(p, p + r)])
-        segment_ids[i, :p + c + r] = torch.tensor([PROMPT] * p + [CHOSEN] * c + [REJECTED] * r)
-    return {"input_ids": input_ids, "position_ids": position_ids, PACKED_KEY: segment_ids}
+@dataclasses.dataclass(frozen=True, eq=False)
+class PackedPairs(PairBatch):
+    """B rows ``[prompt, chosen, rejected]`` (right-padded) with their position and segment ids."""
+
+    input_ids: torch.Tensor
+    position_ids: torch.Tensor
+    segment_ids: torch.Tensor
+    reference_logps: torch.Tensor | None = None
+
+    @classmethod
+    def from_pairs(cls, pairs: Sequence[Pair], pad_id: int, reference_logps: torch.Tensor | None = None
+                   ) -> PackedPairs:
+        width = max(len(p) + len(c) + len(r) for p, c, r in pairs)
+        input_ids = torch.full((len(pairs), width), pad_id, dtype=torch.long)
+        position_ids = torch.zeros((len(pairs), width), dtype=torch.long)
+        segment_ids = torch.full((len(pairs), width), PAD, dtype=torch.long)
+        for i, (prompt, chosen, rejected) in enumerate(pairs):
+            if not prompt or not chosen or not rejected:
+                raise ValueError("A packed pair needs a non-empty prompt (its last position predicts the first "
+                                 "response token) and non-empty responses.")
+            p, c, r = len(prompt), len(chosen), len(rejected)
+            input_ids[i, :p + c + r] = torch.tensor(prompt + chosen + rejected)
+            position_ids[i, :p + c + r] = torch.cat([torch.arange(p + c), torch.arange(p, p + r)])
+            segment_ids[i, :p + c + r] = torch.tensor([PROMPT] * p + [CHOSEN] * c + [REJECTED] * r)
+        return cls(input_ids, position_ids, segment_ids, reference_logps)
+
+    @property
+    def num_pairs(self) -> int:
+        return self.input_ids.shape[0]
+
+    def score(self, model) -> torch.Tensor:
+        """With prefix sharing when the model supports it, as plain rows otherwise: the same result."""
+        return self.score_shared(model) if supports_prefix_sharing(model) else self.unpack().score(model)
+
+    def score_shared(self, model) -> torch.Tensor:
+        """log pi(y|x) from the packed rows themselves, whether or not the model honours them."""
+        return packed_sequence_logprobs(model, self.input_ids, self.position_ids, self.segment_ids)
+
+    def unpack(self) -> PlainPairs:
+        """The same pairs as plain right-padded rows, for models that cannot share prefixes."""
+        rows = [(ids[segments == PROMPT], ids[segments == response])
+                for response in (CHOSEN, REJECTED) for ids, segments in zip(self.input_ids, self.segment_ids)]
+        return PlainPairs.from_rows(rows, pad_id=0, reference_logps=self.reference_logps, device=self.input_ids.device)
 
 
-def is_packed(batch: dict[str, torch.Tensor]) -> bool:
-    return PACKED_KEY in batch
+pack_pairs = PackedPairs.from_pairs  # its name before the typed batches
 
 
 def allowed_attention(segment_ids: torch.Tensor) -> torch.Tensor:
@@ -84,14 +113,14 @@ def scored_tokens(segment_ids: torch.Tensor, input_ids: torch.Tensor):
     return rows, sources, input_ids[rows, columns], slots
 
 
-def packed_sequence_logprobs(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-    """log pi(y|x) of a packed batch, shape (2B,): the B chosen responses, then the B rejected ones."""
-    input_ids, segment_ids = batch["input_ids"], batch[PACKED_KEY]
+def packed_sequence_logprobs(model, input_ids: torch.Tensor, position_ids: torch.Tensor, segment_ids: torch.Tensor
+                             ) -> torch.Tensor:
+    """log pi(y|x) of packed rows, shape (2B,): the B chosen responses, then the B rejected ones."""
     config = getattr(model, "config", None)
     dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
     mask = attention_mask_4d(segment_ids, getattr(config, "_attn_implementation", None), dtype)
     rows, sources, targets, slots = scored_tokens(segment_ids, input_ids)
-    inputs = {"input_ids": input_ids, "attention_mask": mask, "position_ids": batch["position_ids"], "use_cache": False}
+    inputs = {"input_ids": input_ids, "attention_mask": mask, "position_ids": position_ids, "use_cache": False}
     if projects_hidden_states_linearly(model):
         hidden = model.get_decoder()(**inputs).last_hidden_state
         logits = model.get_output_embeddings()(hidden[rows, sources])
@@ -100,25 +129,7 @@ def packed_sequence_logprobs(model, batch: dict[str, torch.Tensor]) -> torch.Ten
     return summed_logprobs(logits, targets, slots, 2 * input_ids.shape[0])
 
 
-def unpack(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """The same pairs as plain right-padded rows (B chosen, then B rejected), for models that cannot share prefixes."""
-    input_ids, segment_ids = batch["input_ids"], batch[PACKED_KEY]
-    rows = []
-    for response in (CHOSEN, REJECTED):
-        for ids, segments in zip(input_ids, segment_ids):
-            rows.append((ids[segments == PROMPT], ids[segments == response]))
-    width = max(len(p) + len(r) for p, r in rows)
-    plain = {key: torch.zeros((len(rows), width), dtype=torch.long, device=input_ids.device)
-             for key in ("input_ids", "attention_mask", "response_mask")}
-    for i, (prompt, response) in enumerate(rows):
-        p, r = len(prompt), len(response)
-        plain["input_ids"][i, :p + r] = torch.cat([prompt, response])
-        plain["attention_mask"][i, :p + r] = 1
-        plain["response_mask"][i, p:p + r] = 1
-    return plain
-
-
-_PROBE_RESULTS: "weakref.WeakKeyDictionary[torch.nn.Module, tuple]" = weakref.WeakKeyDictionary()
+_PROBE_RESULTS: weakref.WeakKeyDictionary[torch.nn.Module, tuple] = weakref.WeakKeyDictionary()
 
 
 def supports_prefix_sharing(model) -> bool:
@@ -151,13 +162,13 @@ def _probe(model) -> bool:
 
     pairs = [(ids(5), ids(3), ids(4)), (ids(2), ids(6), ids(1)), (ids(7), ids(2), ids(2))]
     device = next(model.parameters()).device
-    packed = {k: v.to(device) for k, v in pack_pairs(pairs, pad_id=0).items()}
+    packed = PackedPairs.from_pairs(pairs, pad_id=0).to(device)
     was_training = model.training
     model.eval()
     try:
         with torch.no_grad():
-            shared = packed_sequence_logprobs(model, packed)
-            plain = sequence_logprobs(model, **unpack(packed))
+            shared = packed.score_shared(model)
+            plain = packed.unpack().score(model)
     except (TypeError, ValueError, RuntimeError):
         return False
     finally:
@@ -165,17 +176,3 @@ def _probe(model) -> bool:
     dtype = next(p.dtype for p in model.parameters() if p.is_floating_point())
     tolerance = 1e-4 if dtype == torch.float32 or dtype == torch.float64 else 5e-2
     return bool(torch.allclose(shared, plain, rtol=tolerance, atol=tolerance))
-
-
-def pair_logprobs(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-    """log pi(y|x) of every response of a batch, shape (2B,): chosen first, then rejected.
-
-    Takes plain batches (``input_ids``, ``attention_mask``, ``response_mask``) and packed ones
-    (:func:`pack_pairs`); a packed batch runs with prefix sharing when the model supports it and
-    as plain rows otherwise, with the same result.
-    """
-    if not is_packed(batch):
-        return sequence_logprobs(model, batch["input_ids"], batch["attention_mask"], batch["response_mask"])
-    if supports_prefix_sharing(model):
-        return packed_sequence_logprobs(model, batch)
-    return sequence_logprobs(model, **unpack(batch))

@@ -8,31 +8,60 @@ SUM of the response tokens' log-probabilities, as for causal models.
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Sequence
+
 import torch
 
+from gpo_lab.scoring.batches import Pair, PairBatch, Row, chosen_then_rejected
 from gpo_lab.scoring.logprobs import summed_logprobs
 
 
-def seq2seq_rows(rows: list[tuple[list[int], list[int]]], pad_id: int, eos_id: int | None = None
-                 ) -> dict[str, torch.Tensor]:
-    """Pad (prompt, response) rows into encoder and decoder tensors (both right-padded).
+def _right_padded(sequences: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    width = max(len(s) for s in sequences)
+    ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(sequences), width), dtype=torch.long)
+    for i, sequence in enumerate(sequences):
+        ids[i, :len(sequence)] = torch.tensor(sequence, dtype=torch.long)
+        mask[i, :len(sequence)] = 1
+    return ids, mask
 
-    With ``eos_id``, a prompt that does not end with it gets it appended, as T5 tokenizers end
-    every encoder input.
-    """
-    prompts = [list(p) + ([eos_id] if eos_id is not None and (not p or p[-1] != eos_id) else []) for p, _ in rows]
-    responses = [list(r) for _, r in rows]
-    out = {}
-    for (ids_key, mask_key), sequences in ((("input_ids", "attention_mask"), prompts),
-                                            (("response_ids", "response_mask"), responses)):
-        width = max(len(s) for s in sequences)
-        ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
-        mask = torch.zeros((len(sequences), width), dtype=torch.long)
-        for i, sequence in enumerate(sequences):
-            ids[i, :len(sequence)] = torch.tensor(sequence, dtype=torch.long)
-            mask[i, :len(sequence)] = 1
-        out[ids_key], out[mask_key] = ids, mask
-    return out
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Seq2SeqPairs(PairBatch):
+    """Encoder rows (the prompts) and decoder rows (the responses): the B chosen rows, then the B rejected."""
+
+    input_ids: torch.Tensor
+    attention_mask: torch.Tensor
+    response_ids: torch.Tensor
+    response_mask: torch.Tensor
+    reference_logps: torch.Tensor | None = None
+
+    @classmethod
+    def from_rows(cls, rows: Sequence[Row], pad_id: int, eos_id: int | None = None,
+                  reference_logps: torch.Tensor | None = None) -> Seq2SeqPairs:
+        """Pad (prompt, response) rows into encoder and decoder tensors (both right-padded).
+
+        With ``eos_id``, a prompt that does not end with it gets it appended, as T5 tokenizers end
+        every encoder input.
+        """
+        prompts = [list(p) + ([eos_id] if eos_id is not None and (not p or p[-1] != eos_id) else []) for p, _ in rows]
+        input_ids, attention_mask = _right_padded(prompts, pad_id)
+        response_ids, response_mask = _right_padded([list(r) for _, r in rows], pad_id)
+        return cls(input_ids, attention_mask, response_ids, response_mask, reference_logps)
+
+    @classmethod
+    def from_pairs(cls, pairs: Sequence[Pair], pad_id: int, eos_id: int | None = None,
+                   reference_logps: torch.Tensor | None = None) -> Seq2SeqPairs:
+        return cls.from_rows(chosen_then_rejected(pairs), pad_id, eos_id, reference_logps)
+
+    @property
+    def num_pairs(self) -> int:
+        return self.response_ids.shape[0] // 2
+
+    def score(self, model) -> torch.Tensor:
+        return seq2seq_sequence_logprobs(model, self.input_ids, self.attention_mask, self.response_ids,
+                                         self.response_mask)
 
 
 def decoder_inputs(model, response_ids: torch.Tensor, response_mask: torch.Tensor) -> torch.Tensor:
@@ -59,9 +88,3 @@ def seq2seq_sequence_logprobs(model, input_ids: torch.Tensor, attention_mask: to
     keep = response_mask.bool()
     rows = torch.arange(response_ids.shape[0], device=response_ids.device)[:, None].expand_as(keep)[keep]
     return summed_logprobs(logits[keep], response_ids[keep], rows, response_ids.shape[0])
-
-
-def seq2seq_pair_logprobs(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-    """log pi(y|x) of every response of an encoder-decoder batch (chosen rows, then rejected)."""
-    return seq2seq_sequence_logprobs(model, batch["input_ids"], batch["attention_mask"], batch["response_ids"],
-                                     batch["response_mask"])

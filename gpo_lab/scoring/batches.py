@@ -1,0 +1,93 @@
+"""Typed preference batches that score themselves.
+
+A batch of B pairs holds them in one layout (:class:`PlainPairs` here, ``PackedPairs`` in
+:mod:`gpo_lab.scoring.packing`, ``Seq2SeqPairs`` in :mod:`gpo_lab.scoring.seq2seq`) and
+``batch.score(model)`` gives log pi(y|x) of shape (2B,): the B chosen responses, then the B
+rejected ones. ``reference_logps`` (2B,), in the same order, rides along when the reference's
+values were cached. Every batch has ``.to(device)``, which is what Lightning calls to move it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+
+import torch
+
+from gpo_lab.scoring.logprobs import sequence_logprobs
+
+Row = tuple[Sequence[int], Sequence[int]]  # (prompt, response) token ids
+Pair = tuple[Sequence[int], Sequence[int], Sequence[int]]  # (prompt, chosen, rejected) token ids
+
+
+def chosen_then_rejected(pairs: Sequence[Pair]) -> list[Row]:
+    """The rows of pairs in batch order: every (prompt, chosen), then every (prompt, rejected)."""
+    return [(p, c) for p, c, _ in pairs] + [(p, r) for p, _, r in pairs]
+
+
+def as_ids(ids: Sequence[int] | torch.Tensor) -> torch.Tensor:
+    """Token ids as a long tensor (an empty list included)."""
+    return torch.as_tensor(ids, dtype=torch.long)
+
+
+class PairBatch:
+    """What every layout has: the device move, the number of pairs and ``score``."""
+
+    reference_logps: torch.Tensor | None
+
+    def to(self, device: torch.device | str, non_blocking: bool = False):
+        """The same batch with every tensor on ``device``."""
+        tensors = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        return dataclasses.replace(self, **{name: value.to(device, non_blocking=non_blocking)
+                                            for name, value in tensors.items() if value is not None})
+
+    @property
+    def num_pairs(self) -> int:
+        raise NotImplementedError
+
+    def score(self, model) -> torch.Tensor:
+        """log pi(y|x) of every response, shape (2B,): chosen first, then rejected (float32)."""
+        raise NotImplementedError
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class PlainPairs(PairBatch):
+    """Causal rows ``prompt + response``, padded to one width: the B chosen rows, then the B rejected.
+
+    ``response_mask`` marks the response tokens whose log-probs count. Built from any (prompt,
+    response) rows it is also the plain padded-rows batch of the sampler and its scoring.
+    """
+
+    input_ids: torch.Tensor
+    attention_mask: torch.Tensor
+    response_mask: torch.Tensor
+    reference_logps: torch.Tensor | None = None
+
+    @classmethod
+    def from_rows(cls, rows: Sequence[Row], pad_id: int, side: str = "right",
+                  reference_logps: torch.Tensor | None = None, device: torch.device | str | None = None
+                  ) -> PlainPairs:
+        """Pad (prompt, response) rows on ``side``; ids may be lists or tensors (then built on ``device``)."""
+        width = max(len(prompt) + len(response) for prompt, response in rows)
+        input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long, device=device)
+        attention_mask = torch.zeros((len(rows), width), dtype=torch.long, device=device)
+        response_mask = torch.zeros((len(rows), width), dtype=torch.long, device=device)
+        for i, (prompt, response) in enumerate(rows):
+            length = len(prompt) + len(response)
+            start = 0 if side == "right" else width - length
+            input_ids[i, start:start + length] = torch.cat([as_ids(prompt), as_ids(response)])
+            attention_mask[i, start:start + length] = 1
+            response_mask[i, start + len(prompt):start + length] = 1
+        return cls(input_ids, attention_mask, response_mask, reference_logps)
+
+    @classmethod
+    def from_pairs(cls, pairs: Sequence[Pair], pad_id: int, side: str = "right",
+                   reference_logps: torch.Tensor | None = None) -> PlainPairs:
+        return cls.from_rows(chosen_then_rejected(pairs), pad_id, side, reference_logps)
+
+    @property
+    def num_pairs(self) -> int:
+        return self.input_ids.shape[0] // 2
+
+    def score(self, model) -> torch.Tensor:
+        return sequence_logprobs(model, self.input_ids, self.attention_mask, self.response_mask)
