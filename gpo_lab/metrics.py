@@ -10,18 +10,11 @@ import math
 
 import torch
 
+from gpo_lab.scoring.batches import PairLogps
 
-def preference_metrics(
-    policy_chosen: torch.Tensor,
-    policy_rejected: torch.Tensor,
-    reference_chosen: torch.Tensor,
-    reference_rejected: torch.Tensor,
-    per_example_loss: torch.Tensor,
-    beta: float,
-) -> dict[str, torch.Tensor]:
-    chosen_ratio = policy_chosen - reference_chosen
-    rejected_ratio = policy_rejected - reference_rejected
-    rho = chosen_ratio - rejected_ratio
+
+def preference_metrics(logps: PairLogps, per_example_loss: torch.Tensor, beta: float) -> dict[str, torch.Tensor]:
+    chosen_ratio, rejected_ratio, rho = logps.chosen_log_ratio, logps.rejected_log_ratio, logps.rho
     half_rho_squared = rho.pow(2) / 2
     n = rho.numel()
     return {
@@ -34,6 +27,6 @@ def preference_metrics(
         "rewards/rejected": beta * rejected_ratio.mean(),
         "rewards/margins": beta * rho.mean(),
         "rewards/accuracies": (chosen_ratio > rejected_ratio).float().mean(),
-        "logps/chosen": policy_chosen.mean(),
-        "logps/rejected": policy_rejected.mean(),
+        "logps/chosen": logps.policy_chosen.mean(),
+        "logps/rejected": logps.policy_rejected.mean(),
     }

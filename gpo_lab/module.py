@@ -12,7 +12,7 @@ import torch
 from gpo_lab.losses import GPOLoss, validate_beta
 from gpo_lab.metrics import preference_metrics
 from gpo_lab.run.guards import check_finite_gradients, check_finite_loss
-from gpo_lab.scoring.batches import PairBatch
+from gpo_lab.scoring.batches import PairBatch, PairLogps
 
 
 class GPOModule(pl.LightningModule):
@@ -47,7 +47,7 @@ class GPOModule(pl.LightningModule):
         return self
 
     # ----------------------------------------------------------------- log-probs and loss
-    def batch_logprobs(self, batch: PairBatch) -> dict[str, torch.Tensor]:
+    def batch_logprobs(self, batch: PairBatch) -> PairLogps:
         """Policy and reference log-probs of the batch's pairs; the reference's come cached when the batch has them."""
         policy = batch.score(self.policy)
         if batch.reference_logps is not None:
@@ -55,29 +55,16 @@ class GPOModule(pl.LightningModule):
         else:
             with torch.no_grad():
                 reference = batch.score(self.reference)
-        half = policy.shape[0] // 2
-        return {
-            "policy_chosen": policy[:half],
-            "policy_rejected": policy[half:],
-            "reference_chosen": reference[:half],
-            "reference_rejected": reference[half:],
-        }
+        return PairLogps.from_scores(policy, reference)
 
-    @staticmethod
-    def rho(logps: dict[str, torch.Tensor]) -> torch.Tensor:
-        return (logps["policy_chosen"] - logps["reference_chosen"]) - (
-            logps["policy_rejected"] - logps["reference_rejected"]
-        )
-
-    def per_example_loss(self, logps: dict[str, torch.Tensor]) -> torch.Tensor:
-        return self.loss.per_example(self.rho(logps), self.beta)
+    def per_example_loss(self, logps: PairLogps) -> torch.Tensor:
+        return self.loss.per_example(logps.rho, self.beta)
 
     def training_step(self, batch: PairBatch, batch_idx: int) -> torch.Tensor:
         logps = self.batch_logprobs(batch)
         losses = self.per_example_loss(logps)
-        check_finite_loss(self.global_step, losses, self.rho(logps))
-        metrics = preference_metrics(**{k: v.detach() for k, v in logps.items()}, per_example_loss=losses.detach(),
-                                     beta=self.beta)
+        check_finite_loss(self.global_step, losses, logps.rho)
+        metrics = preference_metrics(logps.detach(), losses.detach(), beta=self.beta)
         metrics["lr"] = torch.tensor(self.trainer.optimizers[0].param_groups[0]["lr"])
         loss = metrics.pop("loss")
         self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=False, batch_size=losses.numel())
@@ -92,15 +79,15 @@ class GPOModule(pl.LightningModule):
     # ----------------------------------------------------------------- validation
     def validation_step(self, batch: PairBatch, batch_idx: int) -> None:
         logps = self.batch_logprobs(batch)
-        self._val_outputs.append({**logps, "per_example_loss": self.per_example_loss(logps)})
+        self._val_outputs.append((logps, self.per_example_loss(logps)))
 
     def on_validation_epoch_end(self) -> None:
         """Statistics over the whole held-out set at once, so stds and errors are exact."""
         if not self._val_outputs:
             return
-        joined = {k: torch.cat([o[k] for o in self._val_outputs]) for k in self._val_outputs[0]}
+        logps, losses = zip(*self._val_outputs)
         self._val_outputs.clear()
-        metrics = preference_metrics(**joined, beta=self.beta)
+        metrics = preference_metrics(PairLogps.cat(logps), torch.cat(losses), beta=self.beta)
         self.log_dict({f"val/{k}": v for k, v in metrics.items()}, on_step=False, on_epoch=True)
 
     # ----------------------------------------------------------------- optimisation

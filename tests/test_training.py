@@ -14,7 +14,8 @@ from gpo_lab.module import GPOModule
 from gpo_lab.run.records import read_metrics
 from gpo_lab.models.reference import frozen_copy
 from gpo_lab.models.tokenizers import byte_tokenizer
-from gpo_lab.scoring.batches import PlainPairs
+from gpo_lab.metrics import preference_metrics
+from gpo_lab.scoring.batches import PairLogps, PlainPairs
 
 F_AT_ZERO = {"logistic": math.log(2), "hinge": 1.0, "squared": 1.0, "exponential": 1.0,
              "truncated_quadratic": 1.0, "savage": 0.25}
@@ -33,7 +34,9 @@ def test_first_logged_loss_is_f_of_zero(loss, tmp_path):
 
 def rho_of(module, batch):
     logps = module.batch_logprobs(batch)
-    return ((logps["policy_chosen"] - logps["reference_chosen"]) - (logps["policy_rejected"] - logps["reference_rejected"]))
+    rho = (logps.policy_chosen - logps.reference_chosen) - (logps.policy_rejected - logps.reference_rejected)
+    assert torch.equal(logps.rho, rho)
+    return rho
 
 
 @pytest.mark.parametrize("loss", sorted(F_AT_ZERO))
@@ -52,6 +55,21 @@ def test_one_step_moves_rho_up(loss):
     optimizer.step()
     with torch.no_grad():
         assert torch.all(rho_of(module, batch) > 0)
+
+
+def test_pair_logps_and_their_metrics_by_hand():
+    logps = PairLogps.from_scores(torch.tensor([-1.0, -2.0, -4.0, -3.0]), torch.tensor([-2.0, -2.0, -3.0, -3.0]))
+    assert logps.policy_chosen.tolist() == [-1.0, -2.0] and logps.reference_rejected.tolist() == [-3.0, -3.0]
+    assert logps.chosen_log_ratio.tolist() == [1.0, 0.0] and logps.rejected_log_ratio.tolist() == [-1.0, 0.0]
+    assert logps.rho.tolist() == [2.0, 0.0]
+    joined = PairLogps.cat([logps, logps.detach()])
+    assert joined.rho.tolist() == [2.0, 0.0, 2.0, 0.0] and joined.policy_rejected.tolist() == [-4.0, -3.0] * 2
+    metrics = preference_metrics(joined, torch.tensor([1.0, 2.0, 3.0, 6.0]), beta=0.5)
+    expected = {"loss": 3.0, "rho_mean": 1.0, "rho_std": 1.0, "offline_reg": 1.0,
+                "offline_reg_se": 2 / math.sqrt(3) / 2, "rewards/chosen": 0.25, "rewards/rejected": -0.25,
+                "rewards/margins": 0.5, "rewards/accuracies": 0.5,
+                "logps/chosen": -1.5, "logps/rejected": -3.5}
+    assert {k: pytest.approx(v) for k, v in expected.items()} == {k: v.item() for k, v in metrics.items()}
 
 
 def test_reference_is_frozen_and_left_out_of_checkpoints(tmp_path):

@@ -1,4 +1,4 @@
-"""Typed preference batches that score themselves.
+"""Typed preference batches that score themselves, and the log-probs a scored batch gives.
 
 A batch of B pairs holds them in one layout (:class:`PlainPairs` here, ``PackedPairs`` in
 :mod:`gpo_lab.scoring.packing`, ``Seq2SeqPairs`` in :mod:`gpo_lab.scoring.seq2seq`) and
@@ -91,3 +91,42 @@ class PlainPairs(PairBatch):
 
     def score(self, model) -> torch.Tensor:
         return sequence_logprobs(model, self.input_ids, self.attention_mask, self.response_mask)
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class PairLogps:
+    """log pi and log pi_ref of a batch's chosen and rejected responses, one value per pair each."""
+
+    policy_chosen: torch.Tensor
+    policy_rejected: torch.Tensor
+    reference_chosen: torch.Tensor
+    reference_rejected: torch.Tensor
+
+    @classmethod
+    def from_scores(cls, policy: torch.Tensor, reference: torch.Tensor) -> PairLogps:
+        """From two (2B,) scores in batch order (chosen first, then rejected)."""
+        half = policy.shape[0] // 2
+        return cls(policy[:half], policy[half:], reference[:half], reference[half:])
+
+    @classmethod
+    def cat(cls, parts: Sequence[PairLogps]) -> PairLogps:
+        """Several batches' values as one (an evaluation set's, for exact statistics)."""
+        return cls(*(torch.cat([getattr(p, f.name) for p in parts]) for f in dataclasses.fields(cls)))
+
+    def detach(self) -> PairLogps:
+        return PairLogps(*(getattr(self, f.name).detach() for f in dataclasses.fields(self)))
+
+    @property
+    def chosen_log_ratio(self) -> torch.Tensor:
+        """log pi(y_w|x) - log pi_ref(y_w|x)."""
+        return self.policy_chosen - self.reference_chosen
+
+    @property
+    def rejected_log_ratio(self) -> torch.Tensor:
+        """log pi(y_l|x) - log pi_ref(y_l|x)."""
+        return self.policy_rejected - self.reference_rejected
+
+    @property
+    def rho(self) -> torch.Tensor:
+        """The log-ratio margin that the GPO losses take, chosen minus rejected."""
+        return self.chosen_log_ratio - self.rejected_log_ratio
