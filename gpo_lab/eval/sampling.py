@@ -16,9 +16,15 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from gpo_lab.data.module import pad_rows
 from gpo_lab.data.tokenization import is_conversation, prompt_start_token, render_texts
-from gpo_lab.scoring.logprobs import position_ids_from_mask, response_logits
+from gpo_lab.scoring.batches import PlainPairs
+from gpo_lab.scoring.logprobs import (
+    position_ids_from_mask,
+    response_logits,
+    response_targets,
+    row_sums,
+    summed_logprobs,
+)
 
 
 def mean_and_se(values) -> tuple[float, float]:
@@ -42,16 +48,6 @@ def encode_prompts(tokenizer, prompts: list) -> list[list[int]]:
             ids = [start_id, *ids]
         encoded.append(list(ids))
     return encoded
-
-
-def _left_padded(prompts: list[list[int]], pad_id: int, device) -> tuple[torch.Tensor, torch.Tensor]:
-    width = max(len(p) for p in prompts)
-    ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(prompts), width), dtype=torch.long)
-    for i, prompt in enumerate(prompts):
-        ids[i, width - len(prompt):] = torch.tensor(prompt)
-        mask[i, width - len(prompt):] = 1
-    return ids.to(device), mask.to(device)
 
 
 def _cache_keyword(model) -> str:
@@ -84,7 +80,8 @@ def sample_responses(
     bar = tqdm(total=len(prompts), desc=progress, leave=False, disable=progress is None, dynamic_ncols=True)
     for start in range(0, len(prompts), batch_size):
         chunk = prompts[start:start + batch_size]
-        input_ids, mask = _left_padded(chunk, pad_token_id, device)
+        prompts_only = PlainPairs.from_rows([(prompt, []) for prompt in chunk], pad_token_id, side="left").to(device)
+        input_ids, mask = prompts_only.input_ids, prompts_only.attention_mask
         positions = position_ids_from_mask(mask)
         output = model(input_ids=input_ids, attention_mask=mask, position_ids=positions, use_cache=True)
         cache_keyword = _cache_keyword(model)
@@ -113,13 +110,11 @@ def sample_responses(
     return responses
 
 
-def response_log_distributions(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-    """log-softmax over the vocabulary at every position that predicts a response token, flattened.
-
-    Rows are in the order of ``batch``; only response positions are projected onto the vocabulary.
-    """
-    logits, _ = response_logits(model, batch["input_ids"], batch["attention_mask"], batch["response_mask"])
-    return F.log_softmax(logits.float(), dim=-1)
+def response_log_distributions(model, batch: PlainPairs) -> tuple[torch.Tensor, torch.Tensor]:
+    """log-softmax over the vocabulary at every position that predicts a response token, flattened, and the
+    (rows, T - 1) mask of the predicted tokens; only response positions are projected onto the vocabulary."""
+    logits, targets_mask = response_logits(model, batch.input_ids, batch.attention_mask, batch.response_mask)
+    return F.log_softmax(logits.float(), dim=-1), targets_mask
 
 
 @torch.no_grad()
@@ -132,18 +127,15 @@ def score_responses(
     out = {"policy_logps": [], "reference_logps": [], "token_kl": []}
     for start in range(0, len(prompts), batch_size):
         rows = list(zip(prompts[start:start + batch_size], responses[start:start + batch_size]))
-        batch = {k: v.to(device) for k, v in pad_rows(rows, pad_token_id).items()}
-        targets_mask = batch["response_mask"][:, 1:].bool() & batch["attention_mask"][:, 1:].bool()
-        row_of = torch.arange(len(rows), device=device)[:, None].expand_as(targets_mask)[targets_mask]
-        targets = batch["input_ids"][:, 1:][targets_mask]
-        log_p = response_log_distributions(policy, batch)
-        log_q = response_log_distributions(reference, batch)
+        batch = PlainPairs.from_rows(rows, pad_token_id).to(device)
+        log_p, targets_mask = response_log_distributions(policy, batch)
+        log_q, _ = response_log_distributions(reference, batch)
+        row_of, targets = response_targets(batch.input_ids, targets_mask)
         kl = (log_p.exp() * (log_p - log_q)).sum(-1)
-        picked_p = log_p.gather(1, targets[:, None]).squeeze(1)
-        picked_q = log_q.gather(1, targets[:, None]).squeeze(1)
-        for key, values in (("policy_logps", picked_p), ("reference_logps", picked_q), ("token_kl", kl)):
-            totals = torch.zeros(len(rows), dtype=torch.float64, device=device)
-            out[key].append(totals.index_add(0, row_of, values.double()).cpu())
+        for key, log_probs in (("policy_logps", log_p), ("reference_logps", log_q)):
+            out[key].append(summed_logprobs(log_probs, targets, row_of, len(rows), normalized=True,
+                                            dtype=torch.float64).cpu())
+        out["token_kl"].append(row_sums(kl, row_of, len(rows), torch.float64).cpu())
     return {k: torch.cat(v) if v else torch.zeros(0, dtype=torch.float64) for k, v in out.items()}
 
 
