@@ -23,6 +23,7 @@ from pytorch_lightning.loggers.logger import rank_zero_experiment
 from pytorch_lightning.utilities import rank_zero_only
 
 from gpo_lab.errors import ConfigError
+from gpo_lab.run.atomic import atomic_write_text
 from gpo_lab.run.records import metric_mode
 
 log = logging.getLogger(__name__)
@@ -138,8 +139,7 @@ class WandbLogger(LightningWandbLogger):
         if path.is_file() and last_checkpoint(save_dir) is not None:
             return path.read_text().strip()
         run_id = "".join(secrets.choice(string.ascii_lowercase + string.digits) for _ in range(8))
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(run_id + "\n")
+        atomic_write_text(path, run_id + "\n")
         return run_id
 
     @property

@@ -1,0 +1,79 @@
+"""The run-file mechanisms: atomic writes (with the team's permissions), the locked content cache,
+the logger step convention and the best/last tracker that the run and the report share."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import signal
+import stat
+from pathlib import Path
+
+import pytest
+import torch
+
+from gpo_lab.run.atomic import atomic_path, atomic_write_text
+from gpo_lab.run.checkpoints import AtomicCheckpointIO
+from gpo_lab.run.records import write_json
+from gpo_lab.run.wandb_logging import WandbLogger
+
+
+def mode_of(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+@pytest.fixture(params=[0o022, 0o077], ids=["umask022", "umask077"])
+def umask(request):
+    previous = os.umask(request.param)
+    yield request.param
+    os.umask(previous)
+
+
+# ----------------------------------------------------------------------------------- atomic writes
+def test_every_run_file_gets_the_permissions_of_a_plain_open(tmp_path, umask):
+    with open(tmp_path / "plain", "w"):
+        pass
+    (tmp_path / "plain_dir").mkdir()
+    file_mode, dir_mode = mode_of(tmp_path / "plain"), mode_of(tmp_path / "plain_dir")
+    assert file_mode == 0o666 & ~umask and dir_mode == 0o777 & ~umask
+
+    atomic_write_text(tmp_path / "text.txt", "x")
+    write_json(tmp_path / "summary.json", {"status": "running"})
+    AtomicCheckpointIO().save_checkpoint({"w": torch.zeros(2)}, tmp_path / "checkpoints" / "last.ckpt")
+    WandbLogger._run_id(tmp_path)  # a fresh run id, read by the resumed job
+    files = [tmp_path / "text.txt", tmp_path / "summary.json", tmp_path / "checkpoints" / "last.ckpt",
+             tmp_path / "wandb" / "run_id"]
+    assert {str(f.relative_to(tmp_path)): mode_of(f) for f in files} == {
+        str(f.relative_to(tmp_path)): file_mode for f in files}
+
+
+def test_a_failed_write_keeps_the_old_content_and_leaves_no_temporary(tmp_path):
+    target = tmp_path / "summary.json"
+    target.write_text("old")
+    with pytest.raises(RuntimeError), atomic_path(target) as tmp:
+        tmp.write_text("half")
+        raise RuntimeError("killed")
+    with pytest.raises(RuntimeError), atomic_path(tmp_path / "entry", directory=True) as tmp:
+        (tmp / "half.txt").write_text("half")
+        raise RuntimeError("killed")
+    assert target.read_text() == "old" and sorted(p.name for p in tmp_path.iterdir()) == ["summary.json"]
+    atomic_write_text(target, "new")
+    assert target.read_text() == "new" and sorted(p.name for p in tmp_path.iterdir()) == ["summary.json"]
+
+
+def _killed_mid_write(target: Path) -> None:
+    with atomic_path(target) as tmp:
+        tmp.write_text("half")
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def test_a_writer_killed_mid_write_leaves_the_old_file(tmp_path):
+    target = tmp_path / "summary.json"
+    target.write_text("old")
+    child = multiprocessing.get_context("fork").Process(target=_killed_mid_write, args=(target,))
+    child.start()
+    child.join(timeout=60)
+    assert child.exitcode == -signal.SIGKILL
+    assert target.read_text() == "old"
+    leftovers = [p.name for p in tmp_path.iterdir() if p != target]
+    assert len(leftovers) == 1 and leftovers[0].startswith(".summary.json.") and leftovers[0].endswith(".tmp")
