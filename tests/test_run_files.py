@@ -3,6 +3,7 @@ the logger step convention and the best/last tracker that the run and the report
 
 from __future__ import annotations
 
+import json
 import multiprocessing
 import os
 import signal
@@ -11,8 +12,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import save_file
 
+from gpo_lab.models.reference_cache import ReferenceLogpCache
 from gpo_lab.run.atomic import atomic_path, atomic_write_text
+from gpo_lab.run.cache import ContentCache, spec_key
 from gpo_lab.run.checkpoints import AtomicCheckpointIO
 from gpo_lab.run.records import write_json
 from gpo_lab.run.wandb_logging import WandbLogger
@@ -30,6 +34,12 @@ def umask(request):
 
 
 # ----------------------------------------------------------------------------------- atomic writes
+def build_entry(directory: Path) -> None:
+    """Files as the SFT stage writes them: by a plain write, and by safetensors (which makes its own private file)."""
+    (directory / "v.txt").write_text("1")
+    save_file({"x": torch.zeros(1)}, str(directory / "w.safetensors"))
+
+
 def test_every_run_file_gets_the_permissions_of_a_plain_open(tmp_path, umask):
     with open(tmp_path / "plain", "w"):
         pass
@@ -41,10 +51,16 @@ def test_every_run_file_gets_the_permissions_of_a_plain_open(tmp_path, umask):
     write_json(tmp_path / "summary.json", {"status": "running"})
     AtomicCheckpointIO().save_checkpoint({"w": torch.zeros(2)}, tmp_path / "checkpoints" / "last.ckpt")
     WandbLogger._run_id(tmp_path)  # a fresh run id, read by the resumed job
+    entry, _ = ContentCache(tmp_path / "cache").get_or_build("thing", {"a": 1}, build_entry)
+    cache = ReferenceLogpCache(tmp_path / "reference")
+    spec = {"num_pairs": 1}
+    cache.get_or_compute(spec, lambda: torch.zeros(1, 2))
     files = [tmp_path / "text.txt", tmp_path / "summary.json", tmp_path / "checkpoints" / "last.ckpt",
-             tmp_path / "wandb" / "run_id"]
+             tmp_path / "wandb" / "run_id", entry / "v.txt", entry / "w.safetensors", entry / "spec.json",
+             cache.path(spec_key(spec))]
     assert {str(f.relative_to(tmp_path)): mode_of(f) for f in files} == {
         str(f.relative_to(tmp_path)): file_mode for f in files}
+    assert mode_of(entry) == mode_of(cache.path(spec_key(spec)).parent) == dir_mode
 
 
 def test_a_failed_write_keeps_the_old_content_and_leaves_no_temporary(tmp_path):
@@ -77,3 +93,27 @@ def test_a_writer_killed_mid_write_leaves_the_old_file(tmp_path):
     assert target.read_text() == "old"
     leftovers = [p.name for p in tmp_path.iterdir() if p != target]
     assert len(leftovers) == 1 and leftovers[0].startswith(".summary.json.") and leftovers[0].endswith(".tmp")
+
+
+# ----------------------------------------------------------------------------------- the content cache
+def test_one_key_for_every_cache_and_entries_are_checked_against_their_spec(tmp_path):
+    spec = {"stage": "sft", "sizes": (1, 2), "path": tmp_path}
+    assert spec_key(spec) == spec_key({"path": str(tmp_path), "sizes": [1, 2], "stage": "sft"})
+    assert len(spec_key(spec)) == 16 and spec_key(spec) != spec_key({**spec, "stage": "pairs"})
+    cache = ContentCache(tmp_path / "cache")
+    entry, built = cache.get_or_build("sft", spec, lambda d: None)
+    assert built and cache.find("sft", spec) == entry
+    assert json.loads((entry / "spec.json").read_text())["stage"] == "sft"
+    assert ReferenceLogpCache(tmp_path / "cache").store.entry("sft", spec_key(spec)) == entry  # one layout
+    (entry / "spec.json").write_text(json.dumps({"stage": "edited"}))
+    with pytest.raises(RuntimeError, match="another spec"):
+        cache.get_or_build("sft", spec, lambda d: None)
+
+
+def test_a_stale_entry_without_its_spec_is_rebuilt(tmp_path):
+    cache = ContentCache(tmp_path)
+    stale = cache.entry("pairs", spec_key({"a": 1}))
+    stale.mkdir()
+    (stale / "pairs.json").write_text("half")
+    entry, built = cache.get_or_build("pairs", {"a": 1}, lambda d: (d / "pairs.json").write_text("whole"))
+    assert built and entry == stale and (entry / "pairs.json").read_text() == "whole"
