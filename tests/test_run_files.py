@@ -11,14 +11,18 @@ import stat
 from pathlib import Path
 
 import pytest
+import pytorch_lightning as pl
 import torch
 from safetensors.torch import save_file
+from torch.utils.data import DataLoader, TensorDataset
 
 from gpo_lab.models.reference_cache import ReferenceLogpCache
 from gpo_lab.run.atomic import atomic_path, atomic_write_text
 from gpo_lab.run.cache import ContentCache, spec_key
 from gpo_lab.run.checkpoints import AtomicCheckpointIO
-from gpo_lab.run.records import write_json
+from gpo_lab.run.logger_steps import UpdateStepLogging
+from gpo_lab.run.metrics_file import MetricsFileLogger
+from gpo_lab.run.records import read_metrics, write_json
 from gpo_lab.run.wandb_logging import WandbLogger
 
 
@@ -117,3 +121,39 @@ def test_a_stale_entry_without_its_spec_is_rebuilt(tmp_path):
     (stale / "pairs.json").write_text("half")
     entry, built = cache.get_or_build("pairs", {"a": 1}, lambda d: (d / "pairs.json").write_text("whole"))
     assert built and entry == stale and (entry / "pairs.json").read_text() == "whole"
+
+
+# ----------------------------------------------------------------------------------- logger steps
+class Tiny(pl.LightningModule):
+    def __init__(self):
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.zeros(1))
+
+    def training_step(self, batch, batch_idx):
+        loss = (self.w - batch[0]).pow(2).mean()
+        self.log("train/loss", loss)
+        return loss
+
+    def validation_step(self, batch, batch_idx):
+        self.log("val/loss", (self.w - batch[0]).pow(2).mean())
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.1)
+
+    def train_dataloader(self):
+        return DataLoader(TensorDataset(torch.ones(16, 1)), batch_size=2)
+
+    def val_dataloader(self):
+        return DataLoader(TensorDataset(torch.ones(4, 1)), batch_size=2)
+
+
+def test_loggers_date_validation_by_the_updates_applied_without_being_told_the_trainer(tmp_path):
+    logger = MetricsFileLogger(tmp_path)
+    trainer = pl.Trainer(max_steps=4, val_check_interval=2, logger=[logger], log_every_n_steps=1,
+                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                         num_sanity_val_steps=0, accelerator="cpu")
+    trainer.fit(Tiny())
+    records = read_metrics(tmp_path / "metrics.jsonl")
+    assert [r["step"] for r in records if "val/loss" in r] == [2, 4]  # Lightning itself says 1 and 3
+    assert [r["step"] for r in records if "train/loss" in r] == [0, 1, 2, 3]
+    assert issubclass(WandbLogger, UpdateStepLogging)  # the same piece; test_loggers checks its steps

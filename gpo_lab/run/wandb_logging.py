@@ -24,6 +24,7 @@ from pytorch_lightning.utilities import rank_zero_only
 
 from gpo_lab.errors import ConfigError
 from gpo_lab.run.atomic import atomic_write_text
+from gpo_lab.run.logger_steps import UpdateStepLogging
 from gpo_lab.run.records import metric_mode
 
 log = logging.getLogger(__name__)
@@ -76,7 +77,7 @@ def read_config_file(path: str | os.PathLike | None) -> dict[str, Any]:
     return yaml.safe_load(Path(path).read_text()) or {}
 
 
-class WandbLogger(LightningWandbLogger):
+class WandbLogger(UpdateStepLogging, LightningWandbLogger):
     """Lightning's WandbLogger with gpo_lab's conventions.
 
     - ``mode``: online with a key, else offline (one log line says where the files are and how
@@ -127,7 +128,6 @@ class WandbLogger(LightningWandbLogger):
         )
         if self._wandb_init.get("anonymous") is None:
             self._wandb_init.pop("anonymous", None)  # wandb warns that the setting is obsolete
-        self.trainer = None  # found at the start of fit/validate, to date validation records
         self._defined: set[str] = set()
 
     @staticmethod
@@ -157,21 +157,13 @@ class WandbLogger(LightningWandbLogger):
                          self._why, sync_dir, shlex.quote(sync_dir))
         return self._experiment
 
-    def log_graph(self, model, input_array=None) -> None:
-        """Lightning calls this at the start of fit and validate: the module knows its trainer."""
-        self.trainer = getattr(model, "_trainer", None)
-        super().log_graph(model, input_array)
-
     @rank_zero_only
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
-        names = [name for name in metrics if name.startswith("val/")]
-        if names and self.trainer is not None:
-            step = self.trainer.global_step
-        for name in names:
-            if name not in self._defined and not name.endswith("_se"):
+        for name in metrics:
+            if name.startswith("val/") and name not in self._defined and not name.endswith("_se"):
                 self.experiment.define_metric(name, step_metric=STEP_METRIC, summary=f"{metric_mode(name)},last")
                 self._defined.add(name)
-        super().log_metrics(metrics, step)
+        super().log_metrics(metrics, self.step_of(metrics, step))
 
     @rank_zero_only
     def finalize(self, status: str) -> None:
