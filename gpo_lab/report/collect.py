@@ -161,8 +161,11 @@ def _from_records(records: list[dict[str, Any]]) -> tuple[dict[str, float], dict
         for name, value in values.items():
             if name.endswith("_se"):
                 continue
+            mode = metric_mode(name)
+            if mode is None:  # no better direction: no best
+                continue
             current = best.get(name)
-            higher = metric_mode(name) == "max"
+            higher = mode == "max"
             if current is None or (value > current["value"] if higher else value < current["value"]):
                 best[name] = {"value": value, "step": step, "se": values.get(f"{name}_se")}
     return final, best

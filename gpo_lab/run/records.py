@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from gpo_lab.run.atomic import atomic_write_text
+from gpo_lab.run.directions import metric_mode
 
 SUMMARY_FILE = "summary.json"
 METRICS_FILE = "metrics.jsonl"
@@ -20,13 +21,6 @@ SCHEMA_VERSION = 1
 
 __all__ = ["METRICS_FILE", "SCHEMA_VERSION", "SUMMARY_FILE", "atomic_write_text", "metric_mode", "read_json",
            "read_metrics", "to_jsonable", "write_json"]
-
-# Validation metrics for which larger is better; every other one is better smaller.
-_HIGHER_IS_BETTER = ("win_rate", "accuracies", "margins", "rewards/chosen", "reward", "rho_mean")
-
-
-def metric_mode(name: str) -> str:
-    return "max" if any(key in name for key in _HIGHER_IS_BETTER) else "min"
 
 
 def write_json(path: Path, data: Any) -> None:

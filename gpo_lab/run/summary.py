@@ -34,6 +34,8 @@ class ValidationTracker(pl.Callback):
             if _is_standard_error(name):
                 continue
             mode = metric_mode(name)
+            if mode is None:  # no better direction: no best
+                continue
             current = self.best.get(name)
             better = current is None or (value > current["value"] if mode == "max" else value < current["value"])
             if better:

@@ -24,8 +24,8 @@ from pytorch_lightning.utilities import rank_zero_only
 
 from gpo_lab.errors import ConfigError
 from gpo_lab.run.atomic import atomic_write_text
+from gpo_lab.run.directions import metric_mode
 from gpo_lab.run.logger_steps import UpdateStepLogging
-from gpo_lab.run.records import metric_mode
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +86,8 @@ class WandbLogger(UpdateStepLogging, LightningWandbLogger):
       the whole resolved run config under ``config``.
     - Validation metrics are logged at the number of optimizer updates applied, as in
       ``metrics.jsonl`` (Lightning logs them one step lower during fit), against
-      ``trainer/global_step``; each ``val/`` metric's summary keeps its best and last value.
+      ``trainer/global_step``; each ``val/`` metric's summary keeps its last value, and its best
+      where the metric declares which way is better (:mod:`gpo_lab.run.directions`).
     - A job resumed from its checkpoint continues the same wandb run (the id is kept in
       ``<save_dir>/wandb/run_id``); a fresh start is a fresh run.
     - Sequential jobs of one process (Hydra's basic launcher) each get their own run.
@@ -161,7 +162,8 @@ class WandbLogger(UpdateStepLogging, LightningWandbLogger):
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
         for name in metrics:
             if name.startswith("val/") and name not in self._defined and not name.endswith("_se"):
-                self.experiment.define_metric(name, step_metric=STEP_METRIC, summary=f"{metric_mode(name)},last")
+                mode = metric_mode(name)
+                self.experiment.define_metric(name, step_metric=STEP_METRIC, summary=f"{mode},last" if mode else "last")
                 self._defined.add(name)
         super().log_metrics(metrics, self.step_of(metrics, step))
 
