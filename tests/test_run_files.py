@@ -9,20 +9,25 @@ import os
 import signal
 import stat
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import pytorch_lightning as pl
 import torch
+from conftest import run_training
 from safetensors.torch import save_file
 from torch.utils.data import DataLoader, TensorDataset
 
 from gpo_lab.models.reference_cache import ReferenceLogpCache
+from gpo_lab.report.collect import _from_records
 from gpo_lab.run.atomic import atomic_path, atomic_write_text
+from gpo_lab.run.best_and_last import BestAndLast
 from gpo_lab.run.cache import ContentCache, spec_key
 from gpo_lab.run.checkpoints import AtomicCheckpointIO
 from gpo_lab.run.logger_steps import UpdateStepLogging
 from gpo_lab.run.metrics_file import MetricsFileLogger
 from gpo_lab.run.records import read_metrics, write_json
+from gpo_lab.run.summary import ValidationTracker
 from gpo_lab.run.wandb_logging import WandbLogger
 
 
@@ -157,3 +162,40 @@ def test_loggers_date_validation_by_the_updates_applied_without_being_told_the_t
     assert [r["step"] for r in records if "val/loss" in r] == [2, 4]  # Lightning itself says 1 and 3
     assert [r["step"] for r in records if "train/loss" in r] == [0, 1, 2, 3]
     assert issubclass(WandbLogger, UpdateStepLogging)  # the same piece; test_loggers checks its steps
+
+
+# ----------------------------------------------------------------------------------- best and last
+def test_best_and_last_by_hand():
+    values = BestAndLast().replay([
+        {"step": 0, "train/loss": 9.0},
+        {"step": 2, "val/win_rate": 0.6, "val/win_rate_se": 0.1, "val/loss": 0.5, "val/rho_std": 1.0},
+        {"step": 4, "val/win_rate": 0.7, "val/loss": 0.5, "val/rho_std": 2.0, "val/kl_token": None},
+        {"step": 6, "val/win_rate": 0.7, "val/win_rate_se": 0.3, "val/loss": 0.4},
+    ])
+    assert values.final == {"val/win_rate": 0.7, "val/win_rate_se": 0.3, "val/loss": 0.4, "val/rho_std": 2.0}
+    assert values.best == {"val/win_rate": {"value": 0.7, "step": 4, "mode": "max"},  # a tie keeps the first
+                           "val/loss": {"value": 0.4, "step": 6, "mode": "min"}}  # rho_std: no better direction
+    values.update(8, {"val/win_rate": 0.9, "val/win_rate_se": 0.05})
+    assert values.best["val/win_rate"] == {"value": 0.9, "step": 8, "mode": "max", "se": 0.05}
+
+
+def test_the_tracker_keeps_no_best_for_an_undeclared_metric_and_says_so_once(caplog):
+    tracker = ValidationTracker()
+    for step, value in ((2, 0.5), (4, 0.4)):
+        trainer = SimpleNamespace(sanity_checking=False, global_step=step,
+                                  callback_metrics={"val/loss": torch.tensor(value), "val/custom": torch.tensor(1.0),
+                                                    "val/custom_se": torch.tensor(0.1), "train/loss": torch.tensor(9.0)})
+        tracker.on_validation_end(trainer, None)
+    assert tracker.best == {"val/loss": {"value": pytest.approx(0.4), "step": 4, "mode": "min"}}
+    assert set(tracker.final) == {"val/loss", "val/custom", "val/custom_se"}
+    assert [r.getMessage().split()[0] for r in caplog.records if r.levelname == "WARNING"] == ["val/custom"]
+    resumed = ValidationTracker()
+    resumed.load_state_dict(tracker.state_dict())
+    assert (resumed.final, resumed.best, resumed.step) == (tracker.final, tracker.best, 4)
+
+
+def test_the_report_reads_a_running_job_as_the_run_summarises_it(tmp_path):
+    summary = run_training(["+experiment=smoke", "trainer.max_steps=4", "trainer.val_check_interval=2"], tmp_path)
+    final, best = _from_records(read_metrics(tmp_path / "metrics.jsonl"))
+    assert summary["best"]["val/loss"]["step"] in (2, 4) and "val/rho_std" not in summary["best"]
+    assert (final, best) == (summary["final"], summary["best"])
