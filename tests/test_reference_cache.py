@@ -99,8 +99,10 @@ def test_computed_once_then_read(tmp_path):
 def test_a_failed_computation_leaves_nothing_and_partial_files_are_never_read(tmp_path):
     cache = ReferenceLogpCache(tmp_path)
     key = spec_key(SPEC)
-    tmp_path.mkdir(exist_ok=True)
-    (tmp_path / f".{key}.abc.tmp").write_bytes(b"half a file")  # what a killed writer leaves behind
+    entry = cache.path(key).parent
+    leftover = tmp_path / f".{entry.name}.abc.tmp"  # what a killed writer leaves behind
+    leftover.mkdir(parents=True)
+    (leftover / cache.path(key).name).write_bytes(b"half a file")
 
     def crash():
         raise KeyboardInterrupt
@@ -116,7 +118,7 @@ def test_a_failed_computation_leaves_nothing_and_partial_files_are_never_read(tm
 def test_a_result_of_the_wrong_shape_is_refused(tmp_path):
     with pytest.raises(ValueError, match="expected"):
         ReferenceLogpCache(tmp_path).get_or_compute(SPEC, lambda: VALUES[:2])
-    assert not any(tmp_path.glob("*.safetensors"))
+    assert not any(tmp_path.rglob("*.safetensors")) and not any(p.is_dir() for p in tmp_path.iterdir())
 
 
 def _job(root, log_path, barrier, results):

@@ -9,6 +9,10 @@ from gpo_lab.errors import ConfigError
 from gpo_lab.eval.judges import Judge, RewardJudge, win_rate
 from gpo_lab.eval.sampling import mean_and_se
 
+# Which way is better, as logged under val/ (read by gpo_lab.run.directions). The reference's samples
+# are drawn once and never change, so their reward has no better direction.
+METRIC_DIRECTIONS = {"win_rate": "max", "judge_reward": "max", "judge_reward_reference": None}
+
 
 class WinRateCallback(pl.Callback):
     """Logs val/win_rate (ties count 1/2) and val/win_rate_se: one policy sample against one

@@ -3,9 +3,9 @@
 pi_ref is frozen, so log pi_ref(y|x) of every pair is a fixed number: computing it at every step
 (or in every job of a sweep) is wasted work. The cache key is a hash of everything that determines
 the values: the reference weights (and config), the pairs' token ids, the tokenizer and the
-truncation settings; change any of them and a new entry is computed. An entry is one safetensors
-file, written to a temporary file and renamed into place (a partial file is never read); jobs that
-start together take a file lock, so one computes and the others wait and then read it.
+truncation settings; change any of them and a new entry is computed. Entries live in the locked
+content-addressed cache of :mod:`gpo_lab.run.cache` (a partial entry is never read; jobs that start
+together compute once while the others wait and then read it), each one safetensors file.
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -27,12 +26,12 @@ from safetensors.torch import save_file
 
 from gpo_lab.scoring.packing import PackedPairs
 from gpo_lab.models.reference import LazyReference
-from gpo_lab.run.lock import file_lock
+from gpo_lab.run.cache import ContentCache, spec_key
 
 log = logging.getLogger(__name__)
 
 CACHE_ENV = "GPO_LAB_CACHE"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: entries of the shared content cache (directories) instead of bare files
 COLUMN = "reference_logps"  # per pair: [log pi_ref(chosen|x), log pi_ref(rejected|x)]
 SPLITS = {"train": "train_set", "validation": "val_set"}
 
@@ -100,25 +99,19 @@ def cache_spec(reference_fingerprint: str, pairs, tokenizer, truncation) -> dict
             "torch": torch.__version__, "transformers": transformers.__version__}
 
 
-def spec_key(spec: dict[str, Any]) -> str:
-    return hashlib.sha256(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()[:32]
-
-
 # ----------------------------------------------------------------------------------- the store
-def _umask() -> int:
-    current = os.umask(0)
-    os.umask(current)
-    return current
-
-
 class ReferenceLogpCache:
-    """A directory of entries ``<key>.safetensors``: a float32 tensor (pairs, 2) and the spec it was keyed by."""
+    """Entries ``logps-<key>/logps.safetensors``: a float32 tensor (pairs, 2), keyed by its spec."""
+
+    KIND = "logps"
+    VALUES_FILE = "logps.safetensors"
 
     def __init__(self, root: str | os.PathLike | None = None):
         self.root = Path(root) if root is not None else default_cache_dir()
+        self.store = ContentCache(self.root)
 
     def path(self, key: str) -> Path:
-        return self.root / f"{key}.safetensors"
+        return self.store.entry(self.KIND, key) / self.VALUES_FILE
 
     def load(self, key: str) -> torch.Tensor | None:
         """The entry for ``key``, or None if there is none (temporary files of a writer are never looked at)."""
@@ -134,20 +127,15 @@ class ReferenceLogpCache:
         Returns the values and whether this call computed them. Concurrent callers with the same
         spec serialise on a file lock: the first computes, the others read its entry.
         """
-        key = spec_key(spec)
-        values = self.load(key)
-        if values is not None:
-            return self._checked(values, spec), False
-        self.root.mkdir(parents=True, exist_ok=True)
-        with file_lock(self.root / f".{key}.lock"):
-            values = self.load(key)
-            if values is not None:
-                log.info("Reference log-probs %s: computed meanwhile by another job; reusing them.", key)
-                return self._checked(values, spec), False
-            values = compute().detach().to("cpu", torch.float32).contiguous()
-            self._checked(values, spec)
-            self._write(key, values, spec)
-        return values, True
+        computed: list[torch.Tensor] = []
+
+        def build(directory: Path) -> None:
+            values = self._checked(compute().detach().to("cpu", torch.float32).contiguous(), spec)
+            save_file({"logps": values}, str(directory / self.VALUES_FILE))
+            computed.append(values)
+
+        _, built = self.store.get_or_build(self.KIND, spec, build)
+        return (computed[0], True) if built else (self._checked(self.load(spec_key(spec)), spec), False)
 
     @staticmethod
     def _checked(values: torch.Tensor, spec: dict[str, Any]) -> torch.Tensor:
@@ -155,19 +143,6 @@ class ReferenceLogpCache:
             raise ValueError(f"Reference log-probs of shape {tuple(values.shape)} for {spec['num_pairs']} pairs; "
                              "expected (pairs, 2).")
         return values
-
-    def _write(self, key: str, values: torch.Tensor, spec: dict[str, Any]) -> None:
-        handle, tmp = tempfile.mkstemp(dir=self.root, prefix=f".{key}.", suffix=".tmp")
-        os.close(handle)
-        try:
-            os.chmod(tmp, 0o666 & ~_umask())  # readable by the other jobs of a sweep, as a plain file would be
-            save_file({"logps": values}, tmp, metadata={"spec": json.dumps(spec, sort_keys=True, default=str)})
-            with open(tmp, "rb") as written:
-                os.fsync(written.fileno())
-            os.replace(tmp, self.path(key))
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
 
 
 # ----------------------------------------------------------------------------------- computing and attaching

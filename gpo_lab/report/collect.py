@@ -19,7 +19,8 @@ import yaml
 
 from gpo_lab.errors import ConfigError
 from gpo_lab.losses import ALIASES
-from gpo_lab.run.records import METRICS_FILE, SUMMARY_FILE, metric_mode, read_json, read_metrics
+from gpo_lab.run.best_and_last import BestAndLast
+from gpo_lab.run.records import METRICS_FILE, SUMMARY_FILE, read_json, read_metrics
 
 log = logging.getLogger(__name__)
 
@@ -152,20 +153,8 @@ def config_key(job_name: str) -> str:
 
 def _from_records(records: list[dict[str, Any]]) -> tuple[dict[str, float], dict[str, dict[str, Any]]]:
     """Latest and best value of each ``val/`` metric in the records written so far."""
-    final: dict[str, float] = {}
-    best: dict[str, dict[str, Any]] = {}
-    for record in records:
-        step = record.get("step")
-        values = {k: v for k, v in record.items() if k.startswith("val/") and v is not None}
-        final.update(values)
-        for name, value in values.items():
-            if name.endswith("_se"):
-                continue
-            current = best.get(name)
-            higher = metric_mode(name) == "max"
-            if current is None or (value > current["value"] if higher else value < current["value"]):
-                best[name] = {"value": value, "step": step, "se": values.get(f"{name}_se")}
-    return final, best
+    values = BestAndLast().replay(records)
+    return values.final, values.best
 
 
 def _last_step(records: list[dict[str, Any]]) -> int | None:

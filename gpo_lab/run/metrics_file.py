@@ -10,22 +10,21 @@ from pathlib import Path
 from pytorch_lightning.loggers.logger import Logger, rank_zero_experiment
 from pytorch_lightning.utilities import rank_zero_only
 
+from gpo_lab.run.logger_steps import UpdateStepLogging
 from gpo_lab.run.records import METRICS_FILE, atomic_write_text, read_metrics, to_jsonable
 
 
-class MetricsFileLogger(Logger):
+class MetricsFileLogger(UpdateStepLogging, Logger):
     """A Lightning logger that appends one JSON object per logging call to ``metrics.jsonl``.
 
-    ``step`` counts the optimizer updates applied before the values were measured: training
-    records carry Lightning's step; validation records carry ``trainer.global_step`` (Lightning
-    itself logs them one lower), so they match the steps in ``summary.json``. Each line is
-    written and flushed at once, so a kill loses at most the line being written.
+    ``step`` counts the optimizer updates applied before the values were measured, as in
+    ``summary.json`` (see :mod:`gpo_lab.run.logger_steps`). Each line is written and flushed at
+    once, so a kill loses at most the line being written.
     """
 
     def __init__(self, save_dir: str | os.PathLike):
         super().__init__()
         self.path = Path(save_dir) / METRICS_FILE
-        self.trainer = None  # set by the run, to date validation records
 
     @property
     def name(self) -> str:
@@ -46,8 +45,7 @@ class MetricsFileLogger(Logger):
 
     @rank_zero_only
     def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
-        if self.trainer is not None and any(key.startswith("val/") for key in metrics):
-            step = self.trainer.global_step
+        step = self.step_of(metrics, step)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with self.path.open("a") as handle:
             handle.write(json.dumps({"step": step, **to_jsonable(metrics)}) + "\n")

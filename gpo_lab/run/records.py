@@ -1,44 +1,26 @@
 """The files a run leaves behind for people and tools: ``metrics.jsonl`` and ``summary.json``.
 
 Both are documented in README.md ("Outputs"); the report, the notebooks and the sweep status
-read them, so their schema is an interface. Every write is atomic (a temporary file renamed over
-the target), so a killed run never leaves a half-written summary.
+read them, so their schema is an interface. Every write is atomic (:mod:`gpo_lab.run.atomic`), so
+a killed run never leaves a half-written summary.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
+from gpo_lab.run.atomic import atomic_write_text
+from gpo_lab.run.directions import metric_mode
 
 SUMMARY_FILE = "summary.json"
 METRICS_FILE = "metrics.jsonl"
 SCHEMA_VERSION = 1
 
-# Validation metrics for which larger is better; every other one is better smaller.
-_HIGHER_IS_BETTER = ("win_rate", "accuracies", "margins", "rewards/chosen", "reward", "rho_mean")
-
-
-def metric_mode(name: str) -> str:
-    return "max" if any(key in name for key in _HIGHER_IS_BETTER) else "min"
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+__all__ = ["METRICS_FILE", "SCHEMA_VERSION", "SUMMARY_FILE", "atomic_write_text", "metric_mode", "read_json",
+           "read_metrics", "to_jsonable", "write_json"]
 
 
 def write_json(path: Path, data: Any) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 import traceback
 from pathlib import Path
@@ -9,44 +10,49 @@ from typing import Any
 
 import pytorch_lightning as pl
 
-from gpo_lab.run.records import SCHEMA_VERSION, SUMMARY_FILE, metric_mode, read_json, to_jsonable, write_json
+from gpo_lab.run.best_and_last import BestAndLast
+from gpo_lab.run.directions import declared_directions
+from gpo_lab.run.records import SCHEMA_VERSION, SUMMARY_FILE, read_json, to_jsonable, write_json
 
-
-def _is_standard_error(name: str) -> bool:
-    return name.endswith("_se")
+log = logging.getLogger(__name__)
 
 
 class ValidationTracker(pl.Callback):
-    """Keeps the last and the best value (with its step) of every ``val/`` metric."""
+    """Keeps the last and the best value (with its step) of every ``val/`` metric (see :class:`BestAndLast`)."""
 
     def __init__(self):
-        self.final: dict[str, float] = {}
-        self.best: dict[str, dict[str, Any]] = {}
+        self.values = BestAndLast()
         self.step = 0
+        self._undeclared: set[str] = set()
+
+    @property
+    def final(self) -> dict[str, float]:
+        return self.values.final
+
+    @property
+    def best(self) -> dict[str, dict[str, Any]]:
+        return self.values.best
 
     def on_validation_end(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
         if trainer.sanity_checking:
             return
         self.step = trainer.global_step
         values = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
-        self.final.update(values)
-        for name, value in values.items():
-            if _is_standard_error(name):
-                continue
-            mode = metric_mode(name)
-            current = self.best.get(name)
-            better = current is None or (value > current["value"] if mode == "max" else value < current["value"])
-            if better:
-                self.best[name] = {"value": value, "step": self.step, "mode": mode}
-                error = values.get(f"{name}_se")
-                if error is not None:
-                    self.best[name]["se"] = error
+        self._warn_undeclared(values)
+        self.values.update(self.step, values)
+
+    def _warn_undeclared(self, values: dict[str, float]) -> None:
+        declared = declared_directions()
+        for name in sorted(set(values) - declared.keys() - self._undeclared):
+            if not (name.endswith("_se") and name[:-len("_se")] in values):
+                log.warning("%s has no declared direction (METRIC_DIRECTIONS); no best value is kept for it.", name)
+            self._undeclared.add(name)
 
     def state_dict(self) -> dict[str, Any]:
         return {"final": self.final, "best": self.best, "step": self.step}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.final, self.best, self.step = state["final"], state["best"], state["step"]
+        self.values, self.step = BestAndLast(state["final"], state["best"]), state["step"]
 
 
 class RunSummary:

@@ -23,7 +23,9 @@ from pytorch_lightning.loggers.logger import rank_zero_experiment
 from pytorch_lightning.utilities import rank_zero_only
 
 from gpo_lab.errors import ConfigError
-from gpo_lab.run.records import metric_mode
+from gpo_lab.run.atomic import atomic_write_text
+from gpo_lab.run.directions import metric_mode
+from gpo_lab.run.logger_steps import UpdateStepLogging
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +77,7 @@ def read_config_file(path: str | os.PathLike | None) -> dict[str, Any]:
     return yaml.safe_load(Path(path).read_text()) or {}
 
 
-class WandbLogger(LightningWandbLogger):
+class WandbLogger(UpdateStepLogging, LightningWandbLogger):
     """Lightning's WandbLogger with gpo_lab's conventions.
 
     - ``mode``: online with a key, else offline (one log line says where the files are and how
@@ -84,7 +86,8 @@ class WandbLogger(LightningWandbLogger):
       the whole resolved run config under ``config``.
     - Validation metrics are logged at the number of optimizer updates applied, as in
       ``metrics.jsonl`` (Lightning logs them one step lower during fit), against
-      ``trainer/global_step``; each ``val/`` metric's summary keeps its best and last value.
+      ``trainer/global_step``; each ``val/`` metric's summary keeps its last value, and its best
+      where the metric declares which way is better (:mod:`gpo_lab.run.directions`).
     - A job resumed from its checkpoint continues the same wandb run (the id is kept in
       ``<save_dir>/wandb/run_id``); a fresh start is a fresh run.
     - Sequential jobs of one process (Hydra's basic launcher) each get their own run.
@@ -126,7 +129,6 @@ class WandbLogger(LightningWandbLogger):
         )
         if self._wandb_init.get("anonymous") is None:
             self._wandb_init.pop("anonymous", None)  # wandb warns that the setting is obsolete
-        self.trainer = None  # found at the start of fit/validate, to date validation records
         self._defined: set[str] = set()
 
     @staticmethod
@@ -138,8 +140,7 @@ class WandbLogger(LightningWandbLogger):
         if path.is_file() and last_checkpoint(save_dir) is not None:
             return path.read_text().strip()
         run_id = "".join(secrets.choice(string.ascii_lowercase + string.digits) for _ in range(8))
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(run_id + "\n")
+        atomic_write_text(path, run_id + "\n")
         return run_id
 
     @property
@@ -157,21 +158,14 @@ class WandbLogger(LightningWandbLogger):
                          self._why, sync_dir, shlex.quote(sync_dir))
         return self._experiment
 
-    def log_graph(self, model, input_array=None) -> None:
-        """Lightning calls this at the start of fit and validate: the module knows its trainer."""
-        self.trainer = getattr(model, "_trainer", None)
-        super().log_graph(model, input_array)
-
     @rank_zero_only
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
-        names = [name for name in metrics if name.startswith("val/")]
-        if names and self.trainer is not None:
-            step = self.trainer.global_step
-        for name in names:
-            if name not in self._defined and not name.endswith("_se"):
-                self.experiment.define_metric(name, step_metric=STEP_METRIC, summary=f"{metric_mode(name)},last")
+        for name in metrics:
+            if name.startswith("val/") and name not in self._defined and not name.endswith("_se"):
+                mode = metric_mode(name)
+                self.experiment.define_metric(name, step_metric=STEP_METRIC, summary=f"{mode},last" if mode else "last")
                 self._defined.add(name)
-        super().log_metrics(metrics, step)
+        super().log_metrics(metrics, self.step_of(metrics, step))
 
     @rank_zero_only
     def finalize(self, status: str) -> None:

@@ -1,0 +1,92 @@
+"""Atomic writes: a file or directory that others read is built beside its target and renamed into place.
+
+A reader (another job of the sweep, the report, a resume) therefore sees the old content or the new,
+never half of one; a writer that fails or is killed leaves at most a hidden temporary behind. The
+temporary is created as a plain ``open(path, "w")`` or ``mkdir`` would create it, under the
+process umask, and is published with that mode even where a writer replaced it by its own private
+file (safetensors does), so files of a shared sweep or cache stay readable by the team.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import stat
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+
+@contextmanager
+def atomic_path(target: str | os.PathLike, directory: bool = False) -> Iterator[Path]:
+    """Yields a new temporary file (or directory) in ``target``'s directory to fill.
+
+    On a clean exit its contents are synced to disk and it is renamed over ``target``; on any
+    error it is removed. A directory target that already exists is removed just before the rename:
+    replacing a directory is atomic only for readers that hold the writer's lock.
+    """
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _create_temporary(target, directory)
+    mode = stat.S_IMODE(tmp.stat().st_mode)
+    try:
+        yield tmp
+        _settle_tree(tmp, mode)
+        if directory and target.is_dir():
+            shutil.rmtree(target)
+        os.replace(tmp, target)
+        _sync(target.parent)
+    except BaseException:
+        if tmp.is_dir():
+            shutil.rmtree(tmp, ignore_errors=True)
+        else:
+            tmp.unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+
+
+def _create_temporary(target: Path, directory: bool) -> Path:
+    """A fresh hidden name beside ``target``, created with the umask's permissions (exclusively: never shared)."""
+    while True:
+        tmp = target.with_name(f".{target.name}.{secrets.token_hex(6)}.tmp")
+        try:
+            if directory:
+                os.mkdir(tmp, 0o777)
+            else:
+                os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+            return tmp
+        except FileExistsError:
+            continue
+
+
+def _settle_tree(path: Path, mode: int) -> None:
+    """Give a file, or everything under a directory, the mode a plain open or mkdir gives, and fsync it,
+    so that the rename publishes written, readable bytes."""
+    if not path.is_dir():
+        return _settle(path, mode)
+    for root, _, files in os.walk(path):
+        for name in files:
+            _settle(Path(root) / name, mode & 0o666)
+        _settle(Path(root), mode)
+
+
+def _settle(path: Path, mode: int) -> None:
+    if stat.S_IMODE(path.stat().st_mode) != mode:
+        os.chmod(path, mode)
+    _sync(path)
+
+
+def _sync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    except OSError:
+        if not path.is_dir():  # some file systems cannot sync a directory; the rename is atomic all the same
+            raise
+    finally:
+        os.close(fd)

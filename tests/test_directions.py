@@ -1,0 +1,97 @@
+"""Every validation metric the code can log declares which way is better, where it is produced."""
+
+from __future__ import annotations
+
+import importlib
+import subprocess
+import sys
+from types import SimpleNamespace
+
+import pytest
+import torch
+from conftest import ROOT, run_training
+
+from gpo_lab.eval import KLCallback, SampleBankCallback, WinRateCallback
+from gpo_lab.eval.judges import Judge, RewardJudge
+from gpo_lab.run.directions import PACKAGE, PRODUCERS, declared_directions, metric_mode, read_declaration
+from gpo_lab.run.records import read_metrics
+
+
+class FakeBank:
+    """What the sample bank hands its users: two prompts, their samples and scores."""
+
+    prompts = ("about apple :", "about river :")
+    policy_texts, reference_texts = ("apple", "river river"), ("the", "river")
+    policy_logps, reference_logps = torch.tensor([-1.0, -2.0]), torch.tensor([-1.5, -2.5])
+    token_kl = torch.tensor([0.1, 0.2])
+    policy_lengths = torch.tensor([2.0, 3.0], dtype=torch.float64)
+    reference_ids = ((1, 2), (3,))
+
+    def __len__(self) -> int:
+        return 2
+
+
+class LengthJudge(RewardJudge):
+    def rewards(self, prompts, responses):
+        return torch.tensor([float(len(r)) for r in responses], dtype=torch.float64)
+
+
+class CoinJudge(Judge):
+    def compare(self, prompts, responses_a, responses_b):
+        return torch.full((len(prompts),), 0.5, dtype=torch.float64)
+
+
+def callback_metrics() -> set[str]:
+    """The names the sample-bank, KL and win-rate callbacks log (with each kind of judge)."""
+    bank = SampleBankCallback(num_prompts=2)
+    bank._due, bank.bank = True, FakeBank()
+    logged = set()
+    module = SimpleNamespace(device="cpu", log=lambda name, *args, **kwargs: logged.add(name))
+    trainer = SimpleNamespace(callbacks=[bank])
+    for callback in (bank, KLCallback(), WinRateCallback(LengthJudge()), WinRateCallback(CoinJudge())):
+        callback.on_validation_epoch_end(trainer, module)
+    return logged
+
+
+@pytest.fixture(scope="module")
+def logged(tmp_path_factory) -> dict[str, set[str]]:
+    """The ``val/`` names of a smoke run and a bandit run with those in their summaries' best, and the callbacks'."""
+    names, best = set(), set()
+    for overrides in (["+experiment=smoke"], ["+experiment=bandit"]):
+        run_dir = tmp_path_factory.mktemp(overrides[0].split("=")[1])
+        summary = run_training([*overrides, "trainer.max_steps=2", "trainer.val_check_interval=2"], run_dir)
+        names |= {k for r in read_metrics(run_dir / "metrics.jsonl") for k in r if k.startswith("val/")}
+        best |= set(summary["best"])
+    return {"runs": names, "best": best, "callbacks": callback_metrics()}
+
+
+def test_every_logged_metric_declares_a_direction(logged):
+    names, declared = logged["runs"] | logged["callbacks"], declared_directions()
+    assert {"val/loss", "val/logps/chosen", "val/off_support_mass", "val/kl_token", "val/judge_reward",
+            "val/response_length_reference_se"} <= names  # every producer was reached
+    undeclared = {n for n in names - declared.keys() if not (n.endswith("_se") and n[:-len("_se")] in declared)}
+    assert undeclared == set()
+    assert logged["best"] == {n for n in logged["runs"] if metric_mode(n) is not None}  # those with a direction
+
+
+def test_directions_say_what_better_means():
+    assert metric_mode("val/logps/chosen") == "max" and metric_mode("val/rewards/rejected") == "min"
+    assert metric_mode("val/win_rate") == "max" and metric_mode("val/kl_token") == "min"
+    for undirected in ("val/rho_std", "val/response_length", "val/judge_reward_reference", "val/win_rate_se"):
+        assert metric_mode(undirected) is None
+
+
+@pytest.mark.parametrize("producer", PRODUCERS)
+def test_declarations_read_without_importing_are_the_modules_own(producer):
+    module = importlib.import_module("gpo_lab." + producer.removesuffix(".py").replace("/", "."))
+    assert read_declaration(PACKAGE / producer) == module.METRIC_DIRECTIONS
+
+
+def test_report_and_status_read_directions_without_lightning():
+    code = ("import sys, gpo_lab.report.collect, gpo_lab.run.status\n"
+            "from gpo_lab.run.records import metric_mode\n"
+            "assert metric_mode('val/kl_token') == 'min'\n"
+            "assert 'pytorch_lightning' not in sys.modules and 'lightning_fabric' not in sys.modules")
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120,
+                            check=False)
+    assert result.returncode == 0, result.stderr
