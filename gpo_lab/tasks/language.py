@@ -13,6 +13,7 @@ from gpo_lab.models.hf import disable_dropout
 from gpo_lab.models.reference import LazyReference
 from gpo_lab.models.reference_cache import ReferenceLogpCache, attach_reference_logps
 from gpo_lab.module import GPOModule
+from gpo_lab.optimisation import optimisation_options
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +45,5 @@ def build_language_task(cfg: DictConfig, loss: GPOLoss, beta: float) -> tuple[GP
     elif cache is not None and cache.get("enabled", False):
         attach_reference_logps(datamodule, reference, ReferenceLogpCache(cache.get("dir")), cache.get("batch_size", 16))
         reference = LazyReference(reference)  # training reads the cached log-probs; evaluations may still use it
-    module = GPOModule(policy, reference, loss, beta, optimizer=instantiate(cfg.optim.optimizer),
-                       warmup_steps=cfg.optim.warmup_steps)
+    module = GPOModule(policy, reference, loss, beta, **optimisation_options(cfg))
     return module, datamodule

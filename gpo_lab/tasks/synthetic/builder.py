@@ -10,8 +10,10 @@ from omegaconf import DictConfig, OmegaConf
 
 from gpo_lab.losses import GPOLoss
 from gpo_lab.module import GPOModule
+from gpo_lab.optimisation import optimisation_options
 from gpo_lab.tasks.synthetic.pairs import PairSettings, offline_pairs
 from gpo_lab.tasks.synthetic.sft import SFTSettings, sft_policy
+
 
 def build_synthetic_task(cfg: DictConfig, loss: GPOLoss, beta: float) -> tuple[GPOModule, pl.LightningDataModule]:
     """pi_ref = the SFT policy; mu = pairs labelled by the golden reward; validation = held-out prompts.
@@ -39,6 +41,5 @@ def build_synthetic_task(cfg: DictConfig, loss: GPOLoss, beta: float) -> tuple[G
     datamodule.stats |= {k: v for k, v in (sft_info | pair_info).items() if k != "sft_path"}
     policy.train()
     reference = instantiate(cfg.reference, policy=policy, tokenizer=tokenizer)
-    module = GPOModule(policy, reference, loss, beta, optimizer=instantiate(cfg.optim.optimizer),
-                       warmup_steps=cfg.optim.warmup_steps)
+    module = GPOModule(policy, reference, loss, beta, **optimisation_options(cfg))
     return module, datamodule
