@@ -1,5 +1,7 @@
-"""What the tasks share: one optimizer with its warm-up schedule, and one way of building a task."""
+"""What the tasks share: one optimizer with its warm-up schedule, one way of building a task, and a
+reference cache that each task uses or says it cannot use."""
 
+import logging
 from functools import partial
 
 import pytest
@@ -12,6 +14,7 @@ from gpo_lab.module import GPOModule
 from gpo_lab.optimisation import optimisation_options, warmed_up_optimizer
 from gpo_lab.tasks.bandit import BanditModule, build_problem
 from gpo_lab.tasks.common import build_task
+from gpo_lab.tasks.language import ENCODER_DECODER_CACHE, is_encoder_decoder
 
 
 def learning_rates(configured: dict, steps: int) -> list[float]:
@@ -56,3 +59,42 @@ def test_build_task_builds_the_configured_loss_and_passes_beta():
     assert isinstance(module, BanditModule) and module.loss.name == "squared"
     assert module.beta == 0.25 and isinstance(module.beta, float)
     assert datamodule.problem is module.problem
+
+
+# ----------------------------------------------------------------------------- the reference cache, per task
+def plain_config(overrides):
+    cfg = compose_config(overrides)
+    return OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+def test_the_bandit_says_the_reference_cache_does_not_apply(enabled, caplog):
+    with caplog.at_level(logging.WARNING, logger="gpo_lab"):
+        _, datamodule = build_task(plain_config(["+experiment=bandit", f"reference_cache.enabled={enabled}"]))
+    warnings = [r.getMessage() for r in caplog.records if "reference_cache" in r.getMessage()]
+    if enabled:
+        assert datamodule.stats["reference_logps"] == "not used: the bandit's reference is an exact table, nothing to cache"
+        assert warnings == ["reference_cache.enabled=true is not used: the bandit's reference is an exact table, "
+                            "nothing to cache."]
+    else:
+        assert "reference_logps" not in datamodule.stats and not warnings
+
+
+def test_an_encoder_decoder_is_recognised_from_the_model(caplog):
+    with caplog.at_level(logging.WARNING, logger="gpo_lab"):
+        module, datamodule = build_task(plain_config(["model=tiny_t5", "data.batch_size=4"]))
+    assert module.policy.config.is_encoder_decoder and is_encoder_decoder(module.policy)
+    assert datamodule.seq2seq and not datamodule.packing  # the toy data asks for packing: causal rows only
+    batch = next(iter(datamodule.train_dataloader()))
+    assert {"input_ids", "response_ids", "response_mask"} <= set(batch) and "reference_logps" not in batch
+    assert datamodule.stats["reference_logps"].startswith("not used: the reference cache scores causal rows")
+    assert [r.getMessage() for r in caplog.records if "reference_cache" in r.getMessage()] == [
+        "reference_cache.enabled=true is not used: " + ENCODER_DECODER_CACHE + "."]
+
+
+def test_a_causal_model_keeps_packing_and_the_reference_cache():
+    module, datamodule = build_task(plain_config(["data.batch_size=4"]))
+    assert not is_encoder_decoder(module.policy)
+    assert not datamodule.seq2seq and datamodule.packing
+    assert "reference_logps" in next(iter(datamodule.train_dataloader()))
+    assert datamodule.stats["reference_logps_train"] in ("computed", "cached") and "reference_logps" not in datamodule.stats

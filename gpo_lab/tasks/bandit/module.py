@@ -18,6 +18,7 @@ from gpo_lab.tasks.bandit.problem import BanditProblem, build_problem
 from gpo_lab.errors import ConfigError
 from gpo_lab.losses import GPOLoss
 from gpo_lab.optimisation import OptimizerFactory, optimisation_options, warmed_up_optimizer
+from gpo_lab.tasks.common import reference_cache_not_used
 
 OBJECTIVES = ("population", "sampled")
 
@@ -106,6 +107,7 @@ class BanditDataModule(pl.LightningDataModule):
         self.seed = seed
         self.epoch_length = epoch_length
         self.train_rows: dict[str, torch.Tensor] | None = None
+        self.notes: dict[str, Any] = {}  # added to ``stats`` by the builder
 
     def setup(self, stage: str | None = None) -> None:
         if self.train_rows is None:
@@ -136,6 +138,7 @@ class BanditDataModule(pl.LightningDataModule):
             "objective": self.objective,
             "train_rows": int(self.train_rows["chosen"].numel()) if self.train_rows is not None else None,
             "reward": problem.reward.tolist(),
+            **self.notes,
         }
 
 
@@ -149,4 +152,5 @@ def build_bandit_task(cfg: DictConfig, loss: GPOLoss, beta: float) -> tuple[Band
     datamodule = BanditDataModule(problem, objective=settings.get("objective", "population"),
                                   num_pairs=settings.get("num_pairs", 512), batch_size=settings.get("batch_size", 64),
                                   seed=cfg.seed, epoch_length=settings.get("epoch_length", 100))
+    reference_cache_not_used(cfg, datamodule.notes, "the bandit's reference is an exact table, nothing to cache")
     return module, datamodule
