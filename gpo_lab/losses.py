@@ -10,8 +10,8 @@ defines a GPO loss, and applies it to the policy/reference log-ratio margins of 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Callable, Iterator, Mapping
 
 import torch
 import torch.nn.functional as F

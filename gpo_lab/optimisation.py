@@ -3,7 +3,8 @@ parameters, its learning rate warmed up linearly over ``optim.warmup_steps`` ste
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 import torch
 from hydra.utils import instantiate
