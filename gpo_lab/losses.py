@@ -128,7 +128,7 @@ ALIASES: Mapping[str, str] = _Derived(lambda: {a: n for n, m in MEMBERS.items() 
 
 
 def register(member: GPOMember) -> GPOMember:
-    """Add a member to the table (its name and aliases must be new); the edit of :data:`MEMBERS` does the same."""
+    """Add a member at run time (a notebook, a test), as an entry of :data:`MEMBERS` does; its names must be new."""
     taken = set(MEMBERS) | set(ALIASES)
     clashes = sorted(taken & {member.name, *member.aliases})
     if clashes:
