@@ -16,6 +16,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from gpo_lab.errors import user_facing_cause
+from gpo_lab.losses import register_loss_configs
 
 log = logging.getLogger("gpo_lab")
 
@@ -26,6 +27,7 @@ def job_dirname(override_dirname: str) -> str:
 
 
 OmegaConf.register_new_resolver("gpo_lab.job_dirname", job_dirname, replace=True)
+register_loss_configs()  # loss=dpo, loss=ipo, loss=slic: the registry's aliases
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")

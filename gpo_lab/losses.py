@@ -1,19 +1,21 @@
 """The GPO loss family: E_mu[f(beta * rho)] for a convex f with f'(0) < 0.
 
 Each f of the paper's table is a plain function of a tensor ``z`` so that users and notebooks
-can plot it; :class:`GPOLoss` wraps any such f (a built-in or a user's own, named by its dotted
-path in a config file), checks at start-up that it really defines a GPO loss, and applies it to
-the policy/reference log-ratio margins of a batch.
+can plot it, and one entry of :data:`MEMBERS`, the registry every list of losses in gpo_lab is
+read from (adding a loss: docs/losses.md). :class:`GPOLoss` wraps any such f (a member or a
+user's own, named by its dotted path in a config file), checks at start-up that it really
+defines a GPO loss, and applies it to the policy/reference log-ratio margins of a batch.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 import torch.nn.functional as F
+from hydra.core.config_store import ConfigStore
 from hydra.utils import get_method
 
 from gpo_lab.errors import ConfigError
@@ -74,27 +76,87 @@ class Derivatives:
         return self.d2 / abs(self.d1)
 
 
-# Exact values at 0, from the closed forms (hinge and truncated quadratic are smooth at 0).
-EXACT_DERIVATIVES: dict[str, Derivatives] = {
-    "logistic": Derivatives(math.log(2.0), -0.5, 0.25),
-    "hinge": Derivatives(1.0, -1.0, 0.0),
-    "squared": Derivatives(1.0, -2.0, 2.0),
-    "exponential": Derivatives(1.0, -1.0, 1.0),
-    "truncated_quadratic": Derivatives(1.0, -2.0, 2.0),
-    "savage": Derivatives(0.25, -0.25, 0.125),
-}
+@dataclass(frozen=True)
+class GPOMember:
+    """One member of the family: the single place gpo_lab lists a loss.
 
-BUILTIN_FUNCTIONS: dict[str, LossFunction] = {
-    "logistic": logistic,
-    "hinge": hinge,
-    "squared": squared,
-    "exponential": exponential,
-    "truncated_quadratic": truncated_quadratic,
-    "savage": savage,
-}
+    The unknown-name message, the report's order and colours, the bandit figures' line styles, the
+    exact derivatives and the ``loss=<alias>`` config options are all read from :data:`MEMBERS`.
+    """
 
-# The names other papers and libraries use for members of the family.
-ALIASES: dict[str, str] = {"dpo": "logistic", "ipo": "squared", "slic": "hinge"}
+    name: str                 # the table name: ``loss=<name>``, summary.json's ``loss``
+    function: LossFunction
+    derivatives: Derivatives  # exact, from the closed form
+    known_as: str             # what the paper's table calls it
+    aliases: tuple[str, ...] = ()  # other papers' and libraries' names, each also a ``loss=`` option
+    linestyle: str = "-"      # in the bandit figures, so that curves that coincide stay visible
+
+
+MEMBERS: dict[str, GPOMember] = {member.name: member for member in (
+    GPOMember("logistic", logistic, Derivatives(math.log(2.0), -0.5, 0.25), "DPO", ("dpo",)),
+    GPOMember("hinge", hinge, Derivatives(1.0, -1.0, 0.0), "SLiC", ("slic",)),
+    GPOMember("squared", squared, Derivatives(1.0, -2.0, 2.0), "IPO", ("ipo",)),
+    GPOMember("exponential", exponential, Derivatives(1.0, -1.0, 1.0), "GPO", linestyle="--"),
+    GPOMember("truncated_quadratic", truncated_quadratic, Derivatives(1.0, -2.0, 2.0), "GPO", linestyle="--"),
+    GPOMember("savage", savage, Derivatives(0.25, -0.25, 0.125), "GPO", linestyle=":"),
+)}
+
+
+class _Derived(Mapping):
+    """A read-only view of one field of :data:`MEMBERS` (or of their aliases), always in step with it."""
+
+    def __init__(self, items: Callable[[], dict]):
+        self._items = items
+
+    def __getitem__(self, key):
+        return self._items()[key]
+
+    def __iter__(self) -> Iterator:
+        return iter(self._items())
+
+    def __len__(self) -> int:
+        return len(self._items())
+
+    def __repr__(self) -> str:
+        return repr(self._items())
+
+
+# The views the rest of gpo_lab (and the README) reads: name -> exact Derivatives, name -> f, alias -> name.
+EXACT_DERIVATIVES: Mapping[str, Derivatives] = _Derived(lambda: {n: m.derivatives for n, m in MEMBERS.items()})
+BUILTIN_FUNCTIONS: Mapping[str, LossFunction] = _Derived(lambda: {n: m.function for n, m in MEMBERS.items()})
+ALIASES: Mapping[str, str] = _Derived(lambda: {a: n for n, m in MEMBERS.items() for a in m.aliases})
+
+
+def register(member: GPOMember) -> GPOMember:
+    """Add a member at run time (a notebook, a test), as an entry of :data:`MEMBERS` does; its names must be new."""
+    taken = set(MEMBERS) | set(ALIASES)
+    clashes = sorted(taken & {member.name, *member.aliases})
+    if clashes:
+        raise ValueError(f"Loss name(s) already registered: {', '.join(clashes)}.")
+    MEMBERS[member.name] = member
+    return member
+
+
+def member(name: str) -> GPOMember | None:
+    """The member named ``name`` or one of its aliases; None for anything else (e.g. a dotted path)."""
+    return MEMBERS.get(ALIASES.get(name, name))
+
+
+def derivatives_of(name: str) -> Derivatives:
+    """Exact values for a member, central differences for an importable user function."""
+    known = member(name)
+    return known.derivatives if known is not None else numerical_derivatives(resolve_function(name)[1])
+
+
+def register_loss_configs() -> None:
+    """Each alias becomes a ``loss=<alias>`` option that composes exactly as ``loss=<name>`` (its yaml).
+
+    Called once by the command line (``gpo_lab.__main__``) before Hydra composes a config, so the
+    aliases need no yaml files of their own.
+    """
+    store = ConfigStore.instance()
+    for alias, name in ALIASES.items():
+        store.store(group="loss", name=alias, node={"defaults": [name]}, provider="gpo_lab")
 
 
 class InvalidGPOLoss(ConfigError):
@@ -105,20 +167,20 @@ def resolve_function(fn: str | LossFunction) -> tuple[str, LossFunction]:
     """Turn a table name, an alias or a dotted import path into (name, f)."""
     if callable(fn):
         return getattr(fn, "__name__", "custom"), fn
-    name = ALIASES.get(fn, fn)
-    if name in BUILTIN_FUNCTIONS:
-        return name, BUILTIN_FUNCTIONS[name]
-    if "." not in name:
-        valid = sorted(BUILTIN_FUNCTIONS) + sorted(ALIASES)
+    known = member(fn)
+    if known is not None:
+        return known.name, known.function
+    if "." not in fn:
+        valid = sorted(MEMBERS) + sorted(ALIASES)
         raise InvalidGPOLoss(
             f"Unknown GPO loss {fn!r}. Valid names: {', '.join(valid)}; "
             "or give the dotted import path of your own convex function (e.g. mypkg.losses.my_f)."
         )
     try:
-        function = get_method(name)
+        function = get_method(fn)
     except Exception as error:  # hydra wraps import errors in its own types
-        raise InvalidGPOLoss(f"Cannot import the loss function {name!r}: {error}") from error
-    return name.rsplit(".", 1)[-1], function
+        raise InvalidGPOLoss(f"Cannot import the loss function {fn!r}: {error}") from error
+    return fn.rsplit(".", 1)[-1], function
 
 
 def numerical_derivatives(f: LossFunction, h: float = 1e-4) -> Derivatives:
@@ -168,9 +230,10 @@ class GPOLoss(torch.nn.Module):
     def __init__(self, fn: str | LossFunction, check: bool | None = None):
         super().__init__()
         self.name, self.function = resolve_function(fn)
-        if check if check is not None else self.name not in BUILTIN_FUNCTIONS:
+        known = MEMBERS.get(self.name)  # the table's members are trusted as they are
+        if check if check is not None else known is None:
             check_gpo_function(self.name, self.function)
-        self.derivatives = EXACT_DERIVATIVES.get(self.name) or numerical_derivatives(self.function)
+        self.derivatives = known.derivatives if known is not None else numerical_derivatives(self.function)
 
     def per_example(self, rho: torch.Tensor, beta: float) -> torch.Tensor:
         return self.function(beta * _at_least_float32(rho))

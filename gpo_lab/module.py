@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import random
-from typing import Callable
 
 import numpy as np
 import pytorch_lightning as pl
 import torch
 
-from gpo_lab.losses import GPOLoss, validate_beta
+from gpo_lab.losses import GPOLoss
 from gpo_lab.metrics import preference_metrics
+from gpo_lab.optimisation import OptimizerFactory, warmed_up_optimizer
 from gpo_lab.run.guards import check_finite_gradients, check_finite_loss
 from gpo_lab.scoring.batches import PairBatch, PairLogps
 
@@ -19,7 +19,8 @@ class GPOModule(pl.LightningModule):
     """Trains pi_theta on E_mu[f(beta * rho)] against a frozen pi_ref.
 
     The reference is kept out of checkpoints (it is rebuilt from the config, exactly as at the
-    start), so a checkpoint holds the policy and optimizer state only.
+    start), so a checkpoint holds the policy and optimizer state only. ``beta`` is checked once,
+    with the rest of the config, before a run builds anything (:mod:`gpo_lab.run.checks`).
     """
 
     def __init__(
@@ -28,17 +29,17 @@ class GPOModule(pl.LightningModule):
         reference: torch.nn.Module,
         loss: GPOLoss,
         beta: float,
-        optimizer: Callable,
+        optimizer: OptimizerFactory,
         warmup_steps: int = 0,
     ):
         super().__init__()
         self.policy = policy
         self.reference = reference
         self.loss = loss
-        self.beta = validate_beta(beta)
+        self.beta = float(beta)
         self.optimizer_factory = optimizer
         self.warmup_steps = warmup_steps
-        self._val_outputs: list[dict[str, torch.Tensor]] = []
+        self._val_outputs: list[tuple[PairLogps, torch.Tensor]] = []
 
     def train(self, mode: bool = True) -> "GPOModule":
         """Lightning switches the whole module to train mode; the reference always stays in eval."""
@@ -92,12 +93,8 @@ class GPOModule(pl.LightningModule):
 
     # ----------------------------------------------------------------- optimisation
     def configure_optimizers(self):
-        optimizer = self.optimizer_factory(params=[p for p in self.policy.parameters() if p.requires_grad])
-        warmup = self.warmup_steps
-        schedule = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, lambda step: min(1.0, (step + 1) / warmup) if warmup > 0 else 1.0
-        )
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+        trainable = (p for p in self.policy.parameters() if p.requires_grad)
+        return warmed_up_optimizer(self.optimizer_factory, trainable, self.warmup_steps)
 
     # ----------------------------------------------------------------- checkpoints: no reference, all random state
     def on_save_checkpoint(self, checkpoint: dict) -> None:

@@ -268,6 +268,7 @@ def test_bandit_experiment_end_to_end(tmp_path):
     summary = run_training(["+experiment=bandit", "loss=squared", f"trainer.max_steps={steps}",
                             "trainer.val_check_interval=20"], run_dir)
     assert summary["status"] == "completed" and summary["steps"] == steps
+    assert summary["data"]["reference_logps"].startswith("not used: the bandit's reference is an exact table")
     assert torch.get_num_threads() == 2  # the module trains on one thread and gives the setting back
     names = ["val/kl", "val/offline_reg", "val/reward", "val/win_rate", "val/off_support_mass", "val/loss",
              "val/rho_mean"]

@@ -3,6 +3,7 @@
 from pathlib import Path
 
 import pytest
+from hydra.core.config_store import ConfigStore
 from hydra.utils import instantiate
 
 from conftest import CONF_DIR, compose_config, run_cli
@@ -22,7 +23,13 @@ REQUIRED = {
 
 
 def options(group):
-    return sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
+    """A group's yaml files and the nodes gpo_lab stores in Hydra's ConfigStore (the loss aliases)."""
+    stored = ConfigStore.instance().repo.get(group, {})
+    return sorted({p.stem for p in (CONF_DIR / group).glob("*.yaml")} | {name.removesuffix(".yaml") for name in stored})
+
+
+def test_the_loss_aliases_are_options():
+    assert {"dpo", "ipo", "slic"} <= set(options("loss"))
 
 
 @pytest.mark.parametrize("group,option", [(g, o) for g in GROUPS for o in options(g)])

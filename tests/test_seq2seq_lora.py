@@ -64,6 +64,7 @@ def test_seq2seq_logprobs_equal_a_token_by_token_decode():
 def test_tiny_t5_trains_and_evaluates_through_the_module(tmp_path):
     summary = run_training(["model=tiny_t5", *QUICK], tmp_path)
     assert summary["status"] == "completed" and summary["steps"] == 2
+    assert summary["data"]["reference_logps"].startswith("not used: the reference cache scores causal rows")
     assert first_metrics(tmp_path)["train/loss"] == pytest.approx(math.log(2), abs=1e-6)   # pi = pi_ref at step 0
     final = summary["final"]
     assert final["val/loss"] < math.log(2) and final["val/rho_mean"] > 0   # two steps already moved rho up

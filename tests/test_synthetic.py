@@ -229,6 +229,7 @@ def test_study_writes_every_measure_to_the_summary_and_reuses_the_sft(tmp_path, 
     assert draws == [2, 4]  # one bank per evaluation, shared by the KL and win-rate callbacks
     data = summary["data"]
     assert data["sft_trained_now"] and data["pairs_generated_now"] and data["validation_pairs"] >= 10
+    assert data["reference_logps"].startswith("not used: the synthetic task scores its small reference")
 
     # A second run on the same cache trains no SFT and generates no pairs; a bank only every 4 steps.
     draws.clear()

@@ -72,6 +72,14 @@ class PreferenceDataModule(pl.LightningDataModule):
         self.stats: dict[str, int] = {}
         self.train_set = self.val_set = None
 
+    def use_encoder_decoder_batches(self) -> None:
+        """Prompt and response as separate tensors from now on, unpacked (packing is for causal rows).
+
+        Tokenization does not depend on the model's kind, only batching does, so the task can say
+        so once the model is built, after the data has been read and checked.
+        """
+        self.seq2seq, self.packing = True, False
+
     # ----------------------------------------------------------------- preparation
     def setup(self, stage: str | None = None) -> None:
         if self.train_set is not None:

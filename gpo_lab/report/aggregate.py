@@ -13,7 +13,7 @@ import math
 import numpy as np
 import pandas as pd
 
-from gpo_lab.losses import EXACT_DERIVATIVES, numerical_derivatives, resolve_function
+from gpo_lab.losses import derivatives_of
 from gpo_lab.report.axes import Metric
 from gpo_lab.report.collect import COMPLETED, RUNNING
 
@@ -23,10 +23,8 @@ EVAL_SE = "evaluation SE"
 
 def regularization_ratio(loss: str) -> float:
     """f''(0)/|f'(0)|: how strongly the loss applies the offline regularizer per unit of beta."""
-    if loss in EXACT_DERIVATIVES:
-        return EXACT_DERIVATIVES[loss].regularization_ratio
     try:
-        return numerical_derivatives(resolve_function(loss)[1]).regularization_ratio
+        return derivatives_of(loss).regularization_ratio
     except Exception:  # a custom loss that cannot be imported here: no theory line for it
         return math.nan
 

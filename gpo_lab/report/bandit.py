@@ -24,12 +24,12 @@ from matplotlib.ticker import FixedLocator, FormatStrFormatter, NullFormatter
 from omegaconf import OmegaConf
 
 from gpo_lab.tasks.bandit.problem import build_problem
-from gpo_lab.losses import BUILTIN_FUNCTIONS, GPOLoss
+from gpo_lab.losses import MEMBERS, GPOLoss
 from gpo_lab.run.records import METRICS_FILE, SUMMARY_FILE, read_json, read_metrics
 
 TRAINING_FIGURE = "bandit_training.png"
 KL_FIGURE = "bandit_kl_vs_beta.png"
-LOSS_ORDER = list(BUILTIN_FUNCTIONS)
+LOSS_ORDER = list(MEMBERS)  # the registry's order
 SYMLOG_TICKS = [0, 0.5, 1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000]
 SETTLING_WINDOW = 0.2  # a KL has settled if it moved < 1% over the last 20% of the steps
 
@@ -88,11 +88,21 @@ def load_runs(sweep_dir: Path) -> list[BanditRun]:
 
 
 def _styles(runs: list[BanditRun]) -> dict[str, dict]:
-    """A colour and a line style per loss, so that curves that coincide (logistic, savage and, after
-    rescaling, exponential; squared and truncated quadratic) all stay visible."""
-    names = sorted({r.loss for r in runs}, key=lambda n: (LOSS_ORDER.index(n) if n in LOSS_ORDER else 99, n))
-    dashes = ["-", "-", "-", "--", "--", ":"]
-    return {name: {"color": f"C{i % 10}", "linestyle": dashes[i % len(dashes)]} for i, name in enumerate(names)}
+    """A colour and a line style per loss, the same in every figure: the registry's line styles keep
+    curves that coincide (logistic, savage and, after rescaling, exponential; squared and truncated
+    quadratic) all visible. Losses outside the registry take the next colours, solid."""
+    names = sorted({r.loss for r in runs}, key=_order)
+    others = iter(range(len(LOSS_ORDER), len(LOSS_ORDER) + len(names)))
+    styles = {}
+    for name in names:
+        known = MEMBERS.get(name)
+        index = LOSS_ORDER.index(name) if known is not None else next(others)
+        styles[name] = {"color": f"C{index % 10}", "linestyle": known.linestyle if known is not None else "-"}
+    return styles
+
+
+def _order(name: str) -> tuple[int, str]:
+    return (LOSS_ORDER.index(name) if name in LOSS_ORDER else len(LOSS_ORDER), name)
 
 
 def _label_kinds(runs: list[BanditRun]) -> list[str]:
@@ -119,8 +129,7 @@ def training_figure(runs: list[BanditRun], beta: float | None = None) -> Figure 
     for row, kind in enumerate(kinds):
         for col, (metric, title, log_y) in enumerate(panels):
             ax = axes[row][col]
-            for run in sorted((r for r in chosen if r.labels == kind), key=lambda r: LOSS_ORDER.index(r.loss)
-                              if r.loss in LOSS_ORDER else 99):
+            for run in sorted((r for r in chosen if r.labels == kind), key=lambda r: _order(r.loss)):
                 steps, values = zip(*run.curve[metric])
                 ax.plot(steps, values, **styles[run.loss], label=run.loss, linewidth=1.8)
             if log_y:  # symlog: linear below 1, so the value 0 at step 0 stays on the axis

@@ -19,11 +19,11 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
-from gpo_lab.losses import EXACT_DERIVATIVES, numerical_derivatives, resolve_function
+from gpo_lab.losses import MEMBERS, derivatives_of, resolve_function
 from gpo_lab.report.aggregate import EVAL_SE, SEED_SD, pareto_frontier, regularization_ratio
 from gpo_lab.report.axes import REGULARIZER, Metric, MissingMetric
 
-PAPER_LOSSES = ("logistic", "hinge", "squared", "exponential", "truncated_quadratic", "savage")
+PAPER_LOSSES = tuple(MEMBERS)  # the registry's order: the report's order and colours
 _PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b",
             "#e377c2", "#7f7f7f", "#bcbd22", "#17becf")
 _MARKERS = ("o", "s", "^", "D", "v", "P", "X")
@@ -193,8 +193,8 @@ def loss_functions(losses: Iterable[str] = PAPER_LOSSES) -> Figure:
             values = f(z).numpy()
         except Exception:  # a custom loss not importable here
             continue
-        d = EXACT_DERIVATIVES.get(loss)
-        f0, d1 = (d.f0, d.d1) if d else (numerical_derivatives(f).f0, numerical_derivatives(f).d1)
+        d = derivatives_of(loss)
+        f0, d1 = d.f0, d.d1
         style = dict(color=colors[loss], ls=_LINESTYLES[i % 2], lw=1.8)
         raw.plot(z, values, label=loss, **style)
         ratio = regularization_ratio(loss)

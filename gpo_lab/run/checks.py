@@ -12,6 +12,7 @@ from numbers import Number
 from omegaconf import DictConfig, OmegaConf
 
 from gpo_lab.errors import ConfigError
+from gpo_lab.losses import validate_beta
 
 
 def _number(cfg: DictConfig, key: str, minimum: float, inclusive: bool, integer: bool = False, optional=False):
@@ -53,3 +54,4 @@ def validate_run_config(cfg: DictConfig) -> None:
         if prompt is not None and prompt >= total:
             raise ConfigError(f"data.max_prompt_length={prompt} leaves no room for a response in data.max_length="
                               f"{total}; make max_prompt_length smaller than max_length.")
+    validate_beta(cfg.beta)  # the one check of beta: every task reads it from here on

@@ -1,4 +1,4 @@
-"""One training run: check the config, build everything it names, fit, and record the outcome."""
+"""One training run: check the config, build its task (:mod:`gpo_lab.tasks`), fit, and record the outcome."""
 
 from __future__ import annotations
 
@@ -12,11 +12,10 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 from lightning_fabric.plugins.environments import SLURMEnvironment
-from hydra.utils import get_method, instantiate
+from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from gpo_lab.errors import user_facing_cause
-from gpo_lab.losses import validate_beta
 from gpo_lab.run.metrics_file import MetricsFileLogger
 from gpo_lab.run.records import METRICS_FILE, SUMMARY_FILE, atomic_write_text
 from gpo_lab.run.checkpoints import AtomicCheckpointIO
@@ -24,6 +23,7 @@ from gpo_lab.run.lock import RunLock
 from gpo_lab.run.redaction import redact_override, redact_secrets
 from gpo_lab.run.summary import RunSummary, ValidationTracker
 from gpo_lab.run.checks import validate_run_config
+from gpo_lab.tasks.common import build_task
 
 log = logging.getLogger(__name__)
 
@@ -109,11 +109,7 @@ def _train_locked(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         atomic_write_text(run_dir / "config.yaml",
                           OmegaConf.to_yaml(OmegaConf.create(redact_secrets(OmegaConf.to_container(cfg, resolve=True)))))
         validate_run_config(cfg)
-        beta = validate_beta(cfg.beta)
-        loss = instantiate(cfg.loss)
-        log.info("loss %r", loss)
-        pl.seed_everything(cfg.seed, workers=True)
-        module, datamodule = get_method(cfg.builder)(cfg, loss, beta)
+        module, datamodule = build_task(cfg)
 
         tracker = ValidationTracker()
         metrics_file = MetricsFileLogger(run_dir)

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import logging
-
 import pytorch_lightning as pl
+import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
@@ -13,22 +12,27 @@ from gpo_lab.models.hf import disable_dropout
 from gpo_lab.models.reference import LazyReference
 from gpo_lab.models.reference_cache import ReferenceLogpCache, attach_reference_logps
 from gpo_lab.module import GPOModule
+from gpo_lab.optimisation import optimisation_options
+from gpo_lab.tasks.common import enabled_reference_cache, reference_cache_not_used
 
-log = logging.getLogger(__name__)
+ENCODER_DECODER_CACHE = "the reference cache scores causal rows; an encoder-decoder reference runs at every step"
 
 
 def build_language_task(cfg: DictConfig, loss: GPOLoss, beta: float) -> tuple[GPOModule, pl.LightningDataModule]:
-    """The default task: a causal LM policy on a dataset of text preference pairs.
+    """The default task: a causal or encoder-decoder LM policy on a dataset of text preference pairs.
 
     The data is read, checked and tokenized before the model is loaded, so bad data fails in
-    seconds. Other tasks (the tabular bandit, ...) provide a function of the same signature and
-    name it in their experiment config as ``builder``.
+    seconds; the model then says whether it is an encoder-decoder, which only changes how pairs
+    are batched. Other tasks (the tabular bandit, ...) provide a function of the same signature
+    and name it in their experiment config as ``builder``.
     """
     tokenizer = instantiate(cfg.model.tokenizer)
-    seq2seq = {"seq2seq": True} if cfg.model.get("seq2seq", False) else {}  # encoder-decoder batches
-    datamodule = instantiate(cfg.data, tokenizer=tokenizer, seed=cfg.seed, **seq2seq)
+    datamodule = instantiate(cfg.data, tokenizer=tokenizer, seed=cfg.seed)
     datamodule.setup("fit")
     policy = instantiate(cfg.model.policy, tokenizer=tokenizer)
+    encoder_decoder = is_encoder_decoder(policy)
+    if encoder_decoder:
+        datamodule.use_encoder_decoder_batches()
     if cfg.model.get("disable_dropout", True):
         disable_dropout(policy)
     if cfg.model.get("gradient_checkpointing", False):  # recompute activations in the backward pass: less memory
@@ -38,12 +42,16 @@ def build_language_task(cfg: DictConfig, loss: GPOLoss, beta: float) -> tuple[GP
         else:
             policy.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
     reference = instantiate(cfg.reference, policy=policy, tokenizer=tokenizer)
-    cache = cfg.get("reference_cache")
-    if seq2seq and cache is not None and cache.get("enabled", False):
-        log.info("reference_cache scores causal rows; an encoder-decoder reference runs at every step instead.")
-    elif cache is not None and cache.get("enabled", False):
+    cache = enabled_reference_cache(cfg)
+    if encoder_decoder:
+        reference_cache_not_used(cfg, datamodule.stats, ENCODER_DECODER_CACHE)
+    elif cache is not None:
         attach_reference_logps(datamodule, reference, ReferenceLogpCache(cache.get("dir")), cache.get("batch_size", 16))
         reference = LazyReference(reference)  # training reads the cached log-probs; evaluations may still use it
-    module = GPOModule(policy, reference, loss, beta, optimizer=instantiate(cfg.optim.optimizer),
-                       warmup_steps=cfg.optim.warmup_steps)
+    module = GPOModule(policy, reference, loss, beta, **optimisation_options(cfg))
     return module, datamodule
+
+
+def is_encoder_decoder(model: torch.nn.Module) -> bool:
+    """What the model's own config says (a LoRA wrapper passes its base model's config through)."""
+    return bool(getattr(getattr(model, "config", None), "is_encoder_decoder", False))

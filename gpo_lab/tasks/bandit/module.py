@@ -7,17 +7,18 @@ summary.json), so the bandit also tests that path end to end.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any
 
 import pytorch_lightning as pl
 import torch
-from hydra.utils import instantiate
 from omegaconf import DictConfig
 from torch.utils.data import DataLoader, Dataset, StackDataset
 
 from gpo_lab.tasks.bandit.problem import BanditProblem, build_problem
 from gpo_lab.errors import ConfigError
-from gpo_lab.losses import GPOLoss, validate_beta
+from gpo_lab.losses import GPOLoss
+from gpo_lab.optimisation import OptimizerFactory, optimisation_options, warmed_up_optimizer
+from gpo_lab.tasks.common import reference_cache_not_used
 
 OBJECTIVES = ("population", "sampled")
 
@@ -25,12 +26,12 @@ OBJECTIVES = ("population", "sampled")
 class BanditModule(pl.LightningModule):
     """A softmax policy with one free logit per action, initialised at the reference (rho = 0)."""
 
-    def __init__(self, problem: BanditProblem, loss: GPOLoss, beta: float, optimizer: Callable,
+    def __init__(self, problem: BanditProblem, loss: GPOLoss, beta: float, optimizer: OptimizerFactory,
                  warmup_steps: int = 0):
         super().__init__()
         self.problem = problem
         self.loss = loss
-        self.beta = validate_beta(beta)
+        self.beta = float(beta)  # checked with the rest of the config (gpo_lab.run.checks)
         self.optimizer_factory = optimizer
         self.warmup_steps = warmup_steps
         self.logits = torch.nn.Parameter(problem.reference_logits.clone())
@@ -64,12 +65,7 @@ class BanditModule(pl.LightningModule):
         self.log_dict({f"val/{k}": v for k, v in metrics.items()}, on_step=False, on_epoch=True, batch_size=1)
 
     def configure_optimizers(self):
-        optimizer = self.optimizer_factory(params=[self.logits])
-        warmup = self.warmup_steps
-        schedule = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, lambda step: min(1.0, (step + 1) / warmup) if warmup > 0 else 1.0
-        )
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+        return warmed_up_optimizer(self.optimizer_factory, [self.logits], self.warmup_steps)
 
 
 class _Repeated(Dataset):
@@ -111,6 +107,7 @@ class BanditDataModule(pl.LightningDataModule):
         self.seed = seed
         self.epoch_length = epoch_length
         self.train_rows: dict[str, torch.Tensor] | None = None
+        self.notes: dict[str, Any] = {}  # added to ``stats`` by the builder
 
     def setup(self, stage: str | None = None) -> None:
         if self.train_rows is None:
@@ -141,6 +138,7 @@ class BanditDataModule(pl.LightningDataModule):
             "objective": self.objective,
             "train_rows": int(self.train_rows["chosen"].numel()) if self.train_rows is not None else None,
             "reward": problem.reward.tolist(),
+            **self.notes,
         }
 
 
@@ -150,9 +148,9 @@ def build_bandit_task(cfg: DictConfig, loss: GPOLoss, beta: float) -> tuple[Band
     if settings is None:
         raise ConfigError("The bandit builder needs a `bandit:` block in the config; run with +experiment=bandit.")
     problem = build_problem(settings, cfg.seed)
-    module = BanditModule(problem, loss, beta, optimizer=instantiate(cfg.optim.optimizer),
-                          warmup_steps=cfg.optim.get("warmup_steps", 0))
+    module = BanditModule(problem, loss, beta, **optimisation_options(cfg))
     datamodule = BanditDataModule(problem, objective=settings.get("objective", "population"),
                                   num_pairs=settings.get("num_pairs", 512), batch_size=settings.get("batch_size", 64),
                                   seed=cfg.seed, epoch_length=settings.get("epoch_length", 100))
+    reference_cache_not_used(cfg, datamodule.notes, "the bandit's reference is an exact table, nothing to cache")
     return module, datamodule

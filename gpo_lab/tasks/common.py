@@ -1,0 +1,41 @@
+"""What every task shares: building a run's (module, datamodule) from its config, and saying when the
+``reference_cache`` setting cannot apply to a task (rather than ignoring it silently)."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import pytorch_lightning as pl
+from hydra.utils import get_method, instantiate
+from omegaconf import DictConfig
+
+log = logging.getLogger(__name__)
+
+REFERENCE_LOGPS = "reference_logps"  # the key of summary.json's ``data`` that says why the cache is not used
+
+
+def build_task(cfg: DictConfig) -> tuple[pl.LightningModule, pl.LightningDataModule]:
+    """The loss, then the task named by ``builder`` (a function ``build(cfg, loss, beta)``), seeded by ``seed``.
+
+    ``beta`` and the other values were checked at start-up (:func:`gpo_lab.run.checks.validate_run_config`).
+    """
+    loss = instantiate(cfg.loss)
+    log.info("loss %r", loss)
+    pl.seed_everything(cfg.seed, workers=True)
+    return get_method(cfg.builder)(cfg, loss, float(cfg.beta))
+
+
+def enabled_reference_cache(cfg: DictConfig) -> DictConfig | None:
+    """The ``reference_cache`` block when it is switched on, else None."""
+    cache = cfg.get("reference_cache")
+    return cache if cache is not None and cache.get("enabled", False) else None
+
+
+def reference_cache_not_used(cfg: DictConfig, stats: dict[str, Any], why: str) -> None:
+    """One warning, and ``reference_logps: "not used: <why>"`` in the data stats (summary.json's ``data``),
+    when ``reference_cache.enabled`` is set for a task it does not apply to."""
+    if enabled_reference_cache(cfg) is None:
+        return
+    log.warning("reference_cache.enabled=true is not used: %s.", why)
+    stats[REFERENCE_LOGPS] = f"not used: {why}"
