@@ -16,7 +16,8 @@ from gpo_lab.tasks.bandit.problem import DTYPE
 from gpo_lab.errors import ConfigError
 from gpo_lab.losses import GPOLoss
 
-from conftest import CONF_DIR, run_training
+from tests.helpers import CONF_DIR
+from tests.helpers.runs import run_training
 
 LOSSES = ["logistic", "hinge", "squared", "exponential", "truncated_quadratic", "savage"]
 

@@ -5,7 +5,9 @@ from pathlib import Path
 import pytest
 from hydra.utils import instantiate
 
-from conftest import CONF_DIR, compose_config, run_cli
+from tests.helpers import CONF_DIR
+from tests.helpers.cli import run_cli
+from tests.helpers.runs import compose_config
 
 GROUPS = ["model", "data", "loss", "reference", "optim", "trainer", "logger", "callbacks"]
 # Options whose required values (???) name a user's own model, data or function.

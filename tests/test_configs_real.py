@@ -16,7 +16,8 @@ import torch
 from hydra.utils import instantiate
 from transformers import LlamaConfig, LlamaForSequenceClassification
 
-from conftest import ROOT, compose_config, run_training
+from tests.helpers import ROOT
+from tests.helpers.runs import compose_config, run_training
 from gpo_lab.models.tokenizers import byte_tokenizer
 
 CLUSTER_GPU = ["+experiment=tldr", "cluster=example_site"]

@@ -9,7 +9,9 @@ import sys
 import pytest
 import torch
 
-from conftest import ROOT, run_cli, run_training
+from tests.helpers import ROOT
+from tests.helpers.cli import run_cli
+from tests.helpers.runs import run_training
 from gpo_lab.errors import ConfigError
 from gpo_lab.run.records import read_metrics
 from gpo_lab.run.lock import RunDirectoryBusy, RunLock
@@ -86,7 +88,7 @@ def test_identical_pairs_are_counted(tmp_path):
 
 def test_nan_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path):
     with pytest.raises(FloatingPointError, match="Non-finite loss at step 5"):
-        run_training(SMOKE + ["+callbacks.poison._target_=tests.faults.PoisonWeightsAtStep",
+        run_training(SMOKE + ["+callbacks.poison._target_=tests.helpers.faults.PoisonWeightsAtStep",
                               "+callbacks.poison.step=5"], tmp_path)
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["status"] == "failed" and "Non-finite loss at step 5" in summary["error"]
@@ -130,7 +132,7 @@ def test_sigkill_at_random_steps_then_resume_matches_the_uninterrupted_run(tmp_p
     killed = tmp_path / "killed"
     steps = sorted(random.Random(7).sample(range(1, 12), 2))  # kills at checkpoint and non-checkpoint steps alike
     for step in steps:
-        result = run_cli(SMOKE + [f"hydra.run.dir={killed}", "+callbacks.kill._target_=tests.faults.KillAtStep",
+        result = run_cli(SMOKE + [f"hydra.run.dir={killed}", "+callbacks.kill._target_=tests.helpers.faults.KillAtStep",
                                   f"+callbacks.kill.step={step}"], cwd=ROOT)
         assert result.returncode == -9, result.stderr[-2000:]
         assert json.loads((killed / "summary.json").read_text())["status"] == "running"

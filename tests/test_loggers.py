@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import pytorch_lightning as pl
 
-from conftest import compose_config, run_training
+from tests.helpers.runs import compose_config, run_training
 from gpo_lab.errors import ConfigError
 from gpo_lab.run.records import read_metrics
 from gpo_lab.run.wandb_logging import has_credentials, resolve_mode

@@ -8,7 +8,7 @@ import math
 
 import pytest
 
-from conftest import run_training
+from tests.helpers.runs import run_training
 from gpo_lab.data.formats import load
 
 INSTRUCTION = "instruction-preference-1100.json"

@@ -11,7 +11,7 @@ import pytorch_lightning as pl
 import torch
 from omegaconf import OmegaConf
 
-from conftest import compose_config, run_training
+from tests.helpers.runs import compose_config, run_training
 from gpo_lab.scoring.logprobs import sequence_logprobs
 from gpo_lab.losses import GPOLoss
 from gpo_lab.scoring.seq2seq import seq2seq_rows, seq2seq_sequence_logprobs

@@ -7,7 +7,8 @@ from functools import partial
 import pytest
 import torch
 
-from conftest import run_cli, run_training
+from tests.helpers.cli import run_cli
+from tests.helpers.runs import run_training
 from gpo_lab.data.module import pad_rows
 from gpo_lab.losses import GPOLoss
 from gpo_lab.models.tiny import tiny_causal_lm
