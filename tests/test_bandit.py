@@ -260,6 +260,7 @@ def test_explicit_pairs_are_normalised():
 
 
 # ---------------------------------------------------------------------- the real run path
+@pytest.mark.slow
 def test_bandit_experiment_end_to_end(tmp_path):
     """``+experiment=bandit`` through the same path as the command line: the summary holds the
     exact val metrics, and they equal those of the same AdamW steps taken by hand."""

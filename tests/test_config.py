@@ -60,6 +60,7 @@ def test_every_object_is_built_from_a_target():
         assert "_target_" in node
 
 
+@pytest.mark.slow
 def test_unknown_loss_lists_the_valid_ones(tmp_path):
     result = run_cli(["+experiment=smoke", "loss=logistc", f"hydra.run.dir={tmp_path}"], cwd=tmp_path)
     assert result.returncode != 0
@@ -67,6 +68,7 @@ def test_unknown_loss_lists_the_valid_ones(tmp_path):
         assert name in result.stderr
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("beta", ["0", "-1"])
 def test_non_positive_beta_is_refused(beta, tmp_path):
     result = run_cli(["+experiment=smoke", f"beta={beta}", f"hydra.run.dir={tmp_path}"], cwd=tmp_path)
@@ -75,6 +77,7 @@ def test_non_positive_beta_is_refused(beta, tmp_path):
     assert '"status": "failed"' in (tmp_path / "summary.json").read_text()
 
 
+@pytest.mark.slow
 def test_dataset_without_the_mapped_columns(tmp_path):
     data = tmp_path / "pairs.jsonl"
     data.write_text('{"question": "q", "good": "a", "bad": "b"}\n' * 4)
@@ -84,6 +87,7 @@ def test_dataset_without_the_mapped_columns(tmp_path):
     assert "lacks the mapped columns" in result.stderr and "'question'" in result.stderr
 
 
+@pytest.mark.slow
 def test_non_convex_user_loss_is_refused_at_start_up(tmp_path):
     result = run_cli(["+experiment=smoke", "loss=custom", "loss.fn=tests.test_losses.not_convex",
                       f"hydra.run.dir={tmp_path}"], cwd=Path(__file__).resolve().parents[1])

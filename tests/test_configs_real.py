@@ -85,6 +85,7 @@ def tiny_reward_model(path):
     return path
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("model", [["model=tiny"], ["model=tiny_lora", "reference=adapters_disabled"]],
                          ids=["full", "lora"])
 def test_tldr_experiment_runs_offline_on_fixtures(model, tmp_path):

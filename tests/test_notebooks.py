@@ -11,7 +11,7 @@ from nbclient import NotebookClient
 from tests.helpers.sweeps import synthetic_sweep
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
-pytestmark = pytest.mark.notebooks
+pytestmark = [pytest.mark.notebooks, pytest.mark.slow]
 
 
 def parameters_cell(notebook) -> nbformat.NotebookNode:

@@ -167,6 +167,7 @@ def test_empty_prompt_is_refused():
         pack_pairs([([], [1], [2])], pad_id=0)
 
 
+@pytest.mark.slow
 def test_training_with_packing_and_cached_reference_matches_plain_rows(tmp_path):
     """The whole training path: packed batches + cached reference log-probs vs plain rows + live reference."""
     from tests.helpers.runs import run_training
