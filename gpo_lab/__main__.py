@@ -1,8 +1,10 @@
 """``python -m gpo_lab``: the Hydra application over ``conf/``.
 
+Hydra's flags (``-m``, ``--cfg job``, ``--config-dir DIR``, ...) may stand anywhere on the line:
+
     python -m gpo_lab +experiment=smoke loss=hinge beta=0.1
     python -m gpo_lab -m +experiment=smoke loss=logistic,hinge beta=0.1,1
-    python -m gpo_lab +experiment=smoke loss=logistic,hinge beta=0.1,1 -m      (flags may stand anywhere)
+    python -m gpo_lab +experiment=smoke -m loss=logistic,hinge beta=0.1,1
 """
 
 from __future__ import annotations
@@ -66,7 +68,7 @@ def flags_first(args: list[str], flags: dict[str, argparse.Action] | None = None
         arg = args[position]
         position += 1
         if arg == "--":
-            return front + overrides + last + args[position - 1:]
+            return front + overrides + last + args[position - 1 :]
         if not arg.startswith("-") or arg == "-":
             overrides.append(arg)
             continue

@@ -103,15 +103,25 @@ def test_non_positive_beta_is_refused(beta, tmp_path):
 def test_dataset_without_the_mapped_columns(tmp_path):
     data = tmp_path / "pairs.jsonl"
     data.write_text('{"question": "q", "good": "a", "bad": "b"}\n' * 4)
-    result = run_cli(["+experiment=smoke", "data=hf", f"data.dataset.path={data}", "data.dataset.split=train",
-                      f"hydra.run.dir={tmp_path / 'run'}"], cwd=tmp_path)
+    result = run_cli(
+        [
+            "+experiment=smoke",
+            "data=hf",
+            f"data.dataset.path={data}",
+            "data.dataset.split=train",
+            f"hydra.run.dir={tmp_path / 'run'}",
+        ],
+        cwd=tmp_path,
+    )
     assert result.returncode == 2
     assert "lacks the mapped columns" in result.stderr and "'question'" in result.stderr
 
 
 @pytest.mark.slow
 def test_non_convex_user_loss_is_refused_at_start_up(tmp_path):
-    result = run_cli(["+experiment=smoke", "loss=custom", "loss.fn=tests.test_losses.not_convex",
-                      f"hydra.run.dir={tmp_path}"], cwd=ROOT)
+    result = run_cli(
+        ["+experiment=smoke", "loss=custom", "loss.fn=tests.test_losses.not_convex", f"hydra.run.dir={tmp_path}"],
+        cwd=ROOT,
+    )
     assert result.returncode == 2
     assert "is not convex" in result.stderr

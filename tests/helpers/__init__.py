@@ -1,11 +1,11 @@
-"""What tests import (fixtures stay in ``tests/conftest.py``).
+"""What tests import; fixtures stay in ``tests/conftest.py``.
 
-    from tests.helpers import ROOT, CONF_DIR, SHARED_DATA        paths of the checkout
-    from tests.helpers.cli import run_cli                        ``python -m gpo_lab ARGS`` in a subprocess
-    from tests.helpers.runs import compose_config, run_training  the Hydra app in-process
-    from tests.helpers.models import tiny_reward_model           small models saved like hub checkpoints
-    from tests.helpers.sweeps import synthetic_sweep, write_job  sweep directories written by hand
-    tests.helpers.faults.KillAtStep, ...                         faults injected as Hydra callbacks (``_target_``)
+- ``tests.helpers``: ``ROOT``, ``CONF_DIR``, ``SHARED_DATA``, the paths of the checkout
+- ``tests.helpers.cli``: ``run_cli``, ``python -m gpo_lab ARGS`` in a subprocess
+- ``tests.helpers.runs``: ``compose_config``, ``run_training``, the Hydra app in-process
+- ``tests.helpers.models``: small models saved like hub checkpoints, and a stand-in hub that serves them
+- ``tests.helpers.sweeps``: ``synthetic_sweep``, ``write_job``, sweep directories written by hand
+- ``tests.helpers.faults``: faults a run's config injects as callbacks (``_target_=tests.helpers.faults.KillAtStep``)
 """
 
 from __future__ import annotations
