@@ -182,7 +182,7 @@ def test_a_resumed_job_continues_its_wandb_run(tmp_path, monkeypatch):
     monkeypatch.setenv("WANDB_MODE", "offline")
     run_dir = tmp_path / "run"
     with pytest.raises(RuntimeError, match="preempted at step 3"):
-        run_training([*TINY, "logger=wandb", "+callbacks.stop._target_=test_loggers.StopAt",
+        run_training([*TINY, "logger=wandb", "+callbacks.stop._target_=tests.test_loggers.StopAt",
                       "+callbacks.stop.step=3"], run_dir)
     assert (run_dir / "checkpoints" / "last.ckpt").is_file()  # saved at step 2
     second = run_training([*TINY, "logger=wandb"], run_dir)
