@@ -1,56 +1,21 @@
-"""Shared fixtures: compose the real Hydra config and run the real training path in-process."""
+"""Fixtures and the test session's environment; what tests import lives in ``tests/helpers``."""
 
 from __future__ import annotations
 
 import os
 import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
-from hydra.core.hydra_config import HydraConfig
-from omegaconf import OmegaConf, open_dict
 
-import gpo_lab.__main__  # noqa: F401  (registers the config resolvers)
-
-ROOT = Path(__file__).resolve().parents[1]
-CONF_DIR = ROOT / "conf"
-SHARED_DATA = ROOT.parent / "shared" / "data"
+from tests.helpers import ROOT, SHARED_DATA
 
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 # Caches of a test run (reference log-probs, SFT weights) stay out of the checkout.
 os.environ.setdefault("GPO_LAB_CACHE", tempfile.mkdtemp(prefix="gpo_lab-test-cache-"))
-
-
-def compose_config(overrides: list[str], run_dir: Path | None = None):
-    """The config ``python -m gpo_lab OVERRIDES`` would run, with its Hydra runtime set up."""
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        cfg = compose(config_name="config", overrides=overrides, return_hydra_config=True)
-    if run_dir is not None:
-        with open_dict(cfg):
-            cfg.hydra.runtime.output_dir = str(run_dir)
-            cfg.hydra.job.num = 0
-    HydraConfig.instance().set_config(cfg)
-    return cfg
-
-
-def run_training(overrides: list[str], run_dir: Path) -> dict:
-    """Train in this process exactly as the command line would, returning summary.json's content."""
-    from gpo_lab.run.train import train
-
-    cfg = compose_config(overrides, run_dir)
-    plain = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])
-    return train(plain, run_dir)
-
-
-def run_cli(args: list[str], cwd: Path, timeout: int = 600, env: dict | None = None) -> subprocess.CompletedProcess:
-    """``python -m gpo_lab ARGS`` in a subprocess."""
-    return subprocess.run([sys.executable, "-m", "gpo_lab", *args], cwd=cwd, capture_output=True, text=True,
-                          timeout=timeout, env={**os.environ, **(env or {})})
 
 
 @pytest.fixture(autouse=True)

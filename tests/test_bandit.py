@@ -16,7 +16,8 @@ from gpo_lab.tasks.bandit.problem import DTYPE
 from gpo_lab.errors import ConfigError
 from gpo_lab.losses import GPOLoss
 
-from conftest import CONF_DIR, run_training
+from tests.helpers import CONF_DIR
+from tests.helpers.runs import run_training
 
 LOSSES = ["logistic", "hinge", "squared", "exponential", "truncated_quadratic", "savage"]
 
@@ -259,6 +260,7 @@ def test_explicit_pairs_are_normalised():
 
 
 # ---------------------------------------------------------------------- the real run path
+@pytest.mark.slow
 def test_bandit_experiment_end_to_end(tmp_path):
     """``+experiment=bandit`` through the same path as the command line: the summary holds the
     exact val metrics, and they equal those of the same AdamW steps taken by hand."""

@@ -9,7 +9,8 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from conftest import ROOT, run_training
+from tests.helpers import ROOT
+from tests.helpers.runs import run_training
 
 from gpo_lab.eval import KLCallback, SampleBankCallback, WinRateCallback
 from gpo_lab.eval.judges import Judge, RewardJudge

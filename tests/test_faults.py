@@ -9,7 +9,9 @@ import sys
 import pytest
 import torch
 
-from conftest import ROOT, run_cli, run_training
+from tests.helpers import ROOT
+from tests.helpers.cli import run_cli
+from tests.helpers.runs import run_training
 from gpo_lab.errors import ConfigError
 from gpo_lab.run.records import read_metrics
 from gpo_lab.run.lock import RunDirectoryBusy, RunLock
@@ -47,6 +49,7 @@ def test_bad_values_fail_before_any_model_is_loaded(tmp_path, override, expected
     assert not (tmp_path / "run" / "checkpoints").exists()
 
 
+@pytest.mark.slow
 def test_misspelt_key_is_refused_by_hydra(tmp_path):
     result = run_cli(["+experiment=smoke", "bta=0.1", f"hydra.run.dir={tmp_path}"], cwd=tmp_path)
     assert result.returncode != 0 and "Key 'bta' is not in struct" in result.stderr
@@ -77,6 +80,7 @@ def test_every_pair_dropped_by_truncation(tmp_path):
     assert "Every train pair was dropped" in failing_run(tmp_path, data_overrides(path))
 
 
+@pytest.mark.slow
 def test_identical_pairs_are_counted(tmp_path):
     rows = [{"prompt": f"q{i}", "chosen": "same", "rejected": "same" if i < 3 else "other"} for i in range(16)]
     path = write_jsonl(tmp_path / "pairs.jsonl", rows)
@@ -84,9 +88,10 @@ def test_identical_pairs_are_counted(tmp_path):
     assert summary["data"]["train_identical"] + summary["data"]["validation_identical"] == 3
 
 
+@pytest.mark.slow
 def test_nan_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path):
     with pytest.raises(FloatingPointError, match="Non-finite loss at step 5"):
-        run_training(SMOKE + ["+callbacks.poison._target_=tests.faults.PoisonWeightsAtStep",
+        run_training(SMOKE + ["+callbacks.poison._target_=tests.helpers.faults.PoisonWeightsAtStep",
                               "+callbacks.poison.step=5"], tmp_path)
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["status"] == "failed" and "Non-finite loss at step 5" in summary["error"]
@@ -103,6 +108,7 @@ def test_second_process_on_a_busy_run_directory_is_refused(tmp_path):
     assert not RunLock.is_held(tmp_path)
 
 
+@pytest.mark.slow
 def test_secrets_never_reach_the_saved_config(tmp_path):
     assert redact_secrets({"a": {"api_key": "abc", "token": None}, "b": [{"WANDB_API_KEY": "x"}]}) == {
         "a": {"api_key": "<redacted>", "token": None}, "b": [{"WANDB_API_KEY": "<redacted>"}]}
@@ -130,7 +136,7 @@ def test_sigkill_at_random_steps_then_resume_matches_the_uninterrupted_run(tmp_p
     killed = tmp_path / "killed"
     steps = sorted(random.Random(7).sample(range(1, 12), 2))  # kills at checkpoint and non-checkpoint steps alike
     for step in steps:
-        result = run_cli(SMOKE + [f"hydra.run.dir={killed}", "+callbacks.kill._target_=tests.faults.KillAtStep",
+        result = run_cli(SMOKE + [f"hydra.run.dir={killed}", "+callbacks.kill._target_=tests.helpers.faults.KillAtStep",
                                   f"+callbacks.kill.step={step}"], cwd=ROOT)
         assert result.returncode == -9, result.stderr[-2000:]
         assert json.loads((killed / "summary.json").read_text())["status"] == "running"

@@ -15,7 +15,7 @@ import datasets
 import pytest
 from hydra.utils import instantiate
 
-from conftest import compose_config
+from tests.helpers.runs import compose_config
 from gpo_lab.data.formats import convert, detect_schema, load, split_transcripts
 from gpo_lab.data.sources import DataError
 from gpo_lab.models.tokenizers import byte_tokenizer

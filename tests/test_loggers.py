@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import pytorch_lightning as pl
 
-from conftest import compose_config, run_training
+from tests.helpers.runs import compose_config, run_training
 from gpo_lab.errors import ConfigError
 from gpo_lab.run.records import read_metrics
 from gpo_lab.run.wandb_logging import has_credentials, resolve_mode
@@ -122,6 +122,7 @@ def test_a_key_stored_by_wandb_login_counts(no_wandb_key):
     assert has_credentials() and resolve_mode() == "online"
 
 
+@pytest.mark.slow
 def test_wandb_without_a_key_writes_an_offline_run_with_metrics_and_config(tmp_path, no_wandb_key, caplog):
     import wandb
 
@@ -174,13 +175,14 @@ class StopAt(pl.Callback):
             raise RuntimeError(f"preempted at step {self.step}")
 
 
+@pytest.mark.slow
 def test_a_resumed_job_continues_its_wandb_run(tmp_path, monkeypatch):
     import wandb
 
     monkeypatch.setenv("WANDB_MODE", "offline")
     run_dir = tmp_path / "run"
     with pytest.raises(RuntimeError, match="preempted at step 3"):
-        run_training([*TINY, "logger=wandb", "+callbacks.stop._target_=test_loggers.StopAt",
+        run_training([*TINY, "logger=wandb", "+callbacks.stop._target_=tests.test_loggers.StopAt",
                       "+callbacks.stop.step=3"], run_dir)
     assert (run_dir / "checkpoints" / "last.ckpt").is_file()  # saved at step 2
     second = run_training([*TINY, "logger=wandb"], run_dir)
@@ -191,6 +193,7 @@ def test_a_resumed_job_continues_its_wandb_run(tmp_path, monkeypatch):
         (run_dir / "wandb" / "run_id").read_text().strip()}
 
 
+@pytest.mark.slow
 def test_the_api_key_is_never_written(tmp_path, no_wandb_key, monkeypatch):
     import wandb
 
@@ -203,6 +206,7 @@ def test_the_api_key_is_never_written(tmp_path, no_wandb_key, monkeypatch):
     assert leaked == []
 
 
+@pytest.mark.slow
 def test_csv_and_tensorboard_loggers_through_the_same_group(tmp_path):
     pytest.importorskip("tensorboard", reason="the tensorboard logger needs the tensorboard package ([dev] extra)")
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator

@@ -9,7 +9,8 @@ import pytest
 import torch
 import yaml
 
-from conftest import CONF_DIR, ROOT, compose_config
+from tests.helpers import CONF_DIR, ROOT
+from tests.helpers.runs import compose_config
 from gpo_lab import losses
 from gpo_lab.losses import ALIASES, MEMBERS, GPOLoss, GPOMember, InvalidGPOLoss, check_gpo_function
 from gpo_lab.report import bandit, figures

@@ -8,10 +8,10 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 
-from sweep_factory import synthetic_sweep
+from tests.helpers.sweeps import synthetic_sweep
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
-pytestmark = pytest.mark.notebooks
+pytestmark = [pytest.mark.notebooks, pytest.mark.slow]
 
 
 def parameters_cell(notebook) -> nbformat.NotebookNode:

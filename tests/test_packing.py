@@ -174,9 +174,10 @@ def test_empty_prompt_is_refused():
         PackedPairs.from_pairs([([], [1], [2])], pad_id=0)
 
 
+@pytest.mark.slow
 def test_training_with_packing_and_cached_reference_matches_plain_rows(tmp_path):
     """The whole training path: packed batches + cached reference log-probs vs plain rows + live reference."""
-    from conftest import run_training
+    from tests.helpers.runs import run_training
 
     common = ["+experiment=smoke", "trainer.max_steps=4", "trainer.val_check_interval=4", "optim.lr=1e-3"]
     fast = run_training([*common, "data.packing=true", f"reference_cache.dir={tmp_path / 'cache'}"], tmp_path / "fast")

@@ -8,7 +8,7 @@ import math
 
 import pytest
 
-from conftest import run_training
+from tests.helpers.runs import run_training
 from gpo_lab.data.formats import load
 
 INSTRUCTION = "instruction-preference-1100.json"
@@ -39,6 +39,7 @@ def test_sharegpt_file_becomes_chat_messages(shared_data):
     assert pairs[0]["chosen"] == [{"role": "assistant", "content": raw[0]["chosen"]["value"]}]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("data, path, extra", [
     ("instruction", INSTRUCTION, ["data.max_length=256", "data.max_prompt_length=192"]),
     ("instruction", INSTRUCTION, ["data.dataset.options.chat=true", "data.max_length=192",

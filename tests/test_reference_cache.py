@@ -223,7 +223,8 @@ def test_lazy_reference_refuses_other_weights(model):
 # ----------------------------------------------------------------------------------- in a sweep
 @pytest.mark.slow
 def test_the_jobs_of_a_sweep_compute_the_reference_logps_once(tmp_path):
-    from conftest import ROOT, run_cli
+    from tests.helpers import ROOT
+    from tests.helpers.cli import run_cli
 
     sweep, cache = tmp_path / "sweep", tmp_path / "cache"
     env = {"GPO_LAB_CACHE": str(cache)}

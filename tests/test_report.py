@@ -13,14 +13,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import run_cli
+from tests.helpers.cli import run_cli
 from gpo_lab.report import analyse, collect, make_report
 from gpo_lab.report.__main__ import main as report_main
 from gpo_lab.report.aggregate import aggregate, pareto_frontier
 from gpo_lab.report.axes import Metric, choose, KL_CANDIDATES, QUALITY_CANDIDATES
 from gpo_lab.report import figures
 from gpo_lab.report.wandb_io import attach_to_wandb
-from sweep_factory import synthetic_sweep, write_job
+from tests.helpers.sweeps import synthetic_sweep, write_job
 
 PNGS = ("tradeoff.png", "beta.png", "dynamics.png", "loss_functions.png")
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"

@@ -14,7 +14,7 @@ from types import SimpleNamespace
 import pytest
 import pytorch_lightning as pl
 import torch
-from conftest import run_training
+from tests.helpers.runs import run_training
 from safetensors.torch import save_file
 from torch.utils.data import DataLoader, TensorDataset
 
@@ -194,6 +194,7 @@ def test_the_tracker_keeps_no_best_for_an_undeclared_metric_and_says_so_once(cap
     assert (resumed.final, resumed.best, resumed.step) == (tracker.final, tracker.best, 4)
 
 
+@pytest.mark.slow
 def test_the_report_reads_a_running_job_as_the_run_summarises_it(tmp_path):
     summary = run_training(["+experiment=smoke", "trainer.max_steps=4", "trainer.val_check_interval=2"], tmp_path)
     final, best = _from_records(read_metrics(tmp_path / "metrics.jsonl"))

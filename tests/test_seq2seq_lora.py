@@ -11,7 +11,7 @@ import pytorch_lightning as pl
 import torch
 from omegaconf import OmegaConf
 
-from conftest import compose_config, run_training
+from tests.helpers.runs import compose_config, run_training
 from gpo_lab.scoring.logprobs import sequence_logprobs
 from gpo_lab.losses import GPOLoss
 from gpo_lab.scoring.seq2seq import Seq2SeqPairs
@@ -61,6 +61,7 @@ def test_seq2seq_logprobs_equal_a_token_by_token_decode():
             assert batched[i].item() == pytest.approx(total, abs=1e-4)
 
 
+@pytest.mark.slow
 def test_tiny_t5_trains_and_evaluates_through_the_module(tmp_path):
     summary = run_training(["model=tiny_t5", *QUICK], tmp_path)
     assert summary["status"] == "completed" and summary["steps"] == 2
@@ -135,6 +136,7 @@ def test_lora_reference_with_the_reference_cache(tmp_path):
     assert weights_fingerprint(reference) != before
 
 
+@pytest.mark.slow
 def test_lora_trains_and_evaluates_through_the_module(tmp_path):
     summary = run_training(["model=tiny_lora", "reference=adapters_disabled", *QUICK], tmp_path)
     assert summary["status"] == "completed"
@@ -159,6 +161,7 @@ def test_adapters_disabled_needs_a_lora_policy():
         adapters_disabled(torch.nn.Linear(2, 2))
 
 
+@pytest.mark.slow
 def test_lora_on_an_encoder_decoder(tmp_path):
     summary = run_training(["model=tiny_t5", "model.policy._target_=gpo_lab.models.lora.with_lora",
                             "+model.policy.base=gpo_lab.models.tiny.tiny_seq2seq_lm", "+model.policy.r=4",

@@ -7,7 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, run_cli, run_training
+from tests.helpers import ROOT
+from tests.helpers.cli import run_cli
+from tests.helpers.runs import run_training
 from gpo_lab.run.records import read_metrics
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
@@ -38,7 +40,7 @@ def test_grid_completes_and_a_rerun_trains_nothing(slurm_cluster, tmp_path):
 
 def test_one_failing_job_leaves_the_other_three_complete(slurm_cluster, tmp_path):
     sweep = tmp_path / "failing"
-    fail = ["+callbacks.fail._target_=tests.faults.FailFor", "+callbacks.fail.loss=hinge", "+callbacks.fail.beta=1",
+    fail = ["+callbacks.fail._target_=tests.helpers.faults.FailFor", "+callbacks.fail.loss=hinge", "+callbacks.fail.beta=1",
             "+callbacks.fail.run_loss=${loss.fn}", "+callbacks.fail.run_beta=${beta}"]
     result = run_cli([*GRID, *fail, f"hydra.sweep.dir={sweep}"], cwd=ROOT)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -62,7 +64,7 @@ def wait_for(condition, timeout: float, what: str):
 def test_requeued_job_resumes_and_matches_an_uninterrupted_run(slurm_cluster, tmp_path):
     overrides = ["+experiment=smoke", "trainer.max_steps=30", "trainer.val_check_interval=10",
                  "callbacks.checkpoint.every_n_train_steps=5"]
-    slow = ["+callbacks.slow._target_=tests.faults.SlowDown", "+callbacks.slow.seconds=0.4"]
+    slow = ["+callbacks.slow._target_=tests.helpers.faults.SlowDown", "+callbacks.slow.seconds=0.4"]
     sweep = tmp_path / "requeue"
     launch = subprocess.Popen(["python", "-m", "gpo_lab", "-m", "cluster=local_slurm", *overrides, *slow,
                                f"hydra.sweep.dir={sweep}"], cwd=ROOT, stdout=subprocess.PIPE,

@@ -5,7 +5,8 @@ import shutil
 
 import pytest
 
-from conftest import ROOT, run_cli
+from tests.helpers import ROOT
+from tests.helpers.cli import run_cli
 from gpo_lab.run.lock import RunLock
 from gpo_lab.run.status import expected_jobs, format_table, main, sweep_status
 

@@ -13,7 +13,7 @@ import torch
 
 import gpo_lab.eval.sample_bank as sample_bank_module
 import gpo_lab.tasks.synthetic.sft as sft_module
-from conftest import run_training
+from tests.helpers.runs import run_training
 from gpo_lab.eval import WinRateCallback
 from gpo_lab.eval.sample_bank import find_bank
 from gpo_lab.errors import ConfigError

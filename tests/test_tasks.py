@@ -8,7 +8,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from conftest import compose_config
+from tests.helpers.runs import compose_config
 from gpo_lab.losses import GPOLoss
 from gpo_lab.module import GPOModule
 from gpo_lab.optimisation import optimisation_options, warmed_up_optimizer

@@ -7,7 +7,8 @@ from functools import partial
 import pytest
 import torch
 
-from conftest import run_cli, run_training
+from tests.helpers.cli import run_cli
+from tests.helpers.runs import run_training
 from gpo_lab.losses import GPOLoss
 from gpo_lab.models.tiny import tiny_causal_lm
 from gpo_lab.module import GPOModule
@@ -21,6 +22,7 @@ F_AT_ZERO = {"logistic": math.log(2), "hinge": 1.0, "squared": 1.0, "exponential
              "truncated_quadratic": 1.0, "savage": 0.25}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("loss", sorted(F_AT_ZERO))
 def test_first_logged_loss_is_f_of_zero(loss, tmp_path):
     summary = run_training(["+experiment=smoke", f"loss={loss}", "trainer.max_steps=2", "trainer.val_check_interval=2"],
@@ -72,6 +74,7 @@ def test_pair_logps_and_their_metrics_by_hand():
     assert {k: pytest.approx(v) for k, v in expected.items()} == {k: v.item() for k, v in metrics.items()}
 
 
+@pytest.mark.slow
 def test_reference_is_frozen_and_left_out_of_checkpoints(tmp_path):
     run_training(["+experiment=smoke", "trainer.max_steps=3", "trainer.val_check_interval=3"], tmp_path)
     checkpoint = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=False)
@@ -79,6 +82,7 @@ def test_reference_is_frozen_and_left_out_of_checkpoints(tmp_path):
     assert checkpoint["state_dict"] and not any(k.startswith("reference.") for k in checkpoint["state_dict"])
 
 
+@pytest.mark.slow
 def test_summary_schema(tmp_path):
     summary = run_training(["+experiment=smoke", "loss=squared", "beta=0.5", "optim.lr=0.002"], tmp_path)
     on_disk = json.loads((tmp_path / "summary.json").read_text())
@@ -103,6 +107,7 @@ def test_summary_schema(tmp_path):
     assert [r["step"] for r in logged if "val/loss" in r] == [5, 10]
 
 
+@pytest.mark.slow
 def test_completed_run_is_skipped_on_rerun(tmp_path):
     first = run_training(["+experiment=smoke", "trainer.max_steps=2", "trainer.val_check_interval=2"], tmp_path)
     lines = (tmp_path / "metrics.jsonl").read_text()
@@ -110,12 +115,14 @@ def test_completed_run_is_skipped_on_rerun(tmp_path):
     assert again == first and (tmp_path / "metrics.jsonl").read_text() == lines
 
 
+@pytest.mark.slow
 def test_warmup_then_constant_learning_rate(tmp_path):
     run_training(["+experiment=smoke", "optim.warmup_steps=4", "optim.lr=0.001"], tmp_path)
     lrs = [r["train/lr"] for r in read_metrics(tmp_path / "metrics.jsonl") if "train/lr" in r]
     assert lrs == pytest.approx([0.00025, 0.0005, 0.00075, 0.001, 0.001, 0.001, 0.001, 0.001, 0.001, 0.001])
 
 
+@pytest.mark.slow
 def test_adafactor(tmp_path):
     summary = run_training(["+experiment=smoke", "optim=adafactor", "optim.lr=0.001"], tmp_path)
     assert summary["status"] == "completed" and summary["final"]["val/rho_mean"] > 0

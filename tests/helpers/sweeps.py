@@ -21,9 +21,20 @@ def job_name(**overrides: Any) -> str:
     return ",".join(f"{key}={value}" for key, value in sorted(overrides.items()))
 
 
-def write_job(sweep: Path, *, loss: str, beta: float, lr: float = 1e-5, seed: int = 0, seeded: bool = False,
-              status: str | None = "completed", history: list[tuple[int, dict[str, float]]] = (),
-              final: dict[str, float] | None = None, error: str | None = None, name: str = "synthetic") -> Path:
+def write_job(
+    sweep: Path,
+    *,
+    loss: str,
+    beta: float,
+    lr: float = 1e-5,
+    seed: int = 0,
+    seeded: bool = False,
+    status: str | None = "completed",
+    history: list[tuple[int, dict[str, float]]] = (),
+    final: dict[str, float] | None = None,
+    error: str | None = None,
+    name: str = "synthetic",
+) -> Path:
     """One job directory. ``history`` holds (step, val metrics) records; ``final`` defaults to
     the last value of each; ``best`` follows each metric's mode; ``status=None`` writes no summary."""
     overrides = {"loss": loss, "beta": beta, "optim.lr": lr}
@@ -49,10 +60,21 @@ def write_job(sweep: Path, *, loss: str, beta: float, lr: float = 1e-5, seed: in
             better = max if metric_mode(key) == "max" else min
             if key not in best or better(value, best[key]["value"]) != best[key]["value"]:
                 best[key] = {"value": value, "step": step, "mode": metric_mode(key)}
-    summary = {"schema": 1, "status": status, "name": name, "loss": loss, "beta": beta, "lr": lr, "seed": seed,
-               "overrides": [f"{k}={v}" for k, v in overrides.items()], "wall_time_s": 1.0,
-               "steps": history[-1][0] if history else 0, "final": final if final is not None else last,
-               "best": best, "data": {}}
+    summary = {
+        "schema": 1,
+        "status": status,
+        "name": name,
+        "loss": loss,
+        "beta": beta,
+        "lr": lr,
+        "seed": seed,
+        "overrides": [f"{k}={v}" for k, v in overrides.items()],
+        "wall_time_s": 1.0,
+        "steps": history[-1][0] if history else 0,
+        "final": final if final is not None else last,
+        "best": best,
+        "data": {},
+    }
     if status == "running":
         summary.update(final={}, best={})
     if error is not None:
@@ -61,12 +83,16 @@ def write_job(sweep: Path, *, loss: str, beta: float, lr: float = 1e-5, seed: in
     return job
 
 
-RATIOS = {"logistic": 0.5, "hinge": 0.0, "squared": 1.0, "exponential": 1.0, "truncated_quadratic": 1.0,
-          "savage": 0.5}
+RATIOS = {"logistic": 0.5, "hinge": 0.0, "squared": 1.0, "exponential": 1.0, "truncated_quadratic": 1.0, "savage": 0.5}
 
 
-def synthetic_sweep(sweep: Path, losses=("logistic", "hinge", "squared"), betas=(0.03, 0.1, 0.3, 1.0, 3.0),
-                    seeds=(0, 1), steps=(0, 25, 50, 75, 100)) -> Path:
+def synthetic_sweep(
+    sweep: Path,
+    losses=("logistic", "hinge", "squared"),
+    betas=(0.03, 0.1, 0.3, 1.0, 3.0),
+    seeds=(0, 1),
+    steps=(0, 25, 50, 75, 100),
+) -> Path:
     """A plausible GPO sweep: stronger regularization (beta·f''(0)/|f'(0)|) keeps the KL small.
 
     KL at the end shrinks with the effective weight w = beta·ratio (hinge gets a weak one, as its
@@ -81,13 +107,23 @@ def synthetic_sweep(sweep: Path, losses=("logistic", "hinge", "squared"), betas=
                 history = []
                 for step in steps:
                     t = step / steps[-1]
-                    kl = kl_end * t ** 1.2
+                    kl = kl_end * t**1.2
                     win = 0.5 + 0.42 * (1 - math.exp(-kl / 4)) - 0.006 * kl + 0.01 * math.sin(seed + 5 * beta)
                     reg = 0.5 * kl * (1.5 + 0.5 * t) / (1 + w)
-                    history.append((step, {"val/win_rate": round(min(win, 1.0), 6), "val/win_rate_se": 0.02,
-                                           "val/kl_token": round(kl, 6), "val/kl_token_se": round(0.05 * kl + 0.01, 6),
-                                           "val/kl_seq": round(1.05 * kl, 6),
-                                           "val/offline_reg": round(reg, 6), "val/offline_reg_se": round(0.1 * reg, 6),
-                                           "val/loss": 0.69 - 0.1 * t}))
+                    history.append(
+                        (
+                            step,
+                            {
+                                "val/win_rate": round(min(win, 1.0), 6),
+                                "val/win_rate_se": 0.02,
+                                "val/kl_token": round(kl, 6),
+                                "val/kl_token_se": round(0.05 * kl + 0.01, 6),
+                                "val/kl_seq": round(1.05 * kl, 6),
+                                "val/offline_reg": round(reg, 6),
+                                "val/offline_reg_se": round(0.1 * reg, 6),
+                                "val/loss": 0.69 - 0.1 * t,
+                            },
+                        )
+                    )
                 write_job(sweep, loss=loss, beta=beta, seed=seed, seeded=len(seeds) > 1, history=history)
     return sweep
