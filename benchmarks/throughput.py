@@ -54,9 +54,13 @@ def tldr_shaped_pairs(count: int, prompt_length: int, response_length: int, seed
     pairs = []
     for _ in range(count):
         prompt = text(int(prompt_length * 0.75), int(prompt_length * 1.25))
-        pairs.append({"prompt": prompt,
-                      "chosen": " " + text(response_length // 2, response_length * 3 // 2),
-                      "rejected": " " + text(response_length // 2, response_length * 3 // 2)})
+        pairs.append(
+            {
+                "prompt": prompt,
+                "chosen": " " + text(response_length // 2, response_length * 3 // 2),
+                "rejected": " " + text(response_length // 2, response_length * 3 // 2),
+            }
+        )
     return pairs, words
 
 
@@ -70,8 +74,13 @@ def sharegpt_pairs(path: Path, count: int, max_prompt_words: int, max_response_w
     raw = []
     for row in rows:
         prompt = [w for turn in row["conversations"] for w in [f"{turn['from']}:", *words_of(turn["value"])]]
-        raw.append((prompt[-max_prompt_words:], words_of(row["chosen"]["value"])[:max_response_words],
-                    words_of(row["rejected"]["value"])[:max_response_words]))
+        raw.append(
+            (
+                prompt[-max_prompt_words:],
+                words_of(row["chosen"]["value"])[:max_response_words],
+                words_of(row["rejected"]["value"])[:max_response_words],
+            )
+        )
     frequency = collections.Counter(w for triple in raw for part in triple for w in part)
     vocabulary = [w for w, _ in frequency.most_common(VOCAB_SIZE - SPECIALS)]
     known = set(vocabulary)
@@ -93,10 +102,17 @@ def write_task(work: Path, pairs: list[dict], words: list[str], validation: int,
     tokenizer = word_tokenizer(words)
     assert len(tokenizer) == VOCAB_SIZE, len(tokenizer)
     torch.manual_seed(seed)
-    config = LlamaConfig(vocab_size=VOCAB_SIZE, num_key_value_heads=MODEL["num_attention_heads"],
-                         max_position_embeddings=2048, tie_word_embeddings=False, attention_dropout=0.0,
-                         pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
-                         eos_token_id=tokenizer.eos_token_id, **MODEL)
+    config = LlamaConfig(
+        vocab_size=VOCAB_SIZE,
+        num_key_value_heads=MODEL["num_attention_heads"],
+        max_position_embeddings=2048,
+        tie_word_embeddings=False,
+        attention_dropout=0.0,
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        **MODEL,
+    )
     LlamaForCausalLM(config).save_pretrained(work / "model")
     tokenizer.save_pretrained(work / "model")
     (work / "pairs").mkdir()
@@ -117,7 +133,7 @@ def matmul_peak(threads: int, size: int = 2048, repeats: int = 6) -> float:
     for _ in range(repeats):
         start = time.perf_counter()
         a @ b
-        best = max(best, 2 * size ** 3 / (time.perf_counter() - start))
+        best = max(best, 2 * size**3 / (time.perf_counter() - start))
     return best
 
 
@@ -138,15 +154,30 @@ def run_child(command: list[str], env: dict, log_path: Path) -> tuple[float, flo
 def gpo_lab_overrides(work: Path, args, steps: int) -> list[str]:
     """The command line of the gpo_lab side (without the timer and run directory)."""
     return [
-        "model=hf", f"model.name={work / 'model'}", "model.policy.attn_implementation=sdpa",
-        "data=hf", f"data.dataset.path={work / 'pairs'}", "data.val_split=validation",
+        "model=hf",
+        f"model.name={work / 'model'}",
+        "model.policy.attn_implementation=sdpa",
+        "data=hf",
+        f"data.dataset.path={work / 'pairs'}",
+        "data.val_split=validation",
         *NO_TRUNCATION,
-        f"data.batch_size={args.batch_size}", f"data.eval_batch_size={args.batch_size}",
-        "data.packing=true", "data.group_by_length=true",
-        "loss=logistic", f"beta={args.beta}", "optim=adamw", f"optim.lr={args.lr}", "optim.warmup_steps=0",
-        f"seed={args.seed}", "logger=none", "callbacks.checkpoint=null", "callbacks.progress=null",
-        f"trainer.max_steps={steps}", f"trainer.val_check_interval={steps}",
-        "+trainer.enable_progress_bar=false", "+trainer.enable_checkpointing=false",
+        f"data.batch_size={args.batch_size}",
+        f"data.eval_batch_size={args.batch_size}",
+        "data.packing=true",
+        "data.group_by_length=true",
+        "loss=logistic",
+        f"beta={args.beta}",
+        "optim=adamw",
+        f"optim.lr={args.lr}",
+        "optim.warmup_steps=0",
+        f"seed={args.seed}",
+        "logger=none",
+        "callbacks.checkpoint=null",
+        "callbacks.progress=null",
+        f"trainer.max_steps={steps}",
+        f"trainer.val_check_interval={steps}",
+        "+trainer.enable_progress_bar=false",
+        "+trainer.enable_checkpointing=false",
         f"reference_cache.dir={work / 'reference_cache'}",
     ]
 
@@ -171,21 +202,38 @@ def step_timer(path: str):
         def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
             segments = batch.segment_ids
             scored = ((segments == CHOSEN) | (segments == REJECTED)).sum().item()
-            self.shapes.append({"rows": segments.shape[0], "width": segments.shape[1], "scored": scored,
-                                "tokens": (segments != PAD).sum().item()})
+            self.shapes.append(
+                {
+                    "rows": segments.shape[0],
+                    "width": segments.shape[1],
+                    "scored": scored,
+                    "tokens": (segments != PAD).sum().item(),
+                }
+            )
 
         def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
             self.ends.append(time.perf_counter())
             self.losses.append(float(outputs["loss"]))
             if not self.first:
-                self.first = {"loss": float(outputs["loss"]),
-                              "logps_chosen": float(trainer.callback_metrics["train/logps/chosen"])}
+                self.first = {
+                    "loss": float(outputs["loss"]),
+                    "logps_chosen": float(trainer.callback_metrics["train/logps/chosen"]),
+                }
 
         def on_train_end(self, trainer, pl_module):
-            Path(path).write_text(json.dumps({
-                "ends": self.ends, "shapes": self.shapes, "losses": self.losses, "first": self.first, "order": self.order,
-                "prefix_sharing": supports_prefix_sharing(pl_module.policy),
-                "reference_loaded": bool(getattr(pl_module.reference, "is_loaded", True))}))
+            Path(path).write_text(
+                json.dumps(
+                    {
+                        "ends": self.ends,
+                        "shapes": self.shapes,
+                        "losses": self.losses,
+                        "first": self.first,
+                        "order": self.order,
+                        "prefix_sharing": supports_prefix_sharing(pl_module.policy),
+                        "reference_loaded": bool(getattr(pl_module.reference, "is_loaded", True)),
+                    }
+                )
+            )
 
     return StepTimer()
 
@@ -206,10 +254,14 @@ def fill_reference_cache(work: Path, overrides: list[str]) -> dict:
     policy = instantiate(cfg.model.policy, tokenizer=tokenizer)
     reference = instantiate(cfg.reference, policy=policy, tokenizer=tokenizer)
     start = time.perf_counter()
-    outcome = attach_reference_logps(datamodule, reference, ReferenceLogpCache(cfg.reference_cache.dir),
-                                     cfg.reference_cache.batch_size)
-    return {"seconds": time.perf_counter() - start, "outcome": outcome,
-            "pairs": len(datamodule.train_set) + len(datamodule.val_set)}
+    outcome = attach_reference_logps(
+        datamodule, reference, ReferenceLogpCache(cfg.reference_cache.dir), cfg.reference_cache.batch_size
+    )
+    return {
+        "seconds": time.perf_counter() - start,
+        "outcome": outcome,
+        "pairs": len(datamodule.train_set) + len(datamodule.val_set),
+    }
 
 
 # ----------------------------------------------------------------------------------- TRL side
@@ -235,29 +287,55 @@ def run_trl(work: Path, args, steps: int) -> dict:
             loss = super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
             if self.model.training:
                 mask = inputs["attention_mask"]
-                record["shapes"].append({"rows": mask.shape[0], "width": mask.shape[1],
-                                         "scored": mask.shape[0] * (mask.shape[1] - 1),
-                                         "tokens": (mask.sum().item() + inputs["completion_mask"].sum().item()) // 2})
+                record["shapes"].append(
+                    {
+                        "rows": mask.shape[0],
+                        "width": mask.shape[1],
+                        "scored": mask.shape[0] * (mask.shape[1] - 1),
+                        "tokens": (mask.sum().item() + inputs["completion_mask"].sum().item()) // 2,
+                    }
+                )
                 value = loss[0] if isinstance(loss, tuple) else loss
                 record["losses"].append(value.item())
                 if not record["first"]:
-                    record["first"] = {"loss": value.item(),
-                                       "logps_chosen": self._metrics["train"]["logps/chosen"][-1]}
+                    record["first"] = {"loss": value.item(), "logps_chosen": self._metrics["train"]["logps/chosen"][-1]}
             return loss
 
     config = DPOConfig(
-        output_dir=str(work / "trl"), per_device_train_batch_size=args.batch_size, max_steps=steps,
-        learning_rate=args.lr, lr_scheduler_type="constant", warmup_steps=0, optim="adamw_torch",
-        adam_beta1=0.9, adam_beta2=0.999, adam_epsilon=1e-8, weight_decay=0.0, max_grad_norm=0.0,
-        beta=args.beta, loss_type=["sigmoid"], max_length=None, bf16=False, fp16=False,
-        gradient_checkpointing=args.trl_gradient_checkpointing, train_sampling_strategy="sequential",
-        use_cpu=True, seed=args.seed, logging_steps=1, report_to=[], save_strategy="no", disable_tqdm=True,
+        output_dir=str(work / "trl"),
+        per_device_train_batch_size=args.batch_size,
+        max_steps=steps,
+        learning_rate=args.lr,
+        lr_scheduler_type="constant",
+        warmup_steps=0,
+        optim="adamw_torch",
+        adam_beta1=0.9,
+        adam_beta2=0.999,
+        adam_epsilon=1e-8,
+        weight_decay=0.0,
+        max_grad_norm=0.0,
+        beta=args.beta,
+        loss_type=["sigmoid"],
+        max_length=None,
+        bf16=False,
+        fp16=False,
+        gradient_checkpointing=args.trl_gradient_checkpointing,
+        train_sampling_strategy="sequential",
+        use_cpu=True,
+        seed=args.seed,
+        logging_steps=1,
+        report_to=[],
+        save_strategy="no",
+        disable_tqdm=True,
         dataloader_num_workers=0,
     )
-    trainer = RecordingDPOTrainer(model=model, args=config, train_dataset=ordered, processing_class=tokenizer,
-                                  callbacks=[Timer()])
-    expected = [(tokenizer(r["prompt"])["input_ids"], tokenizer(r["chosen"])["input_ids"] + [tokenizer.eos_token_id])
-                for r in ordered]
+    trainer = RecordingDPOTrainer(
+        model=model, args=config, train_dataset=ordered, processing_class=tokenizer, callbacks=[Timer()]
+    )
+    expected = [
+        (tokenizer(r["prompt"])["input_ids"], tokenizer(r["chosen"])["input_ids"] + [tokenizer.eos_token_id])
+        for r in ordered
+    ]
     encoded = trainer.train_dataset
     if [(p, c) for p, c in zip(encoded["prompt_ids"], encoded["chosen_ids"])] != expected:
         raise RuntimeError("TRL tokenized the pairs differently from gpo_lab: the comparison would not be fair.")
@@ -282,17 +360,26 @@ def step_flops(shape: dict, side: str, recompute: bool = False) -> float:
     return 3 * forward if side == "gpo_lab" else (5 if recompute else 4) * forward
 
 
-def summarise(record: dict, side: str, warmup: int, batch_size: int, peak: float, rss_mb: float,
-              recompute: bool = False) -> dict:
+def summarise(
+    record: dict, side: str, warmup: int, batch_size: int, peak: float, rss_mb: float, recompute: bool = False
+) -> dict:
     timed = len(record["ends"]) - warmup
     seconds = record["ends"][-1] - record["ends"][warmup - 1]
-    shapes = record["shapes"][warmup:warmup + timed]
+    shapes = record["shapes"][warmup : warmup + timed]
     flops = sum(step_flops(s, side, recompute) for s in shapes) / seconds
-    return {"steps": timed, "seconds": seconds, "pairs_per_s": timed * batch_size / seconds,
-            "tokens_per_s": sum(s["tokens"] for s in shapes) / seconds, "flops": flops, "peak_fraction": flops / peak,
-            "peak_rss_mb": rss_mb, "first_loss": record["first"]["loss"],
-            "first_logps_chosen": record["first"]["logps_chosen"], "losses": record["losses"],
-            "tokens": [s["tokens"] for s in record["shapes"]]}
+    return {
+        "steps": timed,
+        "seconds": seconds,
+        "pairs_per_s": timed * batch_size / seconds,
+        "tokens_per_s": sum(s["tokens"] for s in shapes) / seconds,
+        "flops": flops,
+        "peak_fraction": flops / peak,
+        "peak_rss_mb": rss_mb,
+        "first_loss": record["first"]["loss"],
+        "first_logps_chosen": record["first"]["logps_chosen"],
+        "losses": record["losses"],
+        "tokens": [s["tokens"] for s in record["shapes"]],
+    }
 
 
 def bench(name: str, pairs: list[dict], words: list[str], args, steps: int, peak: float, base: Path) -> dict:
@@ -303,13 +390,35 @@ def bench(name: str, pairs: list[dict], words: list[str], args, steps: int, peak
     needed = total * args.batch_size
     if len(pairs) < needed + args.batch_size:
         raise SystemExit(f"{name}: {len(pairs)} pairs, {needed + args.batch_size} needed; lower --steps.")
-    write_task(work, pairs[:needed + args.batch_size], words, args.batch_size, args.seed)
-    env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "MKL_NUM_THREADS": str(args.threads),
-           "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
-           "PYTHONPATH": os.pathsep.join(filter(None, [str(Path(__file__).parent), os.environ.get("PYTHONPATH")]))}
+    write_task(work, pairs[: needed + args.batch_size], words, args.batch_size, args.seed)
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": str(args.threads),
+        "MKL_NUM_THREADS": str(args.threads),
+        "HF_HUB_OFFLINE": "1",
+        "HF_DATASETS_OFFLINE": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(Path(__file__).parent), os.environ.get("PYTHONPATH")])),
+    }
     overrides = gpo_lab_overrides(work, args, total)
-    child = [sys.executable, str(Path(__file__).resolve()), "--work-dir", str(work), "--steps", str(steps), "--warmup", str(args.warmup), "--batch-size",
-             str(args.batch_size), "--lr", str(args.lr), "--beta", str(args.beta), "--seed", str(args.seed)]
+    child = [
+        sys.executable,
+        str(Path(__file__).resolve()),
+        "--work-dir",
+        str(work),
+        "--steps",
+        str(steps),
+        "--warmup",
+        str(args.warmup),
+        "--batch-size",
+        str(args.batch_size),
+        "--lr",
+        str(args.lr),
+        "--beta",
+        str(args.beta),
+        "--seed",
+        str(args.seed),
+    ]
     if args.trl_gradient_checkpointing:
         child.append("--trl-gradient-checkpointing")
 
@@ -317,9 +426,19 @@ def bench(name: str, pairs: list[dict], words: list[str], args, steps: int, peak
     cache_wall, cache_rss = run_child([*child, "--child", "cache", "--", *overrides], env, work / "cache.log")
     cache = json.loads((work / "cache.json").read_text())
     print(f"[{name}] gpo_lab: {total} steps ...", file=sys.stderr, flush=True)
-    gpo_wall, gpo_rss = run_child([sys.executable, "-m", "gpo_lab", *overrides, f"hydra.run.dir={work / 'gpo_lab_run'}",
-                                   "+callbacks.timer._target_=throughput.step_timer",
-                                   f"+callbacks.timer.path={work / 'gpo_lab_steps.json'}"], env, work / "gpo_lab.log")
+    gpo_wall, gpo_rss = run_child(
+        [
+            sys.executable,
+            "-m",
+            "gpo_lab",
+            *overrides,
+            f"hydra.run.dir={work / 'gpo_lab_run'}",
+            "+callbacks.timer._target_=throughput.step_timer",
+            f"+callbacks.timer.path={work / 'gpo_lab_steps.json'}",
+        ],
+        env,
+        work / "gpo_lab.log",
+    )
     gpo_record = json.loads((work / "gpo_lab_steps.json").read_text())
     summary = json.loads((work / "gpo_lab_run" / "summary.json").read_text())
     print(f"[{name}] TRL: {total} steps ...", file=sys.stderr, flush=True)
@@ -331,37 +450,54 @@ def bench(name: str, pairs: list[dict], words: list[str], args, steps: int, peak
     if gpo.pop("tokens") != trl.pop("tokens"):
         raise RuntimeError(f"{name}: the two sides did not train on the same batches.")
     loss_gap = max(abs(a - b) for a, b in zip(gpo["losses"], trl["losses"]))
-    return {"gpo_lab": gpo, "trl": trl, "ratio": gpo["pairs_per_s"] / trl["pairs_per_s"], "max_loss_abs_diff": loss_gap,
-            "reference_cache": {"seconds": cache["seconds"], "pairs": cache["pairs"], "peak_rss_mb": cache_rss,
-                                "first_job": cache["outcome"], "training_job": summary["data"].get(
-                                    "reference_logps_train"),
-                                "reference_loaded_during_training": gpo_record["reference_loaded"]},
-            "prefix_sharing": gpo_record["prefix_sharing"],
-            "pairs_per_step": args.batch_size, "timed_steps": steps,
-            "mean_pair_tokens": sum(s["tokens"] for s in trl_record["shapes"]) / (total * args.batch_size),
-            "wall_s": {"cache": cache_wall, "gpo_lab": gpo_wall, "trl": trl_wall}}
+    return {
+        "gpo_lab": gpo,
+        "trl": trl,
+        "ratio": gpo["pairs_per_s"] / trl["pairs_per_s"],
+        "max_loss_abs_diff": loss_gap,
+        "reference_cache": {
+            "seconds": cache["seconds"],
+            "pairs": cache["pairs"],
+            "peak_rss_mb": cache_rss,
+            "first_job": cache["outcome"],
+            "training_job": summary["data"].get("reference_logps_train"),
+            "reference_loaded_during_training": gpo_record["reference_loaded"],
+        },
+        "prefix_sharing": gpo_record["prefix_sharing"],
+        "pairs_per_step": args.batch_size,
+        "timed_steps": steps,
+        "mean_pair_tokens": sum(s["tokens"] for s in trl_record["shapes"]) / (total * args.batch_size),
+        "wall_s": {"cache": cache_wall, "gpo_lab": gpo_wall, "trl": trl_wall},
+    }
 
 
 def table(results: dict, peak: float) -> str:
-    lines = [f"fp32 matmul peak measured in this run: {peak / 1e9:.1f} GFLOP/s", "",
-             "| data | side | pairs/s | tokens/s | peak RSS (MB) | model GFLOP/s | % of peak | first-step loss |",
-             "|---|---|---:|---:|---:|---:|---:|---:|"]
+    lines = [
+        f"fp32 matmul peak measured in this run: {peak / 1e9:.1f} GFLOP/s",
+        "",
+        "| data | side | pairs/s | tokens/s | peak RSS (MB) | model GFLOP/s | % of peak | first-step loss |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
+    ]
     for name, result in results.items():
         for side in ("gpo_lab", "trl"):
             r = result[side]
-            lines.append(f"| {name} | {'gpo_lab' if side == 'gpo_lab' else 'TRL DPOTrainer'} | {r['pairs_per_s']:.2f} | "
-                         f"{r['tokens_per_s']:.0f} | {r['peak_rss_mb']:.0f} | {r['flops'] / 1e9:.1f} | "
-                         f"{100 * r['peak_fraction']:.0f}% | {r['first_loss']:.6f} |")
+            lines.append(
+                f"| {name} | {'gpo_lab' if side == 'gpo_lab' else 'TRL DPOTrainer'} | {r['pairs_per_s']:.2f} | "
+                f"{r['tokens_per_s']:.0f} | {r['peak_rss_mb']:.0f} | {r['flops'] / 1e9:.1f} | "
+                f"{100 * r['peak_fraction']:.0f}% | {r['first_loss']:.6f} |"
+            )
     lines.append("")
     for name, result in results.items():
         cache = result["reference_cache"]
-        lines.append(f"{name}: gpo_lab/TRL = {result['ratio']:.2f}x pairs/s over {result['timed_steps']} steps of "
-                     f"{result['pairs_per_step']} pairs ({result['mean_pair_tokens']:.0f} tokens per pair); reference "
-                     f"cache filled once in {cache['seconds']:.1f} s for {cache['pairs']} pairs (training job: "
-                     f"{cache['training_job']}; reference model loaded during training: "
-                     f"{cache['reference_loaded_during_training']}); prefix sharing: {result['prefix_sharing']}; "
-                     f"largest gap between the two sides' losses over all {len(result['gpo_lab']['losses'])} steps: "
-                     f"{result['max_loss_abs_diff']:.1e}.")
+        lines.append(
+            f"{name}: gpo_lab/TRL = {result['ratio']:.2f}x pairs/s over {result['timed_steps']} steps of "
+            f"{result['pairs_per_step']} pairs ({result['mean_pair_tokens']:.0f} tokens per pair); reference "
+            f"cache filled once in {cache['seconds']:.1f} s for {cache['pairs']} pairs (training job: "
+            f"{cache['training_job']}; reference model loaded during training: "
+            f"{cache['reference_loaded_during_training']}); prefix sharing: {result['prefix_sharing']}; "
+            f"largest gap between the two sides' losses over all {len(result['gpo_lab']['losses'])} steps: "
+            f"{result['max_loss_abs_diff']:.1e}."
+        )
     return "\n".join(lines)
 
 
@@ -376,11 +512,18 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=1e-5)
     parser.add_argument("--beta", type=float, default=0.1)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=1,
-                        help="torch threads of each side (one: on a shared machine a second OpenMP thread mostly "
-                             "waits for its descheduled sibling, which distorts the comparison)")
-    parser.add_argument("--trl-gradient-checkpointing", action="store_true",
-                        help="TRL's own default; off by default here, as on the gpo_lab side")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch threads of each side (one: on a shared machine a second OpenMP thread mostly "
+        "waits for its descheduled sibling, which distorts the comparison)",
+    )
+    parser.add_argument(
+        "--trl-gradient-checkpointing",
+        action="store_true",
+        help="TRL's own default; off by default here, as on the gpo_lab side",
+    )
     parser.add_argument("--work-dir", type=Path, default=None, help="kept afterwards when given")
     parser.add_argument("--child", choices=["cache", "trl"], help=argparse.SUPPRESS)
     parser.add_argument("overrides", nargs="*", help=argparse.SUPPRESS)
@@ -419,25 +562,43 @@ def main() -> None:
     print(table(results, peak))
     head = results["tldr-shaped"]
     line = {
-        "gpo_lab_pairs_per_s": head["gpo_lab"]["pairs_per_s"], "trl_pairs_per_s": head["trl"]["pairs_per_s"],
+        "gpo_lab_pairs_per_s": head["gpo_lab"]["pairs_per_s"],
+        "trl_pairs_per_s": head["trl"]["pairs_per_s"],
         "ratio": head["ratio"],
-        "gpo_lab_peak_rss_mb": head["gpo_lab"]["peak_rss_mb"], "trl_peak_rss_mb": head["trl"]["peak_rss_mb"],
-        "gpo_lab_first_loss": head["gpo_lab"]["first_loss"], "trl_first_loss": head["trl"]["first_loss"],
+        "gpo_lab_peak_rss_mb": head["gpo_lab"]["peak_rss_mb"],
+        "trl_peak_rss_mb": head["trl"]["peak_rss_mb"],
+        "gpo_lab_first_loss": head["gpo_lab"]["first_loss"],
+        "trl_first_loss": head["trl"]["first_loss"],
         "first_loss_abs_diff": abs(head["gpo_lab"]["first_loss"] - head["trl"]["first_loss"]),
         "max_loss_abs_diff": head["max_loss_abs_diff"],
-        "gpo_lab_losses": head["gpo_lab"]["losses"], "trl_losses": head["trl"]["losses"],
-        "gpo_lab_tokens_per_s": head["gpo_lab"]["tokens_per_s"], "trl_tokens_per_s": head["trl"]["tokens_per_s"],
-        "gpo_lab_flops": head["gpo_lab"]["flops"], "trl_flops": head["trl"]["flops"], "matmul_peak_flops": peak,
+        "gpo_lab_losses": head["gpo_lab"]["losses"],
+        "trl_losses": head["trl"]["losses"],
+        "gpo_lab_tokens_per_s": head["gpo_lab"]["tokens_per_s"],
+        "trl_tokens_per_s": head["trl"]["tokens_per_s"],
+        "gpo_lab_flops": head["gpo_lab"]["flops"],
+        "trl_flops": head["trl"]["flops"],
+        "matmul_peak_flops": peak,
         "gpo_lab_first_logps_chosen": head["gpo_lab"]["first_logps_chosen"],
         "trl_first_logps_chosen": head["trl"]["first_logps_chosen"],
         "reference_cache_s": head["reference_cache"]["seconds"],
         "reference_cache_training_job": head["reference_cache"]["training_job"],
-        "timed_steps": head["timed_steps"], "batch_size": args.batch_size, "threads": args.threads,
-        "shared": {name: {"ratio": r["ratio"], "gpo_lab_pairs_per_s": r["gpo_lab"]["pairs_per_s"],
-                          "trl_pairs_per_s": r["trl"]["pairs_per_s"], "gpo_lab_peak_rss_mb": r["gpo_lab"]["peak_rss_mb"],
-                          "trl_peak_rss_mb": r["trl"]["peak_rss_mb"], "gpo_lab_first_loss": r["gpo_lab"]["first_loss"],
-                          "trl_first_loss": r["trl"]["first_loss"], "max_loss_abs_diff": r["max_loss_abs_diff"]}
-                   for name, r in results.items() if name != "tldr-shaped"},
+        "timed_steps": head["timed_steps"],
+        "batch_size": args.batch_size,
+        "threads": args.threads,
+        "shared": {
+            name: {
+                "ratio": r["ratio"],
+                "gpo_lab_pairs_per_s": r["gpo_lab"]["pairs_per_s"],
+                "trl_pairs_per_s": r["trl"]["pairs_per_s"],
+                "gpo_lab_peak_rss_mb": r["gpo_lab"]["peak_rss_mb"],
+                "trl_peak_rss_mb": r["trl"]["peak_rss_mb"],
+                "gpo_lab_first_loss": r["gpo_lab"]["first_loss"],
+                "trl_first_loss": r["trl"]["first_loss"],
+                "max_loss_abs_diff": r["max_loss_abs_diff"],
+            }
+            for name, r in results.items()
+            if name != "tldr-shaped"
+        },
     }
     print(json.dumps(line))
 

@@ -34,8 +34,7 @@ MOVED: dict[str, tuple[str, ...]] = {
     "gpo_lab.summary": ("gpo_lab.run.summary",),
     "gpo_lab.records": ("gpo_lab.run.records",),
     "gpo_lab.metrics_file": ("gpo_lab.run.metrics_file",),
-    "gpo_lab.safety": ("gpo_lab.run.lock", "gpo_lab.run.checkpoints", "gpo_lab.run.redaction",
-                       "gpo_lab.run.guards"),
+    "gpo_lab.safety": ("gpo_lab.run.lock", "gpo_lab.run.checkpoints", "gpo_lab.run.redaction", "gpo_lab.run.guards"),
     "gpo_lab.validation": ("gpo_lab.run.checks",),
     "gpo_lab.status": ("gpo_lab.run.status",),
     "gpo_lab.wandb_logging": ("gpo_lab.run.wandb_logging",),
@@ -65,8 +64,9 @@ class _SplitModule(types.ModuleType):
             module = importlib.import_module(home)
             if hasattr(module, attribute):
                 return getattr(module, attribute)
-        raise AttributeError(f"module {self.__name__!r} (moved to {', '.join(self._homes)}) has no "
-                             f"attribute {attribute!r}")
+        raise AttributeError(
+            f"module {self.__name__!r} (moved to {', '.join(self._homes)}) has no attribute {attribute!r}"
+        )
 
 
 class _MovedLoader(importlib.abc.Loader):

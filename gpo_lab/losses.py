@@ -84,22 +84,25 @@ class GPOMember:
     exact derivatives and the ``loss=<alias>`` config options are all read from :data:`MEMBERS`.
     """
 
-    name: str                 # the table name: ``loss=<name>``, summary.json's ``loss``
+    name: str  # the table name: ``loss=<name>``, summary.json's ``loss``
     function: LossFunction
     derivatives: Derivatives  # exact, from the closed form
-    known_as: str             # what the paper's table calls it
+    known_as: str  # what the paper's table calls it
     aliases: tuple[str, ...] = ()  # other papers' and libraries' names, each also a ``loss=`` option
-    linestyle: str = "-"      # in the bandit figures, so that curves that coincide stay visible
+    linestyle: str = "-"  # in the bandit figures, so that curves that coincide stay visible
 
 
-MEMBERS: dict[str, GPOMember] = {member.name: member for member in (
-    GPOMember("logistic", logistic, Derivatives(math.log(2.0), -0.5, 0.25), "DPO", ("dpo",)),
-    GPOMember("hinge", hinge, Derivatives(1.0, -1.0, 0.0), "SLiC", ("slic",)),
-    GPOMember("squared", squared, Derivatives(1.0, -2.0, 2.0), "IPO", ("ipo",)),
-    GPOMember("exponential", exponential, Derivatives(1.0, -1.0, 1.0), "GPO", linestyle="--"),
-    GPOMember("truncated_quadratic", truncated_quadratic, Derivatives(1.0, -2.0, 2.0), "GPO", linestyle="--"),
-    GPOMember("savage", savage, Derivatives(0.25, -0.25, 0.125), "GPO", linestyle=":"),
-)}
+MEMBERS: dict[str, GPOMember] = {
+    member.name: member
+    for member in (
+        GPOMember("logistic", logistic, Derivatives(math.log(2.0), -0.5, 0.25), "DPO", ("dpo",)),
+        GPOMember("hinge", hinge, Derivatives(1.0, -1.0, 0.0), "SLiC", ("slic",)),
+        GPOMember("squared", squared, Derivatives(1.0, -2.0, 2.0), "IPO", ("ipo",)),
+        GPOMember("exponential", exponential, Derivatives(1.0, -1.0, 1.0), "GPO", linestyle="--"),
+        GPOMember("truncated_quadratic", truncated_quadratic, Derivatives(1.0, -2.0, 2.0), "GPO", linestyle="--"),
+        GPOMember("savage", savage, Derivatives(0.25, -0.25, 0.125), "GPO", linestyle=":"),
+    )
+}
 
 
 class _Derived(Mapping):

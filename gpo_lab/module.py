@@ -41,7 +41,7 @@ class GPOModule(pl.LightningModule):
         self.warmup_steps = warmup_steps
         self._val_outputs: list[tuple[PairLogps, torch.Tensor]] = []
 
-    def train(self, mode: bool = True) -> "GPOModule":
+    def train(self, mode: bool = True) -> GPOModule:
         """Lightning switches the whole module to train mode; the reference always stays in eval."""
         super().train(mode)
         self.reference.eval()
@@ -69,8 +69,9 @@ class GPOModule(pl.LightningModule):
         metrics["lr"] = torch.tensor(self.trainer.optimizers[0].param_groups[0]["lr"])
         loss = metrics.pop("loss")
         self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=False, batch_size=losses.numel())
-        self.log_dict({f"train/{k}": v for k, v in metrics.items()}, on_step=True, on_epoch=False,
-                      batch_size=losses.numel())
+        self.log_dict(
+            {f"train/{k}": v for k, v in metrics.items()}, on_step=True, on_epoch=False, batch_size=losses.numel()
+        )
         return losses.mean()
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
@@ -113,8 +114,11 @@ def capture_random_state() -> dict:
     """Python, NumPy and torch generator states as plain containers (loadable with weights_only)."""
     version, internal, gauss = random.getstate()
     kind, keys, position, has_gauss, cached = np.random.get_state()
-    return {"python": [version, list(internal), gauss], "numpy": [kind, keys.tolist(), position, has_gauss, cached],
-            "torch": torch.get_rng_state()}
+    return {
+        "python": [version, list(internal), gauss],
+        "numpy": [kind, keys.tolist(), position, has_gauss, cached],
+        "torch": torch.get_rng_state(),
+    }
 
 
 def restore_random_state(state: dict) -> None:

@@ -18,8 +18,9 @@ def optimisation_options(cfg: DictConfig) -> dict[str, Any]:
     return {"optimizer": instantiate(cfg.optim.optimizer), "warmup_steps": cfg.optim.get("warmup_steps", 0)}
 
 
-def warmed_up_optimizer(factory: OptimizerFactory, parameters: Iterable[torch.nn.Parameter],
-                        warmup_steps: int = 0) -> dict[str, Any]:
+def warmed_up_optimizer(
+    factory: OptimizerFactory, parameters: Iterable[torch.nn.Parameter], warmup_steps: int = 0
+) -> dict[str, Any]:
     """What ``configure_optimizers`` returns: the optimizer and a per-step schedule, linear warm-up then constant."""
     optimizer = factory(params=list(parameters))
     schedule = torch.optim.lr_scheduler.LambdaLR(

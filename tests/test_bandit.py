@@ -10,12 +10,11 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from gpo_lab.tasks.bandit import BanditModule, build_problem
-from gpo_lab.report.bandit import KL_FIGURE, TRAINING_FIGURE, draw
-from gpo_lab.tasks.bandit.problem import DTYPE
 from gpo_lab.errors import ConfigError
 from gpo_lab.losses import GPOLoss
-
+from gpo_lab.report.bandit import KL_FIGURE, TRAINING_FIGURE, draw
+from gpo_lab.tasks.bandit import BanditModule, build_problem
+from gpo_lab.tasks.bandit.problem import DTYPE
 from tests.helpers import CONF_DIR
 from tests.helpers.runs import run_training
 
@@ -51,8 +50,15 @@ def fast_adam(params):
     return torch.optim.Adam(params, lr=0.05, betas=(0.9, 0.9))
 
 
-def minimise(problem, loss: GPOLoss, beta: torch.Tensor | float, steps: int = 600, make_optimizer=fast_adam,
-             final_lr_ratio: float = 1e-4, logits: torch.Tensor | None = None) -> torch.Tensor:
+def minimise(
+    problem,
+    loss: GPOLoss,
+    beta: torch.Tensor | float,
+    steps: int = 600,
+    make_optimizer=fast_adam,
+    final_lr_ratio: float = 1e-4,
+    logits: torch.Tensor | None = None,
+) -> torch.Tensor:
     """Gradient descent on the exact population loss, from the reference unless ``logits`` is
     given; the step decays geometrically to ``final_lr_ratio`` times its start (1: constant).
 
@@ -202,8 +208,11 @@ def test_loss_and_r_mu_are_blind_to_a_shift_of_the_support():
     shifted = logits + 2.0 * problem.support.to(DTYPE)
     loss = GPOLoss("logistic")
     assert float(problem.population_loss(loss, shifted, 0.5)) == pytest.approx(
-        float(problem.population_loss(loss, logits, 0.5)), abs=1e-13)
-    assert float(problem.offline_regularizer(shifted)) == pytest.approx(float(problem.offline_regularizer(logits)), abs=1e-12)
+        float(problem.population_loss(loss, logits, 0.5)), abs=1e-13
+    )
+    assert float(problem.offline_regularizer(shifted)) == pytest.approx(
+        float(problem.offline_regularizer(logits)), abs=1e-12
+    )
     assert float(problem.off_support_mass(shifted)) < float(problem.off_support_mass(logits)) - 0.1
     assert abs(float(problem.kl(shifted)) - float(problem.kl(logits))) > 0.1
 
@@ -222,8 +231,10 @@ def test_partial_support_r_mu_bounded_while_kl_and_off_support_mass_grow():
     closed_form = float((problem.pair_weights * (gaps / beta) ** 2).sum() / 2)
     start = problem.reference_logits
     ends = {}
-    optimizers = {"adam": lambda params: torch.optim.Adam(params, lr=0.1),  # as the experiment trains
-                  "sgd": lambda params: torch.optim.SGD(params, lr=1.0)}
+    optimizers = {
+        "adam": lambda params: torch.optim.Adam(params, lr=0.1),  # as the experiment trains
+        "sgd": lambda params: torch.optim.SGD(params, lr=1.0),
+    }
     for optimizer, make in optimizers.items():
         middle = minimise(problem, loss, beta, steps=300, make_optimizer=make, final_lr_ratio=1.0)
         end = minimise(problem, loss, beta, steps=600, make_optimizer=make, final_lr_ratio=1.0, logits=middle)
@@ -234,20 +245,24 @@ def test_partial_support_r_mu_bounded_while_kl_and_off_support_mass_grow():
         ends[optimizer] = end
     adam, sgd = ends["adam"], ends["sgd"]
     assert float(problem.population_loss(loss, adam, beta)) == pytest.approx(
-        float(problem.population_loss(loss, sgd, beta)), abs=1e-8)
+        float(problem.population_loss(loss, sgd, beta)), abs=1e-8
+    )
     assert abs(float(problem.off_support_mass(adam)) - float(problem.off_support_mass(sgd))) > 0.05
 
 
 # ---------------------------------------------------------------------- configuration errors
-@pytest.mark.parametrize("settings, words", [
-    (dict(num_actions=3, mu="partial"), "bandit.support"),
-    (dict(num_actions=3, mu="partial", support=[0, 7]), "actions are 0..2"),
-    (dict(num_actions=3, mu="pairs"), "bandit.pairs"),
-    (dict(num_actions=3, mu="some"), "bandit.mu"),
-    (dict(num_actions=3, labels="plackett"), "bandit.labels"),
-    (dict(num_actions=3, reward=[1.0, 2.0]), "bandit.reward"),
-    (dict(num_actions=1), "bandit.num_actions"),
-])
+@pytest.mark.parametrize(
+    "settings, words",
+    [
+        (dict(num_actions=3, mu="partial"), "bandit.support"),
+        (dict(num_actions=3, mu="partial", support=[0, 7]), "actions are 0..2"),
+        (dict(num_actions=3, mu="pairs"), "bandit.pairs"),
+        (dict(num_actions=3, mu="some"), "bandit.mu"),
+        (dict(num_actions=3, labels="plackett"), "bandit.labels"),
+        (dict(num_actions=3, reward=[1.0, 2.0]), "bandit.reward"),
+        (dict(num_actions=1), "bandit.num_actions"),
+    ],
+)
 def test_configuration_errors_name_the_key(settings, words):
     with pytest.raises(ConfigError, match=words.replace(".", r"\.")):
         problem_of(**settings)
@@ -267,13 +282,21 @@ def test_bandit_experiment_end_to_end(tmp_path):
     steps = 40
     run_dir = tmp_path / "sweep" / "loss=squared"
     torch.set_num_threads(2)
-    summary = run_training(["+experiment=bandit", "loss=squared", f"trainer.max_steps={steps}",
-                            "trainer.val_check_interval=20"], run_dir)
+    summary = run_training(
+        ["+experiment=bandit", "loss=squared", f"trainer.max_steps={steps}", "trainer.val_check_interval=20"], run_dir
+    )
     assert summary["status"] == "completed" and summary["steps"] == steps
     assert summary["data"]["reference_logps"].startswith("not used: the bandit's reference is an exact table")
     assert torch.get_num_threads() == 2  # the module trains on one thread and gives the setting back
-    names = ["val/kl", "val/offline_reg", "val/reward", "val/win_rate", "val/off_support_mass", "val/loss",
-             "val/rho_mean"]
+    names = [
+        "val/kl",
+        "val/offline_reg",
+        "val/reward",
+        "val/win_rate",
+        "val/off_support_mass",
+        "val/loss",
+        "val/rho_mean",
+    ]
     assert set(names) <= set(summary["final"])
     records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     train_losses = [r["train/loss"] for r in records if "train/loss" in r]

@@ -78,7 +78,7 @@ def test_tldr_experiment_builds_the_papers_training(tmp_path, monkeypatch):
         else (policy.is_gradient_checkpointing)
     )
     with torch.no_grad():  # pi_ref = the SFT checkpoint
-        rho = module.rho(module.batch_logprobs(next(iter(datamodule.train_dataloader()))))
+        rho = module.batch_logprobs(next(iter(datamodule.train_dataloader()))).rho
     assert torch.allclose(rho, torch.zeros_like(rho), atol=1e-5)
 
     optimization = module.configure_optimizers()

@@ -32,8 +32,8 @@ def test_prompt_cut_from_the_left_and_responses_from_the_right(words):
     truncation = Truncation(max_length=6, max_prompt_length=3)
     start = (words.bos_token_id, False)
     pair = encode_pair("p1 p2 p3 p4 p5", "good fine good fine", "bad", words, truncation, start)
-    assert pair["prompt_ids"] == ids(words, "p3 p4 p5")            # the end of the prompt is kept
-    assert pair["chosen_ids"] == ids(words, "good fine good")       # cut to 6 - 3 tokens
+    assert pair["prompt_ids"] == ids(words, "p3 p4 p5")  # the end of the prompt is kept
+    assert pair["chosen_ids"] == ids(words, "good fine good")  # cut to 6 - 3 tokens
     assert pair["rejected_ids"] == ids(words, "bad") + [words.eos_token_id]  # EOS ends a response
 
 
@@ -79,8 +79,14 @@ def test_every_pair_dropped_is_an_error(words):
 
 def test_column_mapping(words):
     rows = [{"question": "p1 p2", "good_answer": "good", "bad_answer": "bad"}] * 4
-    module = make_module(rows, words, val_size=1, max_length=8, max_prompt_length=4,
-                         columns={"prompt": "question", "chosen": "good_answer", "rejected": "bad_answer"})
+    module = make_module(
+        rows,
+        words,
+        val_size=1,
+        max_length=8,
+        max_prompt_length=4,
+        columns={"prompt": "question", "chosen": "good_answer", "rejected": "bad_answer"},
+    )
     batch = next(iter(module.train_dataloader()))
     assert batch.input_ids.shape[0] == 2 * 3  # 3 chosen rows then 3 rejected rows
     chosen, rejected = batch.input_ids[0], batch.input_ids[3]
@@ -88,8 +94,10 @@ def test_column_mapping(words):
     assert words.decode(rejected[batch.response_mask[3].bool()]) == "bad </s>"
 
 
-@pytest.mark.parametrize("layout, kind", [({}, PlainPairs), ({"packing": True}, PackedPairs),
-                                          ({"seq2seq": True, "packing": True}, Seq2SeqPairs)])
+@pytest.mark.parametrize(
+    "layout, kind",
+    [({}, PlainPairs), ({"packing": True}, PackedPairs), ({"seq2seq": True, "packing": True}, Seq2SeqPairs)],
+)
 def test_each_layout_collates_to_its_typed_batch(words, layout, kind):
     rows = [{"prompt": "p1 p2", "chosen": "good", "rejected": "bad fine"}] * 4
     module = make_module(rows, words, val_size=1, max_length=8, max_prompt_length=4, batch_size=3, **layout)
@@ -117,8 +125,10 @@ def test_pad_rows_are_the_plain_rows_as_keywords():
     rows = [([5, 6], [7]), ([5], [7, 8, 9])]
     batch = PlainPairs.from_rows(rows, pad_id=0, side="left")
     assert {k: v.tolist() for k, v in pad_rows(rows, 0, "left").items()} == {
-        "input_ids": batch.input_ids.tolist(), "attention_mask": batch.attention_mask.tolist(),
-        "response_mask": batch.response_mask.tolist()}
+        "input_ids": batch.input_ids.tolist(),
+        "attention_mask": batch.attention_mask.tolist(),
+        "response_mask": batch.response_mask.tolist(),
+    }
 
 
 def test_missing_column_is_named_with_the_columns_found(words):
@@ -137,9 +147,13 @@ def test_non_text_column_is_refused(words):
 
 def test_conversational_data_uses_the_chat_template():
     tokenizer = byte_tokenizer()
-    rows = [{"prompt": [{"role": "user", "content": "hi"}],
-             "chosen": [{"role": "assistant", "content": "hello"}],
-             "rejected": [{"role": "assistant", "content": "go"}]}] * 4
+    rows = [
+        {
+            "prompt": [{"role": "user", "content": "hi"}],
+            "chosen": [{"role": "assistant", "content": "hello"}],
+            "rejected": [{"role": "assistant", "content": "go"}],
+        }
+    ] * 4
     module = make_module(rows, tokenizer, val_size=1, max_length=64, max_prompt_length=32)
     batch = next(iter(module.train_dataloader()))
     text = tokenizer.decode(batch.input_ids[0][batch.attention_mask[0].bool()])
@@ -150,7 +164,9 @@ def test_conversational_data_uses_the_chat_template():
 
 def test_split_and_shuffling_are_deterministic_in_the_seed(words):
     rows = [{"prompt": f"p{i % 5 + 1}", "chosen": "good " * (i % 3 + 1), "rejected": "bad"} for i in range(40)]
-    order = lambda seed: [b.input_ids.tolist() for b in make_module(rows, words, seed=seed, batch_size=4).train_dataloader()]
+    order = lambda seed: [
+        b.input_ids.tolist() for b in make_module(rows, words, seed=seed, batch_size=4).train_dataloader()
+    ]
     assert order(1) == order(1)
     assert order(1) != order(2)
 

@@ -9,13 +9,13 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from tests.helpers import ROOT
-from tests.helpers.runs import run_training
 
 from gpo_lab.eval import KLCallback, SampleBankCallback, WinRateCallback
 from gpo_lab.eval.judges import Judge, RewardJudge
 from gpo_lab.run.directions import PACKAGE, PRODUCERS, declared_directions, metric_mode, read_declaration
 from gpo_lab.run.records import read_metrics
+from tests.helpers import ROOT
+from tests.helpers.runs import run_training
 
 
 class FakeBank:
@@ -66,11 +66,18 @@ def logged(tmp_path_factory) -> dict[str, set[str]]:
     return {"runs": names, "best": best, "callbacks": callback_metrics()}
 
 
+@pytest.mark.slow
 def test_every_logged_metric_declares_a_direction(logged):
     names, declared = logged["runs"] | logged["callbacks"], declared_directions()
-    assert {"val/loss", "val/logps/chosen", "val/off_support_mass", "val/kl_token", "val/judge_reward",
-            "val/response_length_reference_se"} <= names  # every producer was reached
-    undeclared = {n for n in names - declared.keys() if not (n.endswith("_se") and n[:-len("_se")] in declared)}
+    assert {
+        "val/loss",
+        "val/logps/chosen",
+        "val/off_support_mass",
+        "val/kl_token",
+        "val/judge_reward",
+        "val/response_length_reference_se",
+    } <= names  # every producer was reached
+    undeclared = {n for n in names - declared.keys() if not (n.endswith("_se") and n[: -len("_se")] in declared)}
     assert undeclared == set()
     assert logged["best"] == {n for n in logged["runs"] if metric_mode(n) is not None}  # those with a direction
 
@@ -89,10 +96,13 @@ def test_declarations_read_without_importing_are_the_modules_own(producer):
 
 
 def test_report_and_status_read_directions_without_lightning():
-    code = ("import sys, gpo_lab.report.collect, gpo_lab.run.status\n"
-            "from gpo_lab.run.records import metric_mode\n"
-            "assert metric_mode('val/kl_token') == 'min'\n"
-            "assert 'pytorch_lightning' not in sys.modules and 'lightning_fabric' not in sys.modules")
-    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120,
-                            check=False)
+    code = (
+        "import sys, gpo_lab.report.collect, gpo_lab.run.status\n"
+        "from gpo_lab.run.records import metric_mode\n"
+        "assert metric_mode('val/kl_token') == 'min'\n"
+        "assert 'pytorch_lightning' not in sys.modules and 'lightning_fabric' not in sys.modules"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120, check=False
+    )
     assert result.returncode == 0, result.stderr

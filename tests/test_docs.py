@@ -49,7 +49,7 @@ def config_groups() -> dict[str, set[str]]:
 def section(text: str, heading: str) -> str:
     start = text.index(heading + "\n")
     end = text.find("\n## ", start + len(heading))
-    return text[start:end if end >= 0 else len(text)]
+    return text[start : end if end >= 0 else len(text)]
 
 
 def documented_options() -> dict[str, set[str]]:
@@ -125,9 +125,14 @@ OPTION_REFERENCE = re.compile(r"(?<![\w./-])\+{0,2}(%s)=([a-z_]\w*(?:,[a-z_]\w*)
 def test_every_group_option_the_docs_name_exists(path):
     groups = config_groups()
     pattern = re.compile(OPTION_REFERENCE.pattern % "|".join(map(re.escape, groups)))
-    unknown = sorted({f"{group}={option}" for group, options in pattern.findall(path.read_text())
-                      for option in options.split(",")
-                      if option not in groups[group] and option not in HYPOTHETICAL_OPTIONS})
+    unknown = sorted(
+        {
+            f"{group}={option}"
+            for group, options in pattern.findall(path.read_text())
+            for option in options.split(",")
+            if option not in groups[group] and option not in HYPOTHETICAL_OPTIONS
+        }
+    )
     assert not unknown, f"{path.relative_to(ROOT)} names options that do not exist: {unknown}"
 
 

@@ -9,16 +9,20 @@ import sys
 import pytest
 import torch
 
+from gpo_lab.errors import ConfigError
+from gpo_lab.run.lock import RunDirectoryBusy, RunLock
+from gpo_lab.run.records import read_metrics
+from gpo_lab.run.redaction import redact_secrets
 from tests.helpers import ROOT
 from tests.helpers.cli import run_cli
 from tests.helpers.runs import run_training
-from gpo_lab.errors import ConfigError
-from gpo_lab.run.records import read_metrics
-from gpo_lab.run.lock import RunDirectoryBusy, RunLock
-from gpo_lab.run.redaction import redact_secrets
 
-SMOKE = ["+experiment=smoke", "trainer.max_steps=12", "trainer.val_check_interval=4",
-         "callbacks.checkpoint.every_n_train_steps=2"]
+SMOKE = [
+    "+experiment=smoke",
+    "trainer.max_steps=12",
+    "trainer.val_check_interval=4",
+    "callbacks.checkpoint.every_n_train_steps=2",
+]
 
 
 def write_jsonl(path, rows):
@@ -34,16 +38,19 @@ def failing_run(tmp_path, overrides):
     return str(error.value)
 
 
-@pytest.mark.parametrize("override,expected", [
-    ("optim.lr=0", "optim.lr must be a number > 0"),
-    ("optim.lr=-1e-3", "optim.lr must be a number > 0"),
-    ("data.batch_size=0", "data.batch_size must be an integer >= 1"),
-    ("trainer.max_steps=0", "trainer.max_steps must be an integer >= 1"),
-    ("trainer.val_check_interval=0", "trainer.val_check_interval must be an integer >= 1"),
-    ("data.max_prompt_length=96", "leaves no room for a response"),
-    ("optim.warmup_steps=-2", "optim.warmup_steps must be an integer >= 0"),
-    ("beta=-0.5", "beta must be a finite number > 0"),
-])
+@pytest.mark.parametrize(
+    "override,expected",
+    [
+        ("optim.lr=0", "optim.lr must be a number > 0"),
+        ("optim.lr=-1e-3", "optim.lr must be a number > 0"),
+        ("data.batch_size=0", "data.batch_size must be an integer >= 1"),
+        ("trainer.max_steps=0", "trainer.max_steps must be an integer >= 1"),
+        ("trainer.val_check_interval=0", "trainer.val_check_interval must be an integer >= 1"),
+        ("data.max_prompt_length=96", "leaves no room for a response"),
+        ("optim.warmup_steps=-2", "optim.warmup_steps must be an integer >= 0"),
+        ("beta=-0.5", "beta must be a finite number > 0"),
+    ],
+)
 def test_bad_values_fail_before_any_model_is_loaded(tmp_path, override, expected):
     assert expected in failing_run(tmp_path, ["+experiment=smoke", override])
     assert not (tmp_path / "run" / "checkpoints").exists()
@@ -91,8 +98,10 @@ def test_identical_pairs_are_counted(tmp_path):
 @pytest.mark.slow
 def test_nan_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path):
     with pytest.raises(FloatingPointError, match="Non-finite loss at step 5"):
-        run_training(SMOKE + ["+callbacks.poison._target_=tests.helpers.faults.PoisonWeightsAtStep",
-                              "+callbacks.poison.step=5"], tmp_path)
+        run_training(
+            SMOKE + ["+callbacks.poison._target_=tests.helpers.faults.PoisonWeightsAtStep", "+callbacks.poison.step=5"],
+            tmp_path,
+        )
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["status"] == "failed" and "Non-finite loss at step 5" in summary["error"]
     checkpoint = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)
@@ -111,13 +120,23 @@ def test_second_process_on_a_busy_run_directory_is_refused(tmp_path):
 @pytest.mark.slow
 def test_secrets_never_reach_the_saved_config(tmp_path):
     assert redact_secrets({"a": {"api_key": "abc", "token": None}, "b": [{"WANDB_API_KEY": "x"}]}) == {
-        "a": {"api_key": "<redacted>", "token": None}, "b": [{"WANDB_API_KEY": "<redacted>"}]}
+        "a": {"api_key": "<redacted>", "token": None},
+        "b": [{"WANDB_API_KEY": "<redacted>"}],
+    }
     run_training(["+experiment=smoke", "trainer.max_steps=1", "+extra.api_key=s3cr3t-value"], tmp_path / "a")
     assert "s3cr3t-value" not in (tmp_path / "a" / "config.yaml").read_text()
     assert "s3cr3t-value" not in (tmp_path / "a" / "summary.json").read_text()
     # A key taken from the environment by interpolation is in no file of the run, Hydra's included.
-    result = run_cli(["+experiment=smoke", "trainer.max_steps=1", "+extra.token=${oc.env:GPO_TEST_TOKEN}",
-                      f"hydra.run.dir={tmp_path / 'b'}"], cwd=ROOT, env={"GPO_TEST_TOKEN": "env-s3cr3t"})
+    result = run_cli(
+        [
+            "+experiment=smoke",
+            "trainer.max_steps=1",
+            "+extra.token=${oc.env:GPO_TEST_TOKEN}",
+            f"hydra.run.dir={tmp_path / 'b'}",
+        ],
+        cwd=ROOT,
+        env={"GPO_TEST_TOKEN": "env-s3cr3t"},
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     assert "env-s3cr3t" not in result.stdout + result.stderr
     for path in (tmp_path / "b").rglob("*"):
@@ -136,8 +155,15 @@ def test_sigkill_at_random_steps_then_resume_matches_the_uninterrupted_run(tmp_p
     killed = tmp_path / "killed"
     steps = sorted(random.Random(7).sample(range(1, 12), 2))  # kills at checkpoint and non-checkpoint steps alike
     for step in steps:
-        result = run_cli(SMOKE + [f"hydra.run.dir={killed}", "+callbacks.kill._target_=tests.helpers.faults.KillAtStep",
-                                  f"+callbacks.kill.step={step}"], cwd=ROOT)
+        result = run_cli(
+            SMOKE
+            + [
+                f"hydra.run.dir={killed}",
+                "+callbacks.kill._target_=tests.helpers.faults.KillAtStep",
+                f"+callbacks.kill.step={step}",
+            ],
+            cwd=ROOT,
+        )
         assert result.returncode == -9, result.stderr[-2000:]
         assert json.loads((killed / "summary.json").read_text())["status"] == "running"
     result = run_cli(SMOKE + [f"hydra.run.dir={killed}"], cwd=ROOT)
@@ -153,19 +179,39 @@ def test_sigkill_at_random_steps_then_resume_matches_the_uninterrupted_run(tmp_p
     assert train_losses(killed) == pytest.approx(train_losses(reference), rel=1e-5)
 
 
-TINY_SYNTHETIC = ["+experiment=synthetic", "synthetic.sft.steps=30", "synthetic.pairs.num_train_prompts=64",
-                  "synthetic.pairs.num_eval_prompts=16", "callbacks.sample_bank.num_prompts=16",
-                  "trainer.max_steps=4", "trainer.val_check_interval=2"]
+TINY_SYNTHETIC = [
+    "+experiment=synthetic",
+    "synthetic.sft.steps=30",
+    "synthetic.pairs.num_train_prompts=64",
+    "synthetic.pairs.num_eval_prompts=16",
+    "callbacks.sample_bank.num_prompts=16",
+    "trainer.max_steps=4",
+    "trainer.val_check_interval=2",
+]
 
 
 @pytest.mark.slow
 def test_four_jobs_at_once_share_one_empty_cache_and_one_output_root(tmp_path, monkeypatch):
     cache = tmp_path / "cache"
     monkeypatch.setenv("GPO_LAB_CACHE", str(cache))
-    runs = [["loss=logistic", "beta=0.1"], ["loss=hinge", "beta=0.1"], ["loss=logistic", "beta=1"], ["loss=savage", "beta=1"]]
+    runs = [
+        ["loss=logistic", "beta=0.1"],
+        ["loss=hinge", "beta=0.1"],
+        ["loss=logistic", "beta=1"],
+        ["loss=savage", "beta=1"],
+    ]
     env = {**os.environ, "GPO_LAB_CACHE": str(cache)}
-    processes = [subprocess.Popen([sys.executable, "-m", "gpo_lab", *TINY_SYNTHETIC, *run], cwd=tmp_path, env=env,
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) for run in runs]
+    processes = [
+        subprocess.Popen(
+            [sys.executable, "-m", "gpo_lab", *TINY_SYNTHETIC, *run],
+            cwd=tmp_path,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for run in runs
+    ]
     logs = [process.communicate(timeout=900)[1] for process in processes]
     assert [process.returncode for process in processes] == [0, 0, 0, 0], "\n".join(log[-2000:] for log in logs)
     assert len(list(cache.glob("sft-*"))) == 1 and len(list(cache.glob("pairs-*"))) == 1  # built once, shared

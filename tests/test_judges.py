@@ -9,8 +9,8 @@ from transformers import LlamaConfig, LlamaForSequenceClassification
 
 from gpo_lab.errors import ConfigError
 from gpo_lab.eval.judges import GoldenRewardJudge, PairwiseJudge, RewardJudge, RewardModelJudge, win_rate
-from gpo_lab.tasks.synthetic import TopicTask
 from gpo_lab.models.tokenizers import word_tokenizer
+from gpo_lab.tasks.synthetic import TopicTask
 
 PROMPT = "about apple river :"
 
@@ -85,9 +85,17 @@ def test_pairwise_judge_wraps_a_judge():
 def tiny_classifier(num_labels=1, seed=0):
     tokenizer = word_tokenizer(["about", "apple", "river", ":", "stone", "the"])
     torch.manual_seed(seed)
-    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=16, intermediate_size=32, num_hidden_layers=1,
-                         num_attention_heads=2, num_key_value_heads=2, num_labels=num_labels,
-                         pad_token_id=tokenizer.pad_token_id, max_position_embeddings=64)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=16,
+        intermediate_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        num_labels=num_labels,
+        pad_token_id=tokenizer.pad_token_id,
+        max_position_embeddings=64,
+    )
     return LlamaForSequenceClassification(config), tokenizer
 
 
@@ -101,7 +109,9 @@ def test_reward_model_judge_scores_each_response_on_its_own():
         assert reward.item() == pytest.approx(model(**ids).logits[0, 0].item(), abs=1e-5)
     scores = judge.compare([PROMPT] * 4, responses, responses[::-1])
     assert scores.tolist() == [float(rewards[i] > rewards[3 - i]) for i in range(4)]
-    assert torch.equal(scores + judge.compare([PROMPT] * 4, responses[::-1], responses), torch.ones(4, dtype=torch.float64))
+    assert torch.equal(
+        scores + judge.compare([PROMPT] * 4, responses[::-1], responses), torch.ones(4, dtype=torch.float64)
+    )
     assert judge.compare([PROMPT], [" apple"], [" apple"]).item() == 0.5
 
 

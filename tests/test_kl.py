@@ -10,14 +10,14 @@ import pytest
 import pytorch_lightning as pl
 import torch
 
-from gpo_lab.eval import kl_estimates
 from gpo_lab.data import PreferenceDataModule
-from gpo_lab.losses import GPOLoss
-from gpo_lab.models.tiny import tiny_causal_lm
-from gpo_lab.module import GPOModule
-from gpo_lab.models.reference import freeze
+from gpo_lab.eval import kl_estimates
 from gpo_lab.eval.sampling import encode_prompts, generate_bank
+from gpo_lab.losses import GPOLoss
+from gpo_lab.models.reference import freeze
+from gpo_lab.models.tiny import tiny_causal_lm
 from gpo_lab.models.tokenizers import word_tokenizer
+from gpo_lab.module import GPOModule
 
 HORIZON = 4
 
@@ -45,7 +45,7 @@ def exact_logprobs(model, prompt: list[int], responses: list[tuple[int, ...]]) -
     ids = torch.tensor([prompt + list(response) for response in responses])
     log_probs = torch.log_softmax(model(input_ids=ids).logits.double(), dim=-1)
     steps = torch.arange(len(prompt) - 1, ids.shape[1] - 1)
-    return log_probs[:, steps].gather(-1, ids[:, len(prompt):, None]).squeeze(-1).sum(-1).tolist()
+    return log_probs[:, steps].gather(-1, ids[:, len(prompt) :, None]).squeeze(-1).sum(-1).tolist()
 
 
 def exact_logprob(model, prompt: list[int], response: tuple[int, ...]) -> float:
@@ -75,8 +75,17 @@ def setting():
 def test_both_estimators_match_the_enumerated_kl(setting):
     tokenizer, policy, reference, prompts, prompt_ids, exact, _ = setting
     copies = 3000
-    bank = generate_bank(policy, reference, tokenizer, prompts * copies, prompt_ids * copies,
-                         max_new_tokens=HORIZON, seed=123, batch_size=1000, progress=False)
+    bank = generate_bank(
+        policy,
+        reference,
+        tokenizer,
+        prompts * copies,
+        prompt_ids * copies,
+        max_new_tokens=HORIZON,
+        seed=123,
+        batch_size=1000,
+        progress=False,
+    )
     estimates = kl_estimates(bank)
     target = sum(exact) / len(exact)
     assert 0.05 < target < 5  # a KL worth estimating
@@ -92,8 +101,17 @@ def test_both_estimators_match_the_enumerated_kl(setting):
 
 def test_bank_scores_are_the_exact_sequence_logprobs(setting):
     tokenizer, policy, reference, prompts, prompt_ids, _, table = setting
-    bank = generate_bank(policy, reference, tokenizer, prompts * 20, prompt_ids * 20, max_new_tokens=HORIZON,
-                         seed=7, batch_size=16, progress=False)
+    bank = generate_bank(
+        policy,
+        reference,
+        tokenizer,
+        prompts * 20,
+        prompt_ids * 20,
+        max_new_tokens=HORIZON,
+        seed=7,
+        batch_size=16,
+        progress=False,
+    )
     for i, response in enumerate(bank.policy_ids):
         assert len(response) <= HORIZON
         assert tokenizer.eos_token_id not in response[:-1]  # sampling stops at EOS
@@ -104,8 +122,17 @@ def test_bank_scores_are_the_exact_sequence_logprobs(setting):
 
 def test_sampling_is_seeded_and_leaves_the_global_rng_alone(setting):
     tokenizer, policy, reference, prompts, prompt_ids, _, _ = setting
-    draw = partial(generate_bank, policy, reference, tokenizer, prompts * 8, prompt_ids * 8,
-                   max_new_tokens=HORIZON, batch_size=5, progress=False)
+    draw = partial(
+        generate_bank,
+        policy,
+        reference,
+        tokenizer,
+        prompts * 8,
+        prompt_ids * 8,
+        max_new_tokens=HORIZON,
+        batch_size=5,
+        progress=False,
+    )
     state = torch.random.get_rng_state()
     first, again, other = draw(seed=3), draw(seed=3), draw(seed=4)
     assert torch.equal(torch.random.get_rng_state(), state)
@@ -115,8 +142,9 @@ def test_sampling_is_seeded_and_leaves_the_global_rng_alone(setting):
 
 def test_kl_of_the_reference_to_itself_is_zero(setting):
     tokenizer, policy, _, prompts, prompt_ids, _, _ = setting
-    bank = generate_bank(policy, policy, tokenizer, prompts * 10, prompt_ids * 10, max_new_tokens=HORIZON, seed=0,
-                         progress=False)
+    bank = generate_bank(
+        policy, policy, tokenizer, prompts * 10, prompt_ids * 10, max_new_tokens=HORIZON, seed=0, progress=False
+    )
     estimates = kl_estimates(bank)
     assert estimates["kl_seq"] == 0 and estimates["kl_token"] == pytest.approx(0, abs=1e-9)
 
@@ -127,21 +155,38 @@ def test_offline_regularizer_matches_a_hand_computation(tmp_path):
     policy, reference = peaked_model(tokenizer, 2).requires_grad_(True).train(), peaked_model(tokenizer, 3)
     pairs = [("a", "b c", "c"), ("b a", "a", "a b"), ("c", "c c b", "b"), ("a b", "b", "c a")]
     data = datasets.Dataset.from_list([{"prompt": p, "chosen": c, "rejected": r} for p, c, r in pairs])
-    datamodule = PreferenceDataModule(datasets.DatasetDict(train=data, validation=data), val_split="validation",
-                                      max_length=16, max_prompt_length=4, batch_size=3, eval_batch_size=3,
-                                      tokenizer=tokenizer)
+    datamodule = PreferenceDataModule(
+        datasets.DatasetDict(train=data, validation=data),
+        val_split="validation",
+        max_length=16,
+        max_prompt_length=4,
+        batch_size=3,
+        eval_batch_size=3,
+        tokenizer=tokenizer,
+    )
     module = GPOModule(policy, reference, GPOLoss("logistic"), beta=0.1, optimizer=partial(torch.optim.SGD, lr=0.1))
-    trainer = pl.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_checkpointing=False,
-                         enable_model_summary=False, default_root_dir=tmp_path)
+    trainer = pl.Trainer(
+        accelerator="cpu",
+        logger=False,
+        enable_progress_bar=False,
+        enable_checkpointing=False,
+        enable_model_summary=False,
+        default_root_dir=tmp_path,
+    )
     trainer.validate(module, datamodule=datamodule, verbose=False)
 
     def log_pi(model, prompt, response):  # the response is scored with its EOS, as the data module encodes it
         tokens = tokenizer(response, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
         return exact_logprob(model, encode_prompts(tokenizer, [prompt])[0], tuple(tokens))
 
-    rho = torch.tensor([(log_pi(policy, p, c) - log_pi(reference, p, c)) - (log_pi(policy, p, r) - log_pi(reference, p, r))
-                        for p, c, r in pairs], dtype=torch.float64)
-    half_square = rho ** 2 / 2
+    rho = torch.tensor(
+        [
+            (log_pi(policy, p, c) - log_pi(reference, p, c)) - (log_pi(policy, p, r) - log_pi(reference, p, r))
+            for p, c, r in pairs
+        ],
+        dtype=torch.float64,
+    )
+    half_square = rho**2 / 2
     expected = half_square.mean().item()
     expected_se = half_square.std(unbiased=True).item() / math.sqrt(len(pairs))
     assert expected > 0.01

@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 import pytorch_lightning as pl
 
-from tests.helpers.runs import compose_config, run_training
 from gpo_lab.errors import ConfigError
 from gpo_lab.run.records import read_metrics
 from gpo_lab.run.wandb_logging import has_credentials, resolve_mode
+from tests.helpers.runs import compose_config, run_training
 
 TINY = ["+experiment=smoke", "trainer.max_steps=4", "trainer.val_check_interval=2"]
 
@@ -50,11 +50,11 @@ def read_wandb_records(path: Path):
         if block - position % block < 7:  # block trailer too short for a header: padding
             position += block - position % block
             continue
-        _, length, kind = struct.unpack("<IHB", data[position:position + 7])
+        _, length, kind = struct.unpack("<IHB", data[position : position + 7])
         position += 7
         if position + length > len(data):  # a chunk still being written
             break
-        chunk, position = data[position:position + length], position + length
+        chunk, position = data[position : position + length], position + length
         if kind == 0:
             continue
         pending = chunk if kind in (1, 2) else pending + chunk
@@ -88,12 +88,19 @@ def offline_run(run_dir: Path, timeout: float = 60.0) -> dict:
         elif kind == "config":
             config.update({item.key: json.loads(item.value_json) for item in record.config.update})
         elif kind == "history":
-            history.append({"/".join(item.nested_key) or item.key: json.loads(item.value_json)
-                            for item in record.history.item})
+            history.append(
+                {"/".join(item.nested_key) or item.key: json.loads(item.value_json) for item in record.history.item}
+            )
         elif kind == "metric" and record.metric.name:
             metrics[record.metric.name] = record.metric
-    return {"file": files[0], "run": run, "config": config, "history": history, "metrics": metrics,
-            "exited": any(r.WhichOneof("record_type") == "exit" for r in records)}
+    return {
+        "file": files[0],
+        "run": run,
+        "config": config,
+        "history": history,
+        "metrics": metrics,
+        "exited": any(r.WhichOneof("record_type") == "exit" for r in records),
+    }
 
 
 def run_dir_name(overrides: list[str]) -> str:
@@ -113,8 +120,9 @@ def test_mode_is_offline_without_a_key_and_online_with_one(no_wandb_key, monkeyp
 
 
 def test_a_key_stored_by_wandb_login_counts(no_wandb_key):
-    from wandb.sdk import wandb_setup
     from urllib.parse import urlsplit
+
+    from wandb.sdk import wandb_setup
 
     host = urlsplit(wandb_setup.singleton().settings.base_url).netloc
     (no_wandb_key / ".netrc").write_text(f"machine {host}\n  login user\n  password {'k' * 40}\n")
@@ -157,8 +165,9 @@ def test_wandb_without_a_key_writes_an_offline_run_with_metrics_and_config(tmp_p
     assert train == [0, 1, 2, 3]
 
     # `wandb sync` recognises the run (a dry run: the upload itself needs the network).
-    sync = subprocess.run([sys.executable, "-m", "wandb", "sync", "--dry-run", str(sync_dir)],
-                          capture_output=True, text=True, timeout=120)
+    sync = subprocess.run(
+        [sys.executable, "-m", "wandb", "sync", "--dry-run", str(sync_dir)], capture_output=True, text=True, timeout=120
+    )
     assert sync.returncode == 0 and "Would sync 1 run(s)" in sync.stdout + sync.stderr
     # Local records are written whatever the logger.
     assert (run_dir / "summary.json").is_file() and local
@@ -182,15 +191,18 @@ def test_a_resumed_job_continues_its_wandb_run(tmp_path, monkeypatch):
     monkeypatch.setenv("WANDB_MODE", "offline")
     run_dir = tmp_path / "run"
     with pytest.raises(RuntimeError, match="preempted at step 3"):
-        run_training([*TINY, "logger=wandb", "+callbacks.stop._target_=tests.test_loggers.StopAt",
-                      "+callbacks.stop.step=3"], run_dir)
+        run_training(
+            [*TINY, "logger=wandb", "+callbacks.stop._target_=tests.test_loggers.StopAt", "+callbacks.stop.step=3"],
+            run_dir,
+        )
     assert (run_dir / "checkpoints" / "last.ckpt").is_file()  # saved at step 2
     second = run_training([*TINY, "logger=wandb"], run_dir)
     wandb.finish()
     assert second["status"] == "completed" and second["steps"] == 4
     runs = sorted((run_dir / "wandb").glob("offline-run-*"))
     assert len(runs) == 2 and {path.name.rsplit("-", 1)[-1] for path in runs} == {
-        (run_dir / "wandb" / "run_id").read_text().strip()}
+        (run_dir / "wandb" / "run_id").read_text().strip()
+    }
 
 
 @pytest.mark.slow

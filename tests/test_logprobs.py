@@ -6,10 +6,10 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from gpo_lab.scoring.batches import PlainPairs
-from gpo_lab.scoring.logprobs import row_sums, summed_logprobs
 from gpo_lab.models.tiny import tiny_causal_lm
 from gpo_lab.models.tokenizers import byte_tokenizer
+from gpo_lab.scoring.batches import PlainPairs
+from gpo_lab.scoring.logprobs import row_sums, summed_logprobs
 
 
 class Bigram(torch.nn.Module):
@@ -38,8 +38,8 @@ def test_hand_computed_sum_over_response_tokens_only(side):
     values = batch.score(bigram())
     expected = [
         math.log(3 / 6) + math.log(2 / 5),  # p(3|2) p(0|3); the prompt tokens 1, 2 do not count
-        math.log(3 / 6),                    # p(3|2)
-        math.log(1 / 6),                    # p(0|2)
+        math.log(3 / 6),  # p(3|2)
+        math.log(1 / 6),  # p(0|2)
     ]
     torch.testing.assert_close(values, torch.tensor(expected), rtol=1e-6, atol=1e-6)
 
@@ -75,8 +75,10 @@ def test_the_kernel_sums_each_rows_log_softmax_at_its_targets():
     assert values.dtype == torch.float32
     torch.testing.assert_close(values, torch.tensor(expected), rtol=1e-6, atol=1e-6)
     log_probs = torch.log_softmax(logits.double(), -1)
-    torch.testing.assert_close(summed_logprobs(log_probs, targets, rows, 3, normalized=True, dtype=torch.float64),
-                               torch.tensor(expected, dtype=torch.float64))
+    torch.testing.assert_close(
+        summed_logprobs(log_probs, targets, rows, 3, normalized=True, dtype=torch.float64),
+        torch.tensor(expected, dtype=torch.float64),
+    )
     assert row_sums(torch.tensor([1.0, 2.0, 4.0]), rows, 3).tolist() == [4.0, 0.0, 3.0]
 
 

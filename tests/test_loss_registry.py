@@ -9,11 +9,11 @@ import pytest
 import torch
 import yaml
 
-from tests.helpers import CONF_DIR, ROOT
-from tests.helpers.runs import compose_config
 from gpo_lab import losses
 from gpo_lab.losses import ALIASES, MEMBERS, GPOLoss, GPOMember, InvalidGPOLoss, check_gpo_function
 from gpo_lab.report import bandit, figures
+from tests.helpers import CONF_DIR, ROOT
+from tests.helpers.runs import compose_config
 
 DOCS = ROOT / "docs" / "losses.md"
 LOSS_YAML = {"_target_": "gpo_lab.losses.GPOLoss"}
@@ -69,7 +69,7 @@ def doc_section(title: str) -> str:
     text = DOCS.read_text()
     start = text.index(f"## {title}\n")
     end = text.find("\n## ", start + 1)
-    return text[start:end if end > 0 else None]
+    return text[start : end if end > 0 else None]
 
 
 def code_blocks(text: str, language: str) -> list[str]:
@@ -83,8 +83,9 @@ def number(text: str) -> float:
 
 
 def test_the_docs_table_is_the_registry():
-    rows = [re.split(r"(?<!\\)\|", line)[1:-1] for line in doc_section("The family").splitlines()
-            if line.startswith("| `")][1:]  # after the header
+    rows = [
+        re.split(r"(?<!\\)\|", line)[1:-1] for line in doc_section("The family").splitlines() if line.startswith("| `")
+    ][1:]  # after the header
     assert [row[0].strip().strip("`") for row in rows] == list(MEMBERS)
     for name, formula, known_as, f0, d1, d2, ratio in rows:
         member = MEMBERS[name.strip().strip("`")]

@@ -24,7 +24,9 @@ def execute(name: str, workdir: Path, **parameters) -> nbformat.NotebookNode:
     notebook = nbformat.read(NOTEBOOKS / name, as_version=4)
     cell = parameters_cell(notebook)
     cell.source += "\n" + "\n".join(f"{key} = {value!r}" for key, value in parameters.items())
-    NotebookClient(notebook, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(workdir)}}).execute()
+    NotebookClient(
+        notebook, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(workdir)}}
+    ).execute()
     return notebook
 
 
@@ -46,8 +48,9 @@ def test_notebooks_are_committed_without_outputs(name):
 @pytest.fixture(scope="module")
 def sweep(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("notebooks")
-    return synthetic_sweep(root / "multirun" / "synthetic", losses=("logistic", "hinge", "squared"),
-                           betas=(0.1, 1.0), seeds=(0, 1))
+    return synthetic_sweep(
+        root / "multirun" / "synthetic", losses=("logistic", "hinge", "squared"), betas=(0.1, 1.0), seeds=(0, 1)
+    )
 
 
 def test_tradeoff_notebook_runs(sweep):

@@ -9,9 +9,19 @@ from transformers import GPT2Config, GPT2LMHeadModel
 
 from gpo_lab.losses import GPOLoss
 from gpo_lab.models.tiny import tiny_causal_lm
-from gpo_lab.scoring.batches import PlainPairs
-from gpo_lab.scoring.packing import CHOSEN, PAD, PROMPT, REJECTED, PackedPairs, allowed_attention, attention_mask_4d, pack_pairs, supports_prefix_sharing
 from gpo_lab.models.tokenizers import byte_tokenizer
+from gpo_lab.scoring.batches import PlainPairs
+from gpo_lab.scoring.packing import (
+    CHOSEN,
+    PAD,
+    PROMPT,
+    REJECTED,
+    PackedPairs,
+    allowed_attention,
+    attention_mask_4d,
+    pack_pairs,
+    supports_prefix_sharing,
+)
 
 # Prompts of different lengths, responses longer and shorter than each other, one of length 1.
 PAIRS = [
@@ -31,8 +41,10 @@ def test_layout_of_a_packed_row():
     assert batch.input_ids.tolist() == [[7, 8, 9, 10, 11], [7, 12, 13, 14, 0]]
     # The rejected segment restarts at the position right after the prompt.
     assert batch.position_ids.tolist() == [[0, 1, 2, 2, 3], [0, 1, 2, 1, 0]]
-    assert batch.segment_ids.tolist() == [[PROMPT, PROMPT, CHOSEN, REJECTED, REJECTED],
-                                          [PROMPT, CHOSEN, CHOSEN, REJECTED, PAD]]
+    assert batch.segment_ids.tolist() == [
+        [PROMPT, PROMPT, CHOSEN, REJECTED, REJECTED],
+        [PROMPT, CHOSEN, CHOSEN, REJECTED, PAD],
+    ]
     assert batch.num_pairs == 2 and batch.reference_logps is None
 
 
@@ -84,9 +96,9 @@ def test_hand_computed_first_rejected_token_is_predicted_by_the_last_prompt_toke
     values = batch.score_shared(Bigram())
     expected = [
         math.log(3 / 6) + math.log(2 / 5),  # chosen of pair 0: p(3|2) p(0|3)
-        math.log(1 / 6),                    # chosen of pair 1: p(0|2)
+        math.log(1 / 6),  # chosen of pair 1: p(0|2)
         math.log(3 / 6) + math.log(1 / 5),  # rejected of pair 0: p(3|2) p(1|3)
-        math.log(1 / 6),                    # rejected of pair 1: p(1|2)
+        math.log(1 / 6),  # rejected of pair 1: p(1|2)
     ]
     torch.testing.assert_close(values, torch.tensor(expected), rtol=1e-6, atol=1e-6)
 
@@ -106,8 +118,18 @@ def tiny_llama(attention):
 
 def tiny_gpt2(attention):
     torch.manual_seed(0)
-    config = GPT2Config(vocab_size=64, n_embd=32, n_layer=2, n_head=2, n_positions=64, bos_token_id=1,
-                        eos_token_id=2, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)
+    config = GPT2Config(
+        vocab_size=64,
+        n_embd=32,
+        n_layer=2,
+        n_head=2,
+        n_positions=64,
+        bos_token_id=1,
+        eos_token_id=2,
+        resid_pdrop=0.0,
+        embd_pdrop=0.0,
+        attn_pdrop=0.0,
+    )
     config._attn_implementation = attention
     return GPT2LMHeadModel(config)
 

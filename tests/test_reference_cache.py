@@ -13,18 +13,30 @@ import torch
 from gpo_lab.data.module import PreferenceDataModule
 from gpo_lab.data.tokenization import Truncation
 from gpo_lab.data.toy import arithmetic_preferences
+from gpo_lab.models.reference import LazyReference
+from gpo_lab.models.reference_cache import (
+    COLUMN,
+    ReferenceLogpCache,
+    attach_reference_logps,
+    batch_reference_logps,
+    cache_spec,
+    compute_reference_logps,
+    default_cache_dir,
+    spec_key,
+    weights_fingerprint,
+)
+from gpo_lab.models.tiny import tiny_causal_lm
+from gpo_lab.models.tokenizers import byte_tokenizer, word_tokenizer
 from gpo_lab.scoring.batches import PlainPairs
 from gpo_lab.scoring.packing import PackedPairs
-from gpo_lab.models.tiny import tiny_causal_lm
-from gpo_lab.models.reference_cache import COLUMN, ReferenceLogpCache, attach_reference_logps, batch_reference_logps, cache_spec, compute_reference_logps, default_cache_dir, spec_key, weights_fingerprint
-from gpo_lab.models.reference import LazyReference
-from gpo_lab.models.tokenizers import byte_tokenizer, word_tokenizer
 
-PAIRS = datasets.Dataset.from_dict({
-    "prompt_ids": [[1, 5, 9, 11, 12, 13], [1, 7], [1, 2, 3]],
-    "chosen_ids": [[20, 21, 22], [30, 31, 32, 33, 34], [4]],
-    "rejected_ids": [[30, 31], [40], [5, 6, 7, 8, 9, 10]],
-})
+PAIRS = datasets.Dataset.from_dict(
+    {
+        "prompt_ids": [[1, 5, 9, 11, 12, 13], [1, 7], [1, 2, 3]],
+        "chosen_ids": [[20, 21, 22], [30, 31, 32, 33, 34], [4]],
+        "rejected_ids": [[30, 31], [40], [5, 6, 7, 8, 9, 10]],
+    }
+)
 
 
 def tiny_model(seed=0):
@@ -165,28 +177,40 @@ def test_batch_values_come_chosen_first_then_rejected():
 
 
 def datamodule():
-    module = PreferenceDataModule(arithmetic_preferences(num_pairs=24, seed=0), max_length=48, max_prompt_length=24,
-                                  batch_size=4, val_size=0.25, tokenizer=byte_tokenizer(), packing=True)
+    module = PreferenceDataModule(
+        arithmetic_preferences(num_pairs=24, seed=0),
+        max_length=48,
+        max_prompt_length=24,
+        batch_size=4,
+        val_size=0.25,
+        tokenizer=byte_tokenizer(),
+        packing=True,
+    )
     module.setup("fit")
     return module
 
 
 def test_attached_values_reach_the_batches_and_a_second_job_reuses_them(tmp_path, model):
     first = datamodule()
-    assert attach_reference_logps(first, model, ReferenceLogpCache(tmp_path)) == {"train": "computed",
-                                                                                  "validation": "computed"}
+    assert attach_reference_logps(first, model, ReferenceLogpCache(tmp_path)) == {
+        "train": "computed",
+        "validation": "computed",
+    }
     assert first.stats["reference_logps_train"] == "computed"
     with torch.no_grad():
         for pair in first.train_set.select(range(3)):
             rows = [(pair["prompt_ids"], pair["chosen_ids"]), (pair["prompt_ids"], pair["rejected_ids"])]
-            torch.testing.assert_close(torch.tensor(pair[COLUMN]), PlainPairs.from_rows(rows, 0).score(model),
-                                       rtol=1e-5, atol=1e-5)
+            torch.testing.assert_close(
+                torch.tensor(pair[COLUMN]), PlainPairs.from_rows(rows, 0).score(model), rtol=1e-5, atol=1e-5
+            )
     batch = next(iter(first.train_dataloader()))
     assert isinstance(batch, PackedPairs) and batch.reference_logps.shape == (8,)
 
     second = datamodule()  # another job of the sweep: same reference weights and data
     assert attach_reference_logps(second, copy.deepcopy(model), ReferenceLogpCache(tmp_path)) == {
-        "train": "cached", "validation": "cached"}
+        "train": "cached",
+        "validation": "cached",
+    }
     assert second.train_set[COLUMN] == first.train_set[COLUMN]
     other = datamodule()  # another reference: never the cached values
     assert attach_reference_logps(other, tiny_model(seed=1), ReferenceLogpCache(tmp_path))["train"] == "computed"
@@ -217,7 +241,7 @@ def test_lazy_reference_builds_only_when_used(model):
 def test_lazy_reference_refuses_other_weights(model):
     lazy = LazyReference(lambda: tiny_model(seed=1), fingerprint=weights_fingerprint(model))
     with pytest.raises(RuntimeError, match="differs"):
-        lazy.config
+        _ = lazy.config  # first use builds the model and checks it
 
 
 # ----------------------------------------------------------------------------------- in a sweep
@@ -228,8 +252,18 @@ def test_the_jobs_of_a_sweep_compute_the_reference_logps_once(tmp_path):
 
     sweep, cache = tmp_path / "sweep", tmp_path / "cache"
     env = {"GPO_LAB_CACHE": str(cache)}
-    result = run_cli(["-m", "+experiment=smoke", "loss=logistic,hinge,squared", "trainer.max_steps=2",
-                      "trainer.val_check_interval=2", f"hydra.sweep.dir={sweep}"], cwd=ROOT, env=env)
+    result = run_cli(
+        [
+            "-m",
+            "+experiment=smoke",
+            "loss=logistic,hinge,squared",
+            "trainer.max_steps=2",
+            "trainer.val_check_interval=2",
+            f"hydra.sweep.dir={sweep}",
+        ],
+        cwd=ROOT,
+        env=env,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     summaries = [json.loads(path.read_text()) for path in sorted(sweep.rglob("summary.json"))]
     assert len(summaries) == 3 and all(s["status"] == "completed" for s in summaries)
@@ -237,7 +271,10 @@ def test_the_jobs_of_a_sweep_compute_the_reference_logps_once(tmp_path):
         assert sorted(s["data"][f"reference_logps_{split}"] for s in summaries) == ["cached", "cached", "computed"]
     assert len(list(cache.rglob("*.safetensors"))) == 2  # one entry per split, shared by the three jobs
     # A later sweep on the same data reuses them too.
-    again = run_cli(["+experiment=smoke", "loss=savage", "trainer.max_steps=1", f"hydra.run.dir={tmp_path / 'later'}"],
-                    cwd=ROOT, env=env)
+    again = run_cli(
+        ["+experiment=smoke", "loss=savage", "trainer.max_steps=1", f"hydra.run.dir={tmp_path / 'later'}"],
+        cwd=ROOT,
+        env=env,
+    )
     assert again.returncode == 0, again.stderr[-3000:]
     assert json.loads((tmp_path / "later" / "summary.json").read_text())["data"]["reference_logps_train"] == "cached"

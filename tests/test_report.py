@@ -13,13 +13,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.helpers.cli import run_cli
-from gpo_lab.report import analyse, collect, make_report
+from gpo_lab.report import analyse, collect, figures, make_report
 from gpo_lab.report.__main__ import main as report_main
 from gpo_lab.report.aggregate import aggregate, pareto_frontier
-from gpo_lab.report.axes import Metric, choose, KL_CANDIDATES, QUALITY_CANDIDATES
-from gpo_lab.report import figures
+from gpo_lab.report.axes import KL_CANDIDATES, QUALITY_CANDIDATES, Metric, choose
 from gpo_lab.report.wandb_io import attach_to_wandb
+from tests.helpers.cli import run_cli
 from tests.helpers.sweeps import synthetic_sweep, write_job
 
 PNGS = ("tradeoff.png", "beta.png", "dynamics.png", "loss_functions.png")
@@ -41,8 +40,10 @@ FINALS = {
 def fabricated_sweep(root: Path) -> Path:
     sweep = root / "multirun" / "handmade"
     for (loss, beta, seed), (win, kl, reg) in FINALS.items():
-        history = [(0, {"val/win_rate": 0.5, "val/kl_token": 0.0, "val/offline_reg": 0.0}),
-                   (10, {"val/win_rate": win, "val/win_rate_se": 0.01, "val/kl_token": kl, "val/offline_reg": reg})]
+        history = [
+            (0, {"val/win_rate": 0.5, "val/kl_token": 0.0, "val/offline_reg": 0.0}),
+            (10, {"val/win_rate": win, "val/win_rate_se": 0.01, "val/kl_token": kl, "val/offline_reg": reg}),
+        ]
         write_job(sweep, loss=loss, beta=beta, seed=seed, seeded=True, history=history)
     return sweep
 
@@ -92,8 +93,9 @@ def test_report_table_matches_the_summaries(tmp_path):
     # Every job is listed with its own final values.
     for (loss, beta, seed), (win, kl, reg) in FINALS.items():
         name = f"`beta={beta},loss={loss},optim.lr=1e-05,seed={seed}`"
-        assert table_rows(text, name) == [[name, "completed", loss, f"{beta:g}", "1e-05", str(seed), "10",
-                                           f"{win:.4g}", f"{kl:.4g}", f"{reg:.4g}"]]
+        assert table_rows(text, name) == [
+            [name, "completed", loss, f"{beta:g}", "1e-05", str(seed), "10", f"{win:.4g}", f"{kl:.4g}", f"{reg:.4g}"]
+        ]
     for png in PNGS:
         assert (report.path.parent / png).read_bytes().startswith(PNG_SIGNATURE)
         assert f"]({png})" in text
@@ -102,10 +104,18 @@ def test_report_table_matches_the_summaries(tmp_path):
 def test_best_values_and_a_lower_is_better_metric(tmp_path):
     sweep = tmp_path / "sweep"
     # The win rate peaks at step 5 (0.8) and ends at 0.6 for beta=0.1; beta=1 ends at 0.7 and peaks there.
-    write_job(sweep, loss="squared", beta=0.1, history=[(5, {"val/win_rate": 0.8, "val/loss": 0.3}),
-                                                         (10, {"val/win_rate": 0.6, "val/loss": 0.2})])
-    write_job(sweep, loss="squared", beta=1.0, history=[(5, {"val/win_rate": 0.65, "val/loss": 0.5}),
-                                                         (10, {"val/win_rate": 0.7, "val/loss": 0.4})])
+    write_job(
+        sweep,
+        loss="squared",
+        beta=0.1,
+        history=[(5, {"val/win_rate": 0.8, "val/loss": 0.3}), (10, {"val/win_rate": 0.6, "val/loss": 0.2})],
+    )
+    write_job(
+        sweep,
+        loss="squared",
+        beta=1.0,
+        history=[(5, {"val/win_rate": 0.65, "val/loss": 0.5}), (10, {"val/win_rate": 0.7, "val/loss": 0.4})],
+    )
     data = collect(sweep)
     assert analyse(data, value="final").best.iloc[0]["beta"] == 1.0
     assert analyse(data, value="best").best.iloc[0]["beta"] == 0.1
@@ -119,8 +129,12 @@ def test_best_values_and_a_lower_is_better_metric(tmp_path):
 
 def test_single_seed_error_bars_use_the_evaluation_standard_error(tmp_path):
     sweep = tmp_path / "sweep"
-    write_job(sweep, loss="logistic", beta=0.1,
-              history=[(10, {"val/win_rate": 0.7, "val/win_rate_se": 0.03, "val/kl_seq": 1.5})])
+    write_job(
+        sweep,
+        loss="logistic",
+        beta=0.1,
+        history=[(10, {"val/win_rate": 0.7, "val/win_rate_se": 0.03, "val/kl_seq": 1.5})],
+    )
     configs = aggregate(collect(sweep).jobs, [Metric("val/win_rate"), Metric("val/kl_seq")])
     row = configs.iloc[0]
     assert row["n"] == 1 and math.isnan(row["val/win_rate sd"])
@@ -168,7 +182,9 @@ def test_beta_figure_rescales_by_the_regularization_ratio(tmp_path):
 
 def test_metric_choice_prefers_token_kl_and_says_which(tmp_path):
     sweep = tmp_path / "sweep"
-    write_job(sweep, loss="logistic", beta=0.1, history=[(4, {"val/kl_seq": 1.0, "val/kl_token": 0.9, "val/reward": 2.0})])
+    write_job(
+        sweep, loss="logistic", beta=0.1, history=[(4, {"val/kl_seq": 1.0, "val/kl_token": 0.9, "val/reward": 2.0})]
+    )
     jobs = collect(sweep).jobs
     assert choose(jobs, None, KL_CANDIDATES) == Metric("val/kl_token")
     assert choose(jobs, None, QUALITY_CANDIDATES) == Metric("val/reward")
@@ -182,10 +198,20 @@ def test_metric_choice_prefers_token_kl_and_says_which(tmp_path):
 def test_partial_sweep_is_reported_and_drawn(tmp_path):
     sweep = synthetic_sweep(tmp_path / "partial", losses=("logistic", "squared"), betas=(0.1, 1.0), seeds=(0,))
     # A running job of squared that already beats every completed one, and a job with no summary yet.
-    write_job(sweep, loss="squared", beta=0.3, status="running",
-              history=[(25, {"val/win_rate": 0.95, "val/kl_token": 1.0, "val/offline_reg": 0.5})])
-    write_job(sweep, loss="logistic", beta=0.3, status=None,
-              history=[(25, {"val/win_rate": 0.55, "val/kl_token": 2.0, "val/offline_reg": 1.0})])
+    write_job(
+        sweep,
+        loss="squared",
+        beta=0.3,
+        status="running",
+        history=[(25, {"val/win_rate": 0.95, "val/kl_token": 1.0, "val/offline_reg": 0.5})],
+    )
+    write_job(
+        sweep,
+        loss="logistic",
+        beta=0.3,
+        status=None,
+        history=[(25, {"val/win_rate": 0.55, "val/kl_token": 2.0, "val/offline_reg": 1.0})],
+    )
     write_job(sweep, loss="hinge", beta=0.1, status=None)  # just started: nothing logged yet
     report = make_report(sweep)
     text = report.path.read_text()
@@ -205,13 +231,21 @@ def test_partial_sweep_is_reported_and_drawn(tmp_path):
 
 def test_failed_job_is_listed_with_its_error_and_the_rest_is_drawn(tmp_path):
     sweep = synthetic_sweep(tmp_path / "failed", losses=("logistic", "hinge"), betas=(0.1, 1.0), seeds=(0,))
-    write_job(sweep, loss="hinge", beta=3.0, status="failed", error="RuntimeError: CUDA out of memory | at step 3",
-              history=[(0, {"val/win_rate": 0.5, "val/kl_token": 0.0})])
+    write_job(
+        sweep,
+        loss="hinge",
+        beta=3.0,
+        status="failed",
+        error="RuntimeError: CUDA out of memory | at step 3",
+        history=[(0, {"val/win_rate": 0.5, "val/kl_token": 0.0})],
+    )
     report = make_report(sweep)
     text = report.path.read_text()
     assert "**Status: complete.** All 5 jobs have ended." in text and "1 failed" in text
     assert "## Failed jobs" in text
-    assert "- `beta=3.0,loss=hinge,optim.lr=1e-05` (after 0 steps): RuntimeError: CUDA out of memory \\| at step 3" in text
+    assert (
+        "- `beta=3.0,loss=hinge,optim.lr=1e-05` (after 0 steps): RuntimeError: CUDA out of memory \\| at step 3" in text
+    )
     assert "beta=3.0,loss=hinge,optim.lr=1e-05" not in set(report.configs["config"])  # not averaged in
     for png in PNGS:
         assert (sweep / png).read_bytes().startswith(PNG_SIGNATURE)
@@ -233,7 +267,9 @@ def test_figures_are_not_attached_to_wandb_offline(tmp_path, monkeypatch, caplog
     assert attach_to_wandb(report) is False
     assert "did not log to wandb" in caplog.text
     config = sweep / "beta=0.1,loss=hinge,optim.lr=1e-05,seed=0" / "config.yaml"
-    config.write_text(config.read_text() + "logger:\n  wandb: {project: p, entity: null, group: handmade, mode: null}\n")
+    config.write_text(
+        config.read_text() + "logger:\n  wandb: {project: p, entity: null, group: handmade, mode: null}\n"
+    )
     caplog.clear()
     assert attach_to_wandb(make_report(sweep)) is False
     assert "wandb is offline" in caplog.text and "local only" in caplog.text
@@ -245,8 +281,9 @@ def test_report_on_a_real_smoke_sweep(tmp_path):
     result = run_cli(["-m", "+experiment=smoke", "loss=logistic,hinge", "beta=0.1,1"], cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     sweep = tmp_path / "multirun" / "smoke"
-    report = subprocess.run([sys.executable, "-m", "gpo_lab.report", str(sweep)], capture_output=True, text=True,
-                            timeout=300)
+    report = subprocess.run(
+        [sys.executable, "-m", "gpo_lab.report", str(sweep)], capture_output=True, text=True, timeout=300
+    )
     assert report.returncode == 0, report.stderr[-3000:]
     assert "figures: beta.png, dynamics.png, loss_functions.png" in report.stdout
     text = (sweep / "report.md").read_text()
@@ -285,12 +322,22 @@ def test_figures_are_attached_to_the_sweeps_wandb_group_when_online(tmp_path, mo
     monkeypatch.setenv("WANDB_API_KEY", "k" * 40)
     sweep = fabricated_sweep(tmp_path)
     for config in sweep.glob("*/config.yaml"):
-        config.write_text(config.read_text() + "logger:\n  wandb: {project: gpo, entity: team, group: handmade, mode: null}\n")
+        config.write_text(
+            config.read_text() + "logger:\n  wandb: {project: gpo, entity: team, group: handmade, mode: null}\n"
+        )
     assert attach_to_wandb(make_report(sweep)) is True
     (run,) = runs
     assert (run.init["project"], run.init["entity"], run.init["group"], run.init["job_type"]) == (
-        "gpo", "team", "handmade", "report")
+        "gpo",
+        "team",
+        "handmade",
+        "report",
+    )
     assert {key for key, value in run.logged.items() if isinstance(value, wandb.Image)} == {
-        "report/tradeoff", "report/beta", "report/dynamics", "report/loss_functions"}
+        "report/tradeoff",
+        "report/beta",
+        "report/dynamics",
+        "report/loss_functions",
+    }
     assert isinstance(run.logged["report/jobs"], wandb.Table) and run.summary["report/partial"] is False
     assert run.finished

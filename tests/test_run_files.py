@@ -14,7 +14,6 @@ from types import SimpleNamespace
 import pytest
 import pytorch_lightning as pl
 import torch
-from tests.helpers.runs import run_training
 from safetensors.torch import save_file
 from torch.utils.data import DataLoader, TensorDataset
 
@@ -29,6 +28,7 @@ from gpo_lab.run.metrics_file import MetricsFileLogger
 from gpo_lab.run.records import read_metrics, write_json
 from gpo_lab.run.summary import ValidationTracker
 from gpo_lab.run.wandb_logging import WandbLogger
+from tests.helpers.runs import run_training
 
 
 def mode_of(path: Path) -> int:
@@ -64,11 +64,19 @@ def test_every_run_file_gets_the_permissions_of_a_plain_open(tmp_path, umask):
     cache = ReferenceLogpCache(tmp_path / "reference")
     spec = {"num_pairs": 1}
     cache.get_or_compute(spec, lambda: torch.zeros(1, 2))
-    files = [tmp_path / "text.txt", tmp_path / "summary.json", tmp_path / "checkpoints" / "last.ckpt",
-             tmp_path / "wandb" / "run_id", entry / "v.txt", entry / "w.safetensors", entry / "spec.json",
-             cache.path(spec_key(spec))]
+    files = [
+        tmp_path / "text.txt",
+        tmp_path / "summary.json",
+        tmp_path / "checkpoints" / "last.ckpt",
+        tmp_path / "wandb" / "run_id",
+        entry / "v.txt",
+        entry / "w.safetensors",
+        entry / "spec.json",
+        cache.path(spec_key(spec)),
+    ]
     assert {str(f.relative_to(tmp_path)): mode_of(f) for f in files} == {
-        str(f.relative_to(tmp_path)): file_mode for f in files}
+        str(f.relative_to(tmp_path)): file_mode for f in files
+    }
     assert mode_of(entry) == mode_of(cache.path(spec_key(spec)).parent) == dir_mode
 
 
@@ -154,9 +162,17 @@ class Tiny(pl.LightningModule):
 
 def test_loggers_date_validation_by_the_updates_applied_without_being_told_the_trainer(tmp_path):
     logger = MetricsFileLogger(tmp_path)
-    trainer = pl.Trainer(max_steps=4, val_check_interval=2, logger=[logger], log_every_n_steps=1,
-                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-                         num_sanity_val_steps=0, accelerator="cpu")
+    trainer = pl.Trainer(
+        max_steps=4,
+        val_check_interval=2,
+        logger=[logger],
+        log_every_n_steps=1,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        accelerator="cpu",
+    )
     trainer.fit(Tiny())
     records = read_metrics(tmp_path / "metrics.jsonl")
     assert [r["step"] for r in records if "val/loss" in r] == [2, 4]  # Lightning itself says 1 and 3
@@ -166,15 +182,19 @@ def test_loggers_date_validation_by_the_updates_applied_without_being_told_the_t
 
 # ----------------------------------------------------------------------------------- best and last
 def test_best_and_last_by_hand():
-    values = BestAndLast().replay([
-        {"step": 0, "train/loss": 9.0},
-        {"step": 2, "val/win_rate": 0.6, "val/win_rate_se": 0.1, "val/loss": 0.5, "val/rho_std": 1.0},
-        {"step": 4, "val/win_rate": 0.7, "val/loss": 0.5, "val/rho_std": 2.0, "val/kl_token": None},
-        {"step": 6, "val/win_rate": 0.7, "val/win_rate_se": 0.3, "val/loss": 0.4},
-    ])
+    values = BestAndLast().replay(
+        [
+            {"step": 0, "train/loss": 9.0},
+            {"step": 2, "val/win_rate": 0.6, "val/win_rate_se": 0.1, "val/loss": 0.5, "val/rho_std": 1.0},
+            {"step": 4, "val/win_rate": 0.7, "val/loss": 0.5, "val/rho_std": 2.0, "val/kl_token": None},
+            {"step": 6, "val/win_rate": 0.7, "val/win_rate_se": 0.3, "val/loss": 0.4},
+        ]
+    )
     assert values.final == {"val/win_rate": 0.7, "val/win_rate_se": 0.3, "val/loss": 0.4, "val/rho_std": 2.0}
-    assert values.best == {"val/win_rate": {"value": 0.7, "step": 4, "mode": "max"},  # a tie keeps the first
-                           "val/loss": {"value": 0.4, "step": 6, "mode": "min"}}  # rho_std: no better direction
+    assert values.best == {
+        "val/win_rate": {"value": 0.7, "step": 4, "mode": "max"},  # a tie keeps the first
+        "val/loss": {"value": 0.4, "step": 6, "mode": "min"},
+    }  # rho_std: no better direction
     values.update(8, {"val/win_rate": 0.9, "val/win_rate_se": 0.05})
     assert values.best["val/win_rate"] == {"value": 0.9, "step": 8, "mode": "max", "se": 0.05}
 
@@ -182,9 +202,16 @@ def test_best_and_last_by_hand():
 def test_the_tracker_keeps_no_best_for_an_undeclared_metric_and_says_so_once(caplog):
     tracker = ValidationTracker()
     for step, value in ((2, 0.5), (4, 0.4)):
-        trainer = SimpleNamespace(sanity_checking=False, global_step=step,
-                                  callback_metrics={"val/loss": torch.tensor(value), "val/custom": torch.tensor(1.0),
-                                                    "val/custom_se": torch.tensor(0.1), "train/loss": torch.tensor(9.0)})
+        trainer = SimpleNamespace(
+            sanity_checking=False,
+            global_step=step,
+            callback_metrics={
+                "val/loss": torch.tensor(value),
+                "val/custom": torch.tensor(1.0),
+                "val/custom_se": torch.tensor(0.1),
+                "train/loss": torch.tensor(9.0),
+            },
+        )
         tracker.on_validation_end(trainer, None)
     assert tracker.best == {"val/loss": {"value": pytest.approx(0.4), "step": 4, "mode": "min"}}
     assert set(tracker.final) == {"val/loss", "val/custom", "val/custom_se"}

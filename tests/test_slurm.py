@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
+from gpo_lab.run.records import read_metrics
 from tests.helpers import ROOT
 from tests.helpers.cli import run_cli
 from tests.helpers.runs import run_training
-from gpo_lab.run.records import read_metrics
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 
@@ -26,7 +26,12 @@ def test_grid_completes_and_a_rerun_trains_nothing(slurm_cluster, tmp_path):
     result = run_cli([*GRID, f"hydra.sweep.dir={sweep}"], cwd=ROOT)
     assert result.returncode == 0, result.stderr[-3000:]
     done = summaries(sweep)
-    assert sorted(done) == ["beta=0.5,loss=hinge", "beta=0.5,loss=logistic", "beta=1,loss=hinge", "beta=1,loss=logistic"]
+    assert sorted(done) == [
+        "beta=0.5,loss=hinge",
+        "beta=0.5,loss=logistic",
+        "beta=1,loss=hinge",
+        "beta=1,loss=logistic",
+    ]
     assert all(s["status"] == "completed" and s["steps"] == 10 and "val/loss" in s["final"] for s in done.values())
     stamps = {name: (sweep / name / "checkpoints" / "last.ckpt").stat().st_mtime_ns for name in done}
 
@@ -40,15 +45,19 @@ def test_grid_completes_and_a_rerun_trains_nothing(slurm_cluster, tmp_path):
 
 def test_one_failing_job_leaves_the_other_three_complete(slurm_cluster, tmp_path):
     sweep = tmp_path / "failing"
-    fail = ["+callbacks.fail._target_=tests.helpers.faults.FailFor", "+callbacks.fail.loss=hinge", "+callbacks.fail.beta=1",
-            "+callbacks.fail.run_loss=${loss.fn}", "+callbacks.fail.run_beta=${beta}"]
+    fail = [
+        "+callbacks.fail._target_=tests.helpers.faults.FailFor",
+        "+callbacks.fail.loss=hinge",
+        "+callbacks.fail.beta=1",
+        "+callbacks.fail.run_loss=${loss.fn}",
+        "+callbacks.fail.run_beta=${beta}",
+    ]
     result = run_cli([*GRID, *fail, f"hydra.sweep.dir={sweep}"], cwd=ROOT)
     assert result.returncode == 0, result.stderr[-3000:]
     states = {(s["loss"], s["beta"]): s for s in summaries(sweep).values()}
     assert sorted(states) == [("hinge", 0.5), ("hinge", 1), ("logistic", 0.5), ("logistic", 1)]
     assert states["hinge", 1]["status"] == "failed" and "injected failure" in states["hinge", 1]["error"]
-    assert [k for k, s in states.items() if s["status"] == "completed"] == [
-        k for k in states if k != ("hinge", 1)]
+    assert [k for k, s in states.items() if s["status"] == "completed"] == [k for k in states if k != ("hinge", 1)]
 
 
 def wait_for(condition, timeout: float, what: str):
@@ -62,17 +71,28 @@ def wait_for(condition, timeout: float, what: str):
 
 
 def test_requeued_job_resumes_and_matches_an_uninterrupted_run(slurm_cluster, tmp_path):
-    overrides = ["+experiment=smoke", "trainer.max_steps=30", "trainer.val_check_interval=10",
-                 "callbacks.checkpoint.every_n_train_steps=5"]
+    overrides = [
+        "+experiment=smoke",
+        "trainer.max_steps=30",
+        "trainer.val_check_interval=10",
+        "callbacks.checkpoint.every_n_train_steps=5",
+    ]
     slow = ["+callbacks.slow._target_=tests.helpers.faults.SlowDown", "+callbacks.slow.seconds=0.4"]
     sweep = tmp_path / "requeue"
-    launch = subprocess.Popen(["python", "-m", "gpo_lab", "-m", "cluster=local_slurm", *overrides, *slow,
-                               f"hydra.sweep.dir={sweep}"], cwd=ROOT, stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True)
+    launch = subprocess.Popen(
+        ["python", "-m", "gpo_lab", "-m", "cluster=local_slurm", *overrides, *slow, f"hydra.sweep.dir={sweep}"],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         checkpoint = wait_for(lambda: next(sweep.glob("*/checkpoints/last.ckpt"), None), 180, "a first checkpoint")
-        job_id = wait_for(lambda: subprocess.run(["squeue", "-h", "-o", "%i"], capture_output=True, text=True)
-                          .stdout.split(), 30, "the job in squeue")[0]
+        job_id = wait_for(
+            lambda: subprocess.run(["squeue", "-h", "-o", "%i"], capture_output=True, text=True).stdout.split(),
+            30,
+            "the job in squeue",
+        )[0]
         subprocess.run(["scontrol", "requeue", job_id], check=True)
         _, stderr = launch.communicate(timeout=300)
     finally:

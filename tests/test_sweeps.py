@@ -5,18 +5,28 @@ import shutil
 
 import pytest
 
-from tests.helpers import ROOT
-from tests.helpers.cli import run_cli
 from gpo_lab.run.lock import RunLock
 from gpo_lab.run.status import expected_jobs, format_table, main, sweep_status
+from tests.helpers import ROOT
+from tests.helpers.cli import run_cli
 
 
 @pytest.fixture(scope="module")
 def sweep(tmp_path_factory):
     """A 2 x 2 smoke sweep in which the beta=-1 jobs fail at start-up."""
     sweep_dir = tmp_path_factory.mktemp("sweep")
-    result = run_cli(["-m", "+experiment=smoke", "loss=logistic,hinge", "beta=0.5,-1", "trainer.max_steps=4",
-                      "trainer.val_check_interval=2", f"hydra.sweep.dir={sweep_dir}"], cwd=ROOT)
+    result = run_cli(
+        [
+            "-m",
+            "+experiment=smoke",
+            "loss=logistic,hinge",
+            "beta=0.5,-1",
+            "trainer.max_steps=4",
+            "trainer.val_check_interval=2",
+            f"hydra.sweep.dir={sweep_dir}",
+        ],
+        cwd=ROOT,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     return sweep_dir
 
@@ -29,8 +39,12 @@ def summary(path):
 def test_job_directories_are_named_by_their_overrides(sweep):
     jobs = sorted(p.name for p in sweep.iterdir() if p.is_dir())
     rest = "trainer.max_steps=4,trainer.val_check_interval=2"
-    assert jobs == [f"beta=-1,loss=hinge,{rest}", f"beta=-1,loss=logistic,{rest}",
-                    f"beta=0.5,loss=hinge,{rest}", f"beta=0.5,loss=logistic,{rest}"]
+    assert jobs == [
+        f"beta=-1,loss=hinge,{rest}",
+        f"beta=-1,loss=logistic,{rest}",
+        f"beta=0.5,loss=hinge,{rest}",
+        f"beta=0.5,loss=logistic,{rest}",
+    ]
 
 
 @pytest.mark.slow
@@ -46,9 +60,21 @@ def test_a_failing_job_never_stops_the_others(sweep):
 @pytest.mark.slow
 def test_rerunning_the_sweep_skips_completed_jobs(sweep):
     done = [p for p in sweep.iterdir() if p.is_dir() and summary(p)["status"] == "completed"]
-    before = {p: ((p / "metrics.jsonl").read_text(), (p / "checkpoints" / "last.ckpt").stat().st_mtime_ns) for p in done}
-    result = run_cli(["-m", "+experiment=smoke", "loss=logistic,hinge", "beta=0.5,-1", "trainer.max_steps=4",
-                      "trainer.val_check_interval=2", f"hydra.sweep.dir={sweep}"], cwd=ROOT)
+    before = {
+        p: ((p / "metrics.jsonl").read_text(), (p / "checkpoints" / "last.ckpt").stat().st_mtime_ns) for p in done
+    }
+    result = run_cli(
+        [
+            "-m",
+            "+experiment=smoke",
+            "loss=logistic,hinge",
+            "beta=0.5,-1",
+            "trainer.max_steps=4",
+            "trainer.val_check_interval=2",
+            f"hydra.sweep.dir={sweep}",
+        ],
+        cwd=ROOT,
+    )
     assert result.returncode == 0
     assert result.stderr.count("already completed; skipping") == 2
     for path, (metrics, mtime) in before.items():
@@ -62,9 +88,9 @@ def test_status_lists_every_state(sweep, tmp_path, capsys):
     shutil.copytree(sweep, copy)
     jobs = sorted(p.name for p in copy.iterdir() if p.is_dir())
     completed = [j for j in jobs if j.startswith("beta=0.5")]
-    shutil.rmtree(copy / completed[0])                                # not started yet
+    shutil.rmtree(copy / completed[0])  # not started yet
     interrupted = copy / completed[1]
-    data = summary(interrupted) | {"status": "running"}                # killed mid-run
+    data = summary(interrupted) | {"status": "running"}  # killed mid-run
     (interrupted / "summary.json").write_text(json.dumps(data))
     running = [j for j in jobs if j.startswith("beta=-1")][0]
     with RunLock(copy / running):
@@ -73,7 +99,8 @@ def test_status_lists_every_state(sweep, tmp_path, capsys):
         "beta=0.5,loss=logistic,trainer.max_steps=4,trainer.val_check_interval=2",
         "beta=-1,loss=logistic,trainer.max_steps=4,trainer.val_check_interval=2",
         "beta=0.5,loss=hinge,trainer.max_steps=4,trainer.val_check_interval=2",
-        "beta=-1,loss=hinge,trainer.max_steps=4,trainer.val_check_interval=2"]
+        "beta=-1,loss=hinge,trainer.max_steps=4,trainer.val_check_interval=2",
+    ]
     assert states[completed[0]].state == "not started" and states[completed[0]].last_step is None
     assert states[completed[1]].state == "interrupted" and states[completed[1]].last_step == 4
     assert states[running].state == "running"

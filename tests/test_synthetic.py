@@ -13,16 +13,16 @@ import torch
 
 import gpo_lab.eval.sample_bank as sample_bank_module
 import gpo_lab.tasks.synthetic.sft as sft_module
-from tests.helpers.runs import run_training
+from gpo_lab.errors import ConfigError
 from gpo_lab.eval import WinRateCallback
 from gpo_lab.eval.sample_bank import find_bank
-from gpo_lab.errors import ConfigError
+from gpo_lab.run.cache import cached_entry
 from gpo_lab.run.records import read_metrics
 from gpo_lab.tasks.synthetic import NoisyBehaviour, TopicTask
-from gpo_lab.run.cache import cached_entry
 from gpo_lab.tasks.synthetic.pairs import label_pairs, preference_probability
 from gpo_lab.tasks.synthetic.sft import SFTSettings, sft_policy
 from gpo_lab.tasks.synthetic.task import FILLER_WORDS
+from tests.helpers.runs import run_training
 
 TASK = TopicTask()
 PROMPT = "about apple river stone :"
@@ -122,8 +122,9 @@ def test_labels_follow_bradley_terry():
     assert all((r["reward_chosen"], r["reward_rejected"]) in ((1.8, 0.8), (0.8, 1.8)) for r in rows)
     rows, _ = label_pairs(TASK, [PROMPT] * 50, [worse] * 50, [better] * 50, 0.0, random.Random(0))
     assert all(r["chosen"] == better for r in rows)  # deterministic labels: the better one always wins
-    rows, dropped = label_pairs(TASK, [PROMPT] * 3, ["apple", "apple", ""], ["apple", "river", "river"], 0.5,
-                                random.Random(0))
+    rows, dropped = label_pairs(
+        TASK, [PROMPT] * 3, ["apple", "apple", ""], ["apple", "river", "river"], 0.5, random.Random(0)
+    )
     assert len(rows) == 1 and dropped == {"identical": 1, "empty": 1}
 
 
@@ -162,8 +163,13 @@ def test_failed_build_leaves_no_entry(tmp_path):
     assert built and (path / "ok.txt").is_file()
 
 
-TINY_MODEL = {"_target_": "gpo_lab.models.tiny.tiny_causal_lm", "hidden_size": 16, "num_layers": 1, "num_heads": 2,
-              "max_position_embeddings": 32}
+TINY_MODEL = {
+    "_target_": "gpo_lab.models.tiny.tiny_causal_lm",
+    "hidden_size": 16,
+    "num_layers": 1,
+    "num_heads": 2,
+    "max_position_embeddings": 32,
+}
 
 
 def test_sft_policy_is_trained_once_then_loaded(tmp_path, monkeypatch):
@@ -196,10 +202,18 @@ def test_callbacks_name_what_is_missing():
 
 # ----------------------------------------------------------------- the whole study path
 TINY_STUDY = [
-    "+experiment=synthetic", "synthetic.sft.steps=20", "synthetic.sft.batch_size=16",
-    "model.policy.hidden_size=16", "model.policy.num_layers=1", "model.policy.num_heads=2",
-    "synthetic.pairs.num_train_prompts=64", "synthetic.pairs.num_eval_prompts=12", "synthetic.pairs.batch_size=64",
-    "data.batch_size=8", "callbacks.sample_bank.num_prompts=12", "callbacks.progress=null",
+    "+experiment=synthetic",
+    "synthetic.sft.steps=20",
+    "synthetic.sft.batch_size=16",
+    "model.policy.hidden_size=16",
+    "model.policy.num_layers=1",
+    "model.policy.num_heads=2",
+    "synthetic.pairs.num_train_prompts=64",
+    "synthetic.pairs.num_eval_prompts=12",
+    "synthetic.pairs.batch_size=64",
+    "data.batch_size=8",
+    "callbacks.sample_bank.num_prompts=12",
+    "callbacks.progress=null",
 ]
 REGULARIZATION_KEYS = ("val/win_rate", "val/kl_seq", "val/kl_token", "val/offline_reg")
 
@@ -215,8 +229,9 @@ def test_study_writes_every_measure_to_the_summary_and_reuses_the_sft(tmp_path, 
 
     monkeypatch.setattr(sample_bank_module, "generate_bank", counting_generate_bank)
     cache = f"synthetic.cache_dir={tmp_path / 'cache'}"
-    summary = run_training([*TINY_STUDY, cache, "trainer.max_steps=4", "trainer.val_check_interval=2"],
-                           tmp_path / "first")
+    summary = run_training(
+        [*TINY_STUDY, cache, "trainer.max_steps=4", "trainer.val_check_interval=2"], tmp_path / "first"
+    )
     assert summary["status"] == "completed"
     for key in REGULARIZATION_KEYS:
         assert key in summary["final"] and f"{key}_se" in summary["final"], key
@@ -234,8 +249,17 @@ def test_study_writes_every_measure_to_the_summary_and_reuses_the_sft(tmp_path, 
     # A second run on the same cache trains no SFT and generates no pairs; a bank only every 4 steps.
     draws.clear()
     monkeypatch.setattr(sft_module, "train_sft", lambda *a, **k: pytest.fail("SFT trained again"))
-    summary = run_training([*TINY_STUDY, cache, "loss=squared", "trainer.max_steps=6", "trainer.val_check_interval=2",
-                            "callbacks.sample_bank.every_n_steps=4"], tmp_path / "second")
+    summary = run_training(
+        [
+            *TINY_STUDY,
+            cache,
+            "loss=squared",
+            "trainer.max_steps=6",
+            "trainer.val_check_interval=2",
+            "callbacks.sample_bank.every_n_steps=4",
+        ],
+        tmp_path / "second",
+    )
     assert not summary["data"]["sft_trained_now"] and not summary["data"]["pairs_generated_now"]
     assert summary["data"]["sft_key"] == data["sft_key"]
     assert draws == [4, 6]  # multiples of 4, and the end

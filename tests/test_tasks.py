@@ -8,13 +8,15 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from tests.helpers.runs import compose_config
 from gpo_lab.losses import GPOLoss
 from gpo_lab.module import GPOModule
 from gpo_lab.optimisation import optimisation_options, warmed_up_optimizer
+from gpo_lab.scoring.packing import PackedPairs
+from gpo_lab.scoring.seq2seq import Seq2SeqPairs
 from gpo_lab.tasks.bandit import BanditModule, build_problem
 from gpo_lab.tasks.common import build_task
 from gpo_lab.tasks.language import ENCODER_DECODER_CACHE, is_encoder_decoder
+from tests.helpers.runs import compose_config
 
 
 def learning_rates(configured: dict, steps: int) -> list[float]:
@@ -86,16 +88,18 @@ def test_an_encoder_decoder_is_recognised_from_the_model(caplog):
     assert module.policy.config.is_encoder_decoder and is_encoder_decoder(module.policy)
     assert datamodule.seq2seq and not datamodule.packing  # the toy data asks for packing: causal rows only
     batch = next(iter(datamodule.train_dataloader()))
-    assert {"input_ids", "response_ids", "response_mask"} <= set(batch) and "reference_logps" not in batch
+    assert isinstance(batch, Seq2SeqPairs) and batch.reference_logps is None
     assert datamodule.stats["reference_logps"].startswith("not used: the reference cache scores causal rows")
     assert [r.getMessage() for r in caplog.records if "reference_cache" in r.getMessage()] == [
-        "reference_cache.enabled=true is not used: " + ENCODER_DECODER_CACHE + "."]
+        "reference_cache.enabled=true is not used: " + ENCODER_DECODER_CACHE + "."
+    ]
 
 
 def test_a_causal_model_keeps_packing_and_the_reference_cache():
     module, datamodule = build_task(plain_config(["data.batch_size=4"]))
     assert not is_encoder_decoder(module.policy)
     assert not datamodule.seq2seq and datamodule.packing
-    assert "reference_logps" in next(iter(datamodule.train_dataloader()))
+    batch = next(iter(datamodule.train_dataloader()))
+    assert isinstance(batch, PackedPairs) and batch.reference_logps is not None
     assert datamodule.stats["reference_logps_train"] in ("computed", "cached")
     assert "reference_logps" not in datamodule.stats

@@ -7,26 +7,33 @@ from functools import partial
 import pytest
 import torch
 
-from tests.helpers.cli import run_cli
-from tests.helpers.runs import run_training
 from gpo_lab.losses import GPOLoss
+from gpo_lab.metrics import preference_metrics
+from gpo_lab.models.reference import frozen_copy
 from gpo_lab.models.tiny import tiny_causal_lm
+from gpo_lab.models.tokenizers import byte_tokenizer
 from gpo_lab.module import GPOModule
 from gpo_lab.run.records import read_metrics
-from gpo_lab.models.reference import frozen_copy
-from gpo_lab.models.tokenizers import byte_tokenizer
-from gpo_lab.metrics import preference_metrics
 from gpo_lab.scoring.batches import PairLogps, PlainPairs
+from tests.helpers.cli import run_cli
+from tests.helpers.runs import run_training
 
-F_AT_ZERO = {"logistic": math.log(2), "hinge": 1.0, "squared": 1.0, "exponential": 1.0,
-             "truncated_quadratic": 1.0, "savage": 0.25}
+F_AT_ZERO = {
+    "logistic": math.log(2),
+    "hinge": 1.0,
+    "squared": 1.0,
+    "exponential": 1.0,
+    "truncated_quadratic": 1.0,
+    "savage": 0.25,
+}
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("loss", sorted(F_AT_ZERO))
 def test_first_logged_loss_is_f_of_zero(loss, tmp_path):
-    summary = run_training(["+experiment=smoke", f"loss={loss}", "trainer.max_steps=2", "trainer.val_check_interval=2"],
-                           tmp_path)
+    summary = run_training(
+        ["+experiment=smoke", f"loss={loss}", "trainer.max_steps=2", "trainer.val_check_interval=2"], tmp_path
+    )
     first = read_metrics(tmp_path / "metrics.jsonl")[0]
     assert first["step"] == 0
     assert first["train/loss"] == pytest.approx(F_AT_ZERO[loss], abs=1e-6)
@@ -46,7 +53,9 @@ def test_one_step_moves_rho_up(loss):
     torch.manual_seed(0)
     tokenizer = byte_tokenizer()
     policy = tiny_causal_lm(tokenizer, hidden_size=32, num_layers=1, num_heads=2)
-    module = GPOModule(policy, frozen_copy(policy), GPOLoss(loss), beta=0.5, optimizer=partial(torch.optim.SGD, lr=1e-2))
+    module = GPOModule(
+        policy, frozen_copy(policy), GPOLoss(loss), beta=0.5, optimizer=partial(torch.optim.SGD, lr=1e-2)
+    )
     encode = lambda text: tokenizer(text, add_special_tokens=False)["input_ids"]
     rows = [(encode("2+2="), encode("4")), (encode("3+1="), encode("4"))]
     rows += [(encode("2+2="), encode("five")), (encode("3+1="), encode("three"))]
@@ -67,10 +76,19 @@ def test_pair_logps_and_their_metrics_by_hand():
     joined = PairLogps.cat([logps, logps.detach()])
     assert joined.rho.tolist() == [2.0, 0.0, 2.0, 0.0] and joined.policy_rejected.tolist() == [-4.0, -3.0] * 2
     metrics = preference_metrics(joined, torch.tensor([1.0, 2.0, 3.0, 6.0]), beta=0.5)
-    expected = {"loss": 3.0, "rho_mean": 1.0, "rho_std": 1.0, "offline_reg": 1.0,
-                "offline_reg_se": 2 / math.sqrt(3) / 2, "rewards/chosen": 0.25, "rewards/rejected": -0.25,
-                "rewards/margins": 0.5, "rewards/accuracies": 0.5,
-                "logps/chosen": -1.5, "logps/rejected": -3.5}
+    expected = {
+        "loss": 3.0,
+        "rho_mean": 1.0,
+        "rho_std": 1.0,
+        "offline_reg": 1.0,
+        "offline_reg_se": 2 / math.sqrt(3) / 2,
+        "rewards/chosen": 0.25,
+        "rewards/rejected": -0.25,
+        "rewards/margins": 0.5,
+        "rewards/accuracies": 0.5,
+        "logps/chosen": -1.5,
+        "logps/rejected": -3.5,
+    }
     assert {k: pytest.approx(v) for k, v in expected.items()} == {k: v.item() for k, v in metrics.items()}
 
 
@@ -99,9 +117,19 @@ def test_summary_schema(tmp_path):
     assert summary["final"]["val/loss"] == pytest.approx(losses[-1])
     assert (tmp_path / "config.yaml").is_file()
     logged = read_metrics(tmp_path / "metrics.jsonl")
-    train_keys = {"train/loss", "train/rho_mean", "train/rho_std", "train/rewards/chosen", "train/rewards/rejected",
-                  "train/rewards/margins", "train/rewards/accuracies", "train/logps/chosen", "train/logps/rejected",
-                  "train/grad_norm", "train/lr"}
+    train_keys = {
+        "train/loss",
+        "train/rho_mean",
+        "train/rho_std",
+        "train/rewards/chosen",
+        "train/rewards/rejected",
+        "train/rewards/margins",
+        "train/rewards/accuracies",
+        "train/logps/chosen",
+        "train/logps/rejected",
+        "train/grad_norm",
+        "train/lr",
+    }
     assert train_keys <= set(logged[0])
     assert [r["step"] for r in logged if "train/loss" in r] == list(range(10))
     assert [r["step"] for r in logged if "val/loss" in r] == [5, 10]
@@ -130,12 +158,17 @@ def test_adafactor(tmp_path):
 
 @pytest.mark.slow
 def test_cli_multirun_gives_four_complete_runs(tmp_path):
-    result = run_cli(["-m", "+experiment=smoke", "loss=logistic,hinge", "beta=0.1,1", f"hydra.sweep.dir={tmp_path}"],
-                     cwd=tmp_path)
+    result = run_cli(
+        ["-m", "+experiment=smoke", "loss=logistic,hinge", "beta=0.1,1", f"hydra.sweep.dir={tmp_path}"], cwd=tmp_path
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     summaries = sorted(tmp_path.glob("*/summary.json"))
-    assert [p.parent.name for p in summaries] == ["beta=0.1,loss=hinge", "beta=0.1,loss=logistic",
-                                                  "beta=1,loss=hinge", "beta=1,loss=logistic"]
+    assert [p.parent.name for p in summaries] == [
+        "beta=0.1,loss=hinge",
+        "beta=0.1,loss=logistic",
+        "beta=1,loss=hinge",
+        "beta=1,loss=logistic",
+    ]
     for path in summaries:
         summary = json.loads(path.read_text())
         assert summary["status"] == "completed" and summary["steps"] == 10 and "val/loss" in summary["final"]

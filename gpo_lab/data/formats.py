@@ -13,7 +13,8 @@ the hub or a local file (``gpo_lab.data.sources.load``), then the adapter.
 from __future__ import annotations
 
 import re
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import datasets
 
@@ -25,12 +26,13 @@ from gpo_lab.data.sources import load as load_source
 TLDR_TEMPLATE = "SUBREDDIT: r/{subreddit}\n\nTITLE: {title}\n\nPOST: {post}\n\nTL;DR:"
 CNNDM_TEMPLATE = "Article:\n{article}\n\nTL;DR:"
 # The Alpaca prompt (also that of the instruction data of LLMs-from-scratch, chapter 7).
-ALPACA_PREAMBLE = ("Below is an instruction that describes a task. "
-                   "Write a response that appropriately completes the request.")
+ALPACA_PREAMBLE = (
+    "Below is an instruction that describes a task. Write a response that appropriately completes the request."
+)
 ALPACA_RESPONSE = "\n\n### Response:\n"
 HH_HUMAN, HH_ASSISTANT = "\n\nHuman:", "\n\nAssistant:"
-SHAREGPT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant",
-                  "system": "system"}
+SHAREGPT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "system": "system"}
+
 
 def _is_messages(value: Any) -> bool:
     return isinstance(value, list) and bool(value) and all(isinstance(m, dict) and "content" in m for m in value)
@@ -48,8 +50,12 @@ def _text(value: Any, field: str, index: int, schema: str) -> str:
 
 
 # ----------------------------------------------------------------------------- TL;DR
-def tldr_comparisons(data: datasets.Dataset, template: str = TLDR_TEMPLATE, include_cnndm: bool = False,
-                     collapse_blank_lines: bool = False) -> datasets.Dataset:
+def tldr_comparisons(
+    data: datasets.Dataset,
+    template: str = TLDR_TEMPLATE,
+    include_cnndm: bool = False,
+    collapse_blank_lines: bool = False,
+) -> datasets.Dataset:
     """OpenAI's summarize-from-feedback comparisons: ``info`` {post, title, subreddit, ...},
     ``summaries`` [{text, ...}, {text, ...}] and ``choice`` (the index of the preferred summary).
 
@@ -60,14 +66,17 @@ def tldr_comparisons(data: datasets.Dataset, template: str = TLDR_TEMPLATE, incl
     single newlines, as trl-lib/tldr-preference does (cleanrl's SFT data keeps them).
     """
     if not include_cnndm:
-        data = data.filter(lambda info: bool(info) and info.get("post") is not None, input_columns="info",
-                           desc="keep Reddit posts")
+        data = data.filter(
+            lambda info: bool(info) and info.get("post") is not None, input_columns="info", desc="keep Reddit posts"
+        )
 
     def row_fn(row: dict, index: int) -> dict:
         info, summaries, choice = row["info"] or {}, row["summaries"] or [], row["choice"]
         if choice not in (0, 1) or len(summaries) != 2:
-            raise DataError(f"tldr_comparisons: row {index} has choice={choice!r} and {len(summaries)} summaries; "
-                            "a comparison has two summaries and a choice of 0 or 1.")
+            raise DataError(
+                f"tldr_comparisons: row {index} has choice={choice!r} and {len(summaries)} summaries; "
+                "a comparison has two summaries and a choice of 0 or 1."
+            )
         if info.get("post") is None:
             article = _text(info.get("article"), "info.article", index, "tldr_comparisons")
             prompt = CNNDM_TEMPLATE.format(article=article)
@@ -100,7 +109,7 @@ def split_transcripts(chosen: str, rejected: str) -> tuple[str, str, str]:
 
 
 def transcript_messages(transcript: str) -> list[dict[str, str]]:
-    """"\\n\\nHuman: ...\\n\\nAssistant: ..." as chat messages (the last, empty assistant turn dropped)."""
+    """ "\\n\\nHuman: ...\\n\\nAssistant: ..." as chat messages (the last, empty assistant turn dropped)."""
     parts = re.split(r"(\n\nHuman:|\n\nAssistant:)", transcript)
     messages = []
     for marker, content in zip(parts[1::2], parts[2::2]):
@@ -122,25 +131,31 @@ def hh_rlhf(data: datasets.Dataset, chat: bool = False) -> datasets.Dataset:
         chosen, rejected = row["chosen"], row["rejected"]
         if _is_messages(chosen) and _is_messages(rejected):
             shared = 0
-            while (shared < min(len(chosen), len(rejected)) - 1 and chosen[shared] == rejected[shared]):
+            while shared < min(len(chosen), len(rejected)) - 1 and chosen[shared] == rejected[shared]:
                 shared += 1
             while shared > 0 and chosen[shared - 1].get("role") == "assistant":
                 shared -= 1  # the responses start at an assistant turn
             if shared == 0:
-                raise DataError(f"hh_rlhf: row {index}: the two conversations share no prompt before their "
-                                "assistant turns.")
+                raise DataError(
+                    f"hh_rlhf: row {index}: the two conversations share no prompt before their assistant turns."
+                )
             return {"prompt": chosen[:shared], "chosen": chosen[shared:], "rejected": rejected[shared:]}
         chosen = _text(chosen, "chosen", index, "hh_rlhf")
-        prompt, chosen_response, rejected_response = split_transcripts(chosen, _text(rejected, "rejected", index,
-                                                                                     "hh_rlhf"))
+        prompt, chosen_response, rejected_response = split_transcripts(
+            chosen, _text(rejected, "rejected", index, "hh_rlhf")
+        )
         if not prompt:
-            raise DataError(f"hh_rlhf: row {index} has no common '\\n\\nAssistant:' turn before chosen and rejected "
-                            f"differ; HH-RLHF transcripts alternate '\\n\\nHuman:' and '\\n\\nAssistant:' turns. "
-                            f"Start of chosen: {chosen[:80]!r}")
+            raise DataError(
+                f"hh_rlhf: row {index} has no common '\\n\\nAssistant:' turn before chosen and rejected "
+                f"differ; HH-RLHF transcripts alternate '\\n\\nHuman:' and '\\n\\nAssistant:' turns. "
+                f"Start of chosen: {chosen[:80]!r}"
+            )
         if chat:
-            return {"prompt": transcript_messages(prompt),
-                    "chosen": [{"role": "assistant", "content": chosen_response.strip()}],
-                    "rejected": [{"role": "assistant", "content": rejected_response.strip()}]}
+            return {
+                "prompt": transcript_messages(prompt),
+                "chosen": [{"role": "assistant", "content": chosen_response.strip()}],
+                "rejected": [{"role": "assistant", "content": rejected_response.strip()}],
+            }
         return {"prompt": prompt, "chosen": chosen_response, "rejected": rejected_response}
 
     return _convert(data, row_fn, "hh_rlhf")
@@ -169,9 +184,11 @@ def instruction(data: datasets.Dataset, chat: bool = False) -> datasets.Dataset:
         rejected = _text(row["rejected"], "rejected", index, "instruction")
         if chat:
             content = f"{task}\n\n{extra}" if extra else task
-            return {"prompt": [{"role": "user", "content": content}],
-                    "chosen": [{"role": "assistant", "content": chosen}],
-                    "rejected": [{"role": "assistant", "content": rejected}]}
+            return {
+                "prompt": [{"role": "user", "content": content}],
+                "chosen": [{"role": "assistant", "content": chosen}],
+                "rejected": [{"role": "assistant", "content": rejected}],
+            }
         return {"prompt": alpaca_prompt(task, extra), "chosen": chosen, "rejected": rejected}
 
     return _convert(data, row_fn, "instruction")
@@ -181,8 +198,10 @@ def instruction(data: datasets.Dataset, chat: bool = False) -> datasets.Dataset:
 def sharegpt_message(turn: dict, index: int) -> dict[str, str]:
     speaker = turn.get("from")
     if speaker not in SHAREGPT_ROLES:
-        raise DataError(f"sharegpt: row {index} has a turn from {speaker!r}; known speakers are "
-                        f"{sorted(SHAREGPT_ROLES)} (mapped to {SHAREGPT_ROLES}).")
+        raise DataError(
+            f"sharegpt: row {index} has a turn from {speaker!r}; known speakers are "
+            f"{sorted(SHAREGPT_ROLES)} (mapped to {SHAREGPT_ROLES})."
+        )
     return {"role": SHAREGPT_ROLES[speaker], "content": _text(turn.get("value"), "value", index, "sharegpt")}
 
 
@@ -195,8 +214,11 @@ def sharegpt(data: datasets.Dataset) -> datasets.Dataset:
         return [sharegpt_message(t, index) for t in (value if isinstance(value, list) else [value])]
 
     def row_fn(row: dict, index: int) -> dict:
-        return {"prompt": turns(row["conversations"], index), "chosen": turns(row["chosen"], index),
-                "rejected": turns(row["rejected"], index)}
+        return {
+            "prompt": turns(row["conversations"], index),
+            "chosen": turns(row["chosen"], index),
+            "rejected": turns(row["rejected"], index),
+        }
 
     return _convert(data, row_fn, "sharegpt")
 
@@ -210,14 +232,17 @@ def prompt_chosen_rejected(data: datasets.Dataset) -> datasets.Dataset:
     """
 
     def response(prompt: Any, value: Any) -> Any:
-        if _is_messages(prompt) and _is_messages(value) and value[:len(prompt)] == prompt and len(value) > len(prompt):
-            return value[len(prompt):]
+        if _is_messages(prompt) and _is_messages(value) and value[: len(prompt)] == prompt and len(value) > len(prompt):
+            return value[len(prompt) :]
         return value
 
     def row_fn(row: dict, index: int) -> dict:
         prompt = row["prompt"]
-        return {"prompt": prompt, "chosen": response(prompt, row["chosen"]),
-                "rejected": response(prompt, row["rejected"])}
+        return {
+            "prompt": prompt,
+            "chosen": response(prompt, row["chosen"]),
+            "rejected": response(prompt, row["rejected"]),
+        }
 
     return _convert(data, row_fn, "prompt_chosen_rejected")
 
@@ -243,9 +268,11 @@ def detect_schema(columns) -> str:
     for name, (_, needed) in SCHEMAS.items():
         if present.issuperset(needed):
             return name
-    raise DataError(f"The dataset matches none of the known preference schemas. Known schemas (and the columns "
-                    f"each needs): {describe_schemas()}. Columns found: {sorted(present)}. Rename the columns, or "
-                    "use data=hf with data.columns.prompt/chosen/rejected.")
+    raise DataError(
+        f"The dataset matches none of the known preference schemas. Known schemas (and the columns "
+        f"each needs): {describe_schemas()}. Columns found: {sorted(present)}. Rename the columns, or "
+        "use data=hf with data.columns.prompt/chosen/rejected."
+    )
 
 
 def convert(data: datasets.Dataset | datasets.DatasetDict, format: str = "auto", **options):
@@ -258,14 +285,22 @@ def convert(data: datasets.Dataset | datasets.DatasetDict, format: str = "auto",
     adapter, needed = SCHEMAS[name]
     missing = [column for column in needed if column not in data.column_names]
     if missing:
-        raise DataError(f"Format {name!r} needs the columns {list(needed)}; missing {missing}. Columns found: "
-                        f"{data.column_names}. Known schemas: {describe_schemas()}.")
+        raise DataError(
+            f"Format {name!r} needs the columns {list(needed)}; missing {missing}. Columns found: "
+            f"{data.column_names}. Known schemas: {describe_schemas()}."
+        )
     return adapter(data, **options)
 
 
-def load(path: str, format: str = "auto", name: str | None = None, split: str | None = None,
-         data_files: str | list[str] | dict | None = None, revision: str | None = None,
-         options: dict | None = None):
+def load(
+    path: str,
+    format: str = "auto",
+    name: str | None = None,
+    split: str | None = None,
+    data_files: str | list[str] | dict | None = None,
+    revision: str | None = None,
+    options: dict | None = None,
+):
     """Load a hub dataset or local file (as ``gpo_lab.data.sources.load``) and convert it to pairs.
 
     ``options`` are the adapter's keyword arguments, e.g. ``{chat: true}`` for ``instruction``.

@@ -9,7 +9,7 @@ memory fails at its first step, not hours in.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 
@@ -39,8 +39,8 @@ class LengthGroupedOrder:
         group = self.batch_size * self.group_batches
         batches: list[list[int]] = []
         for start in range(0, len(permutation), group):
-            ordered = sorted(permutation[start:start + group], key=lambda i: -self.lengths[i])
-            batches += [ordered[i:i + self.batch_size] for i in range(0, len(ordered), self.batch_size)]
+            ordered = sorted(permutation[start : start + group], key=lambda i: -self.lengths[i])
+            batches += [ordered[i : i + self.batch_size] for i in range(0, len(ordered), self.batch_size)]
         short = batches.pop() if batches and len(batches[-1]) < self.batch_size else None
         generator = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch + 1)
         batches = [batches[i] for i in torch.randperm(len(batches), generator=generator).tolist()]

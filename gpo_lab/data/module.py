@@ -10,15 +10,16 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader
 
+from gpo_lab.data.length_grouping import LengthGroupedOrder, pair_lengths
+from gpo_lab.data.resumable import ResumableDataLoader
+from gpo_lab.data.sources import DataError
+from gpo_lab.data.tokenization import Truncation, encode_pair, is_conversation, prompt_start_token, render_texts
 from gpo_lab.errors import ConfigError
+from gpo_lab.models.reference_cache import COLUMN as REFERENCE_LOGPS
+from gpo_lab.models.reference_cache import batch_reference_logps
 from gpo_lab.scoring.batches import PairBatch, PlainPairs
 from gpo_lab.scoring.packing import PackedPairs
 from gpo_lab.scoring.seq2seq import Seq2SeqPairs
-from gpo_lab.models.reference_cache import COLUMN as REFERENCE_LOGPS, batch_reference_logps
-from gpo_lab.data.resumable import ResumableDataLoader
-from gpo_lab.data.length_grouping import LengthGroupedOrder, pair_lengths
-from gpo_lab.data.sources import DataError
-from gpo_lab.data.tokenization import Truncation, encode_pair, is_conversation, prompt_start_token, render_texts
 
 log = logging.getLogger(__name__)
 
@@ -102,13 +103,17 @@ class PreferenceDataModule(pl.LightningDataModule):
             raw = raw[self.train_split]
         data = self._mapped(raw)
         if len(data) < 2:
-            raise DataError(f"The dataset has {len(data)} pairs; at least 2 are needed (one to train, one to validate).")
+            raise DataError(
+                f"The dataset has {len(data)} pairs; at least 2 are needed (one to train, one to validate)."
+            )
         split = data.train_test_split(test_size=self.val_size, seed=self.seed, shuffle=True)
         return split["train"], split["test"]
 
     def _mapped(self, data: datasets.Dataset) -> datasets.Dataset:
         """Select and rename the mapped columns, naming any that are missing."""
-        missing = [f"{field} (column {column!r})" for field, column in self.columns.items() if column not in data.column_names]
+        missing = [
+            f"{field} (column {column!r})" for field, column in self.columns.items() if column not in data.column_names
+        ]
         if missing:
             raise DataError(
                 f"The dataset lacks the mapped columns: {', '.join(missing)}. Columns found: "
@@ -131,12 +136,21 @@ class PreferenceDataModule(pl.LightningDataModule):
                 dropped += 1
             else:
                 encoded.append(pair)
-        self.stats |= {f"{split}_pairs": len(encoded), f"{split}_dropped_empty": dropped,
-                       f"{split}_identical": identical}
+        self.stats |= {
+            f"{split}_pairs": len(encoded),
+            f"{split}_dropped_empty": dropped,
+            f"{split}_identical": identical,
+        }
         if dropped:
-            log.warning("%s: dropped %d of %d pairs whose chosen or rejected response is empty after "
-                        "truncation (data.max_length=%d, data.max_prompt_length=%s).", split, dropped,
-                        len(data), self.truncation.max_length, self.truncation.max_prompt_length)
+            log.warning(
+                "%s: dropped %d of %d pairs whose chosen or rejected response is empty after "
+                "truncation (data.max_length=%d, data.max_prompt_length=%s).",
+                split,
+                dropped,
+                len(data),
+                self.truncation.max_length,
+                self.truncation.max_prompt_length,
+            )
         if identical:
             log.warning("%s: %d pairs have chosen == rejected; they carry no preference signal.", split, identical)
         if not encoded:
@@ -151,7 +165,9 @@ class PreferenceDataModule(pl.LightningDataModule):
     def _check_types(self, row: dict[str, Any]) -> None:
         for field in PAIR_FIELDS:
             value = row[field]
-            if not (isinstance(value, str) or is_conversation(value) or (field != "prompt" and isinstance(value, dict))):
+            if not (
+                isinstance(value, str) or is_conversation(value) or (field != "prompt" and isinstance(value, dict))
+            ):
                 raise DataError(
                     f"Column {self.columns[field]!r} ({field}) holds {type(value).__name__} values; "
                     "expected text or a list of chat messages ({'role': ..., 'content': ...})."
@@ -162,12 +178,23 @@ class PreferenceDataModule(pl.LightningDataModule):
         order = None
         if self.group_by_length:
             order = LengthGroupedOrder(pair_lengths(self.train_set, self.packing), self.batch_size, self.seed)
-        return ResumableDataLoader(self.train_set, batch_size=self.batch_size, seed=self.seed, order=order,
-                                   collate_fn=self.collate, num_workers=self.num_workers)
+        return ResumableDataLoader(
+            self.train_set,
+            batch_size=self.batch_size,
+            seed=self.seed,
+            order=order,
+            collate_fn=self.collate,
+            num_workers=self.num_workers,
+        )
 
     def val_dataloader(self) -> DataLoader:
-        return DataLoader(self.val_set, batch_size=self.eval_batch_size, shuffle=False,
-                          collate_fn=self.collate, num_workers=self.num_workers)
+        return DataLoader(
+            self.val_set,
+            batch_size=self.eval_batch_size,
+            shuffle=False,
+            collate_fn=self.collate,
+            num_workers=self.num_workers,
+        )
 
     def collate(self, pairs: list[dict]) -> PairBatch:
         triples = [(p["prompt_ids"], p["chosen_ids"], p["rejected_ids"]) for p in pairs]

@@ -7,7 +7,7 @@ batches an uninterrupted run would have seen next.
 
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
 import torch
 from torch.utils.data import DataLoader, Sampler
@@ -26,7 +26,7 @@ class SeededBatchSampler(Sampler[list[int]]):
         permutation = torch.randperm(self.num_items, generator=generator).tolist()
         if self.order is not None:
             permutation = self.order(permutation, epoch)
-        return [permutation[i:i + self.batch_size] for i in range(0, self.num_items, self.batch_size)]
+        return [permutation[i : i + self.batch_size] for i in range(0, self.num_items, self.batch_size)]
 
     def __len__(self) -> int:
         return -(-self.num_items // self.batch_size)

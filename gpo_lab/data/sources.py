@@ -14,6 +14,7 @@ from gpo_lab.errors import ConfigError
 class DataError(ConfigError):
     """Preference data that cannot be used, with what was found and how to fix it."""
 
+
 LOCAL_FORMATS = {".json": "json", ".jsonl": "json", ".parquet": "parquet", ".csv": "csv"}
 
 
@@ -49,11 +50,14 @@ def check_json_file(path: Path) -> None:
                     try:
                         json.loads(line)
                     except json.JSONDecodeError as error:
-                        raise DataError(f"{path.name}, line {number}: not valid JSON ({error.msg} at column "
-                                        f"{error.colno}). Fix or remove that line.") from None
+                        raise DataError(
+                            f"{path.name}, line {number}: not valid JSON ({error.msg} at column "
+                            f"{error.colno}). Fix or remove that line."
+                        ) from None
     elif path.suffix.lower() == ".json":
         try:
             json.loads(path.read_text())
         except json.JSONDecodeError as error:
-            raise DataError(f"{path.name}, line {error.lineno}: not valid JSON ({error.msg} at column "
-                            f"{error.colno}).") from None
+            raise DataError(
+                f"{path.name}, line {error.lineno}: not valid JSON ({error.msg} at column {error.colno})."
+            ) from None

@@ -52,7 +52,7 @@ def render_texts(prompt: Any, chosen: Any, rejected: Any, tokenizer) -> tuple[st
         full = tokenizer.apply_chat_template(messages + list(turns), tokenize=False)
         if not full.startswith(prompt_text):
             raise ValueError("The chat template does not render the prompt as a prefix of prompt + response.")
-        return full[len(prompt_text):]
+        return full[len(prompt_text) :]
 
     return prompt_text, response_text(chosen), response_text(rejected)
 
@@ -78,7 +78,7 @@ def encode_pair(
     if not prompt_ids or (always and prompt_ids[0] != start_id):
         prompt_ids = [start_id, *prompt_ids]
     if truncation.max_prompt_length is not None:
-        prompt_ids = prompt_ids[-truncation.max_prompt_length:]
+        prompt_ids = prompt_ids[-truncation.max_prompt_length :]
     budget = truncation.max_length - len(prompt_ids)
     encoded = {"prompt_ids": prompt_ids}
     for key, text in (("chosen_ids", chosen), ("rejected_ids", rejected)):

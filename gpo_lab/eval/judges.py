@@ -9,7 +9,7 @@ sees both responses at once in both orders, which cancels a preference for a pos
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 
@@ -22,7 +22,7 @@ class Judge(ABC):
     def compare(self, prompts: Sequence, responses_a: Sequence[str], responses_b: Sequence[str]) -> torch.Tensor:
         """P(a beats b) for each prompt, in [0, 1], float64; a tie counts 1/2."""
 
-    def to(self, device) -> "Judge":
+    def to(self, device) -> Judge:
         return self
 
 
@@ -79,24 +79,37 @@ class RewardModelJudge(RewardJudge):
     are concatenated.
     """
 
-    def __init__(self, name: str | None = None, model=None, tokenizer=None, batch_size: int = 16,
-                 max_length: int = 1024, chat_template: bool = False, dtype: str = "float32",
-                 tie_tolerance: float = 1e-6, temperature: float = 0.0, revision: str | None = None):
+    def __init__(
+        self,
+        name: str | None = None,
+        model=None,
+        tokenizer=None,
+        batch_size: int = 16,
+        max_length: int = 1024,
+        chat_template: bool = False,
+        dtype: str = "float32",
+        tie_tolerance: float = 1e-6,
+        temperature: float = 0.0,
+        revision: str | None = None,
+    ):
         super().__init__(tie_tolerance, temperature)
         if (model is None) != (tokenizer is None) or (model is None and not name):
-            raise ConfigError("RewardModelJudge needs judge.name (a reward model's hub name or path), "
-                              "or both a model and a tokenizer.")
+            raise ConfigError(
+                "RewardModelJudge needs judge.name (a reward model's hub name or path), "
+                "or both a model and a tokenizer."
+            )
         if model is None:
             from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
             from gpo_lab.models.hf import DTYPES
 
             tokenizer = AutoTokenizer.from_pretrained(name, revision=revision)
-            model = AutoModelForSequenceClassification.from_pretrained(name, revision=revision,
-                                                                       dtype=DTYPES[dtype])
+            model = AutoModelForSequenceClassification.from_pretrained(name, revision=revision, dtype=DTYPES[dtype])
         if model.config.num_labels not in (1, 2):
-            raise ConfigError(f"A reward model has 1 output (the reward) or 2 (log-odds); "
-                              f"{name or type(model).__name__} has {model.config.num_labels}.")
+            raise ConfigError(
+                f"A reward model has 1 output (the reward) or 2 (log-odds); "
+                f"{name or type(model).__name__} has {model.config.num_labels}."
+            )
         if tokenizer.pad_token is None:
             tokenizer.pad_token = tokenizer.eos_token
         if model.config.pad_token_id is None:
@@ -104,16 +117,21 @@ class RewardModelJudge(RewardJudge):
         self.model, self.tokenizer = model.eval().requires_grad_(False), tokenizer
         self.batch_size, self.max_length, self.chat_template = batch_size, max_length, chat_template
 
-    def to(self, device) -> "RewardModelJudge":
+    def to(self, device) -> RewardModelJudge:
         self.model.to(device)
         return self
 
     def _texts(self, prompts, responses) -> list[str]:
         if not self.chat_template:
             return [p + r for p, r in zip(prompts, responses)]
-        return [self.tokenizer.apply_chat_template(
-            (p if isinstance(p, list) else [{"role": "user", "content": p}]) + [{"role": "assistant", "content": r}],
-            tokenize=False) for p, r in zip(prompts, responses)]
+        return [
+            self.tokenizer.apply_chat_template(
+                (p if isinstance(p, list) else [{"role": "user", "content": p}])
+                + [{"role": "assistant", "content": r}],
+                tokenize=False,
+            )
+            for p, r in zip(prompts, responses)
+        ]
 
     @torch.no_grad()
     def rewards(self, prompts, responses) -> torch.Tensor:
@@ -121,8 +139,13 @@ class RewardModelJudge(RewardJudge):
         device = next(self.model.parameters()).device
         scores = []
         for start in range(0, len(texts), self.batch_size):
-            batch = self.tokenizer(texts[start:start + self.batch_size], return_tensors="pt", padding=True,
-                                   truncation=True, max_length=self.max_length).to(device)
+            batch = self.tokenizer(
+                texts[start : start + self.batch_size],
+                return_tensors="pt",
+                padding=True,
+                truncation=True,
+                max_length=self.max_length,
+            ).to(device)
             logits = self.model(**batch).logits.double()
             scores.append((logits[:, 0] if logits.shape[-1] == 1 else logits[:, 1] - logits[:, 0]).cpu())
         return torch.cat(scores) if scores else torch.zeros(0, dtype=torch.float64)

@@ -30,8 +30,10 @@ def held_out_prompts(datamodule, limit: int, tokenizer) -> tuple[list, list[list
         return prompts, encode_prompts(tokenizer, prompts)
     val_set = getattr(datamodule, "val_set", None)
     if val_set is None:
-        raise ConfigError("The sample bank takes its prompts from the data module's validation pairs, and this data "
-                          "module has none (val_set); give it validation data or an eval_prompts attribute.")
+        raise ConfigError(
+            "The sample bank takes its prompts from the data module's validation pairs, and this data "
+            "module has none (val_set); give it validation data or an eval_prompts attribute."
+        )
     seen, ids = set(), []
     for prompt in val_set["prompt_ids"]:
         key = tuple(prompt)
@@ -54,11 +56,20 @@ class SampleBankCallback(pl.Callback):
     validation; N draws one when the step is a multiple of N and at the end of training.
     """
 
-    def __init__(self, num_prompts: int = 256, max_new_tokens: int = 64, batch_size: int = 64,
-                 every_n_steps: int | None = None, seed: int = 0, progress: bool = True):
+    def __init__(
+        self,
+        num_prompts: int = 256,
+        max_new_tokens: int = 64,
+        batch_size: int = 64,
+        every_n_steps: int | None = None,
+        seed: int = 0,
+        progress: bool = True,
+    ):
         if num_prompts < 2 or max_new_tokens < 1 or batch_size < 1:
-            raise ConfigError("callbacks.sample_bank needs num_prompts >= 2 (for a standard error), "
-                              "max_new_tokens >= 1 and batch_size >= 1.")
+            raise ConfigError(
+                "callbacks.sample_bank needs num_prompts >= 2 (for a standard error), "
+                "max_new_tokens >= 1 and batch_size >= 1."
+            )
         if every_n_steps is not None and every_n_steps < 1:
             raise ConfigError(f"callbacks.sample_bank.every_n_steps must be >= 1 or null, got {every_n_steps}.")
         self.num_prompts, self.max_new_tokens, self.batch_size = num_prompts, max_new_tokens, batch_size
@@ -94,27 +105,40 @@ class SampleBankCallback(pl.Callback):
         policy, reference = getattr(pl_module, "policy", None), getattr(pl_module, "reference", None)
         tokenizer = getattr(trainer.datamodule, "tokenizer", None)
         if policy is None or reference is None or tokenizer is None:
-            raise ConfigError("callbacks.sample_bank needs a module with .policy and .reference and a data module "
-                              "with .tokenizer (as GPOModule and PreferenceDataModule have).")
+            raise ConfigError(
+                "callbacks.sample_bank needs a module with .policy and .reference and a data module "
+                "with .tokenizer (as GPOModule and PreferenceDataModule have)."
+            )
         if self._prompts is None:
             self._prompts = held_out_prompts(trainer.datamodule, self.num_prompts, tokenizer)
         started = time.time()
         with torch.inference_mode():
-            bank = generate_bank(policy, reference, tokenizer, *self._prompts, max_new_tokens=self.max_new_tokens,
-                                 seed=self.seed, batch_size=self.batch_size, step=trainer.global_step,
-                                 progress=self.progress, reference_ids=self._reference_ids)
+            bank = generate_bank(
+                policy,
+                reference,
+                tokenizer,
+                *self._prompts,
+                max_new_tokens=self.max_new_tokens,
+                seed=self.seed,
+                batch_size=self.batch_size,
+                step=trainer.global_step,
+                progress=self.progress,
+                reference_ids=self._reference_ids,
+            )
         self._reference_ids = bank.reference_ids
-        log.info("step %d: sampled %d policy responses in %.1f s", trainer.global_step, len(bank),
-                 time.time() - started)
+        log.info(
+            "step %d: sampled %d policy responses in %.1f s", trainer.global_step, len(bank), time.time() - started
+        )
         return bank
 
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         bank = self.current(trainer, pl_module)
         if bank is None:
             return
-        lengths = {"val/response_length": bank.policy_lengths,
-                   "val/response_length_reference": torch.tensor([len(r) for r in bank.reference_ids],
-                                                                 dtype=torch.float64)}
+        lengths = {
+            "val/response_length": bank.policy_lengths,
+            "val/response_length_reference": torch.tensor([len(r) for r in bank.reference_ids], dtype=torch.float64),
+        }
         for name, values in lengths.items():
             mean, se = mean_and_se(values)
             log_value(pl_module, name, mean, len(bank))
@@ -136,5 +160,7 @@ def find_bank(trainer: pl.Trainer, user: str) -> SampleBankCallback:
     for callback in trainer.callbacks:
         if isinstance(callback, SampleBankCallback):
             return callback
-    raise ConfigError(f"callbacks.{user} reads the samples of callbacks.sample_bank, which is switched off; "
-                      f"enable it (callbacks=regularization) or set callbacks.{user}=null.")
+    raise ConfigError(
+        f"callbacks.{user} reads the samples of callbacks.sample_bank, which is switched off; "
+        f"enable it (callbacks=regularization) or set callbacks.{user}=null."
+    )

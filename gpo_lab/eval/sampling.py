@@ -79,7 +79,7 @@ def sample_responses(
     responses: list[list[int]] = []
     bar = tqdm(total=len(prompts), desc=progress, leave=False, disable=progress is None, dynamic_ncols=True)
     for start in range(0, len(prompts), batch_size):
-        chunk = prompts[start:start + batch_size]
+        chunk = prompts[start : start + batch_size]
         prompts_only = PlainPairs.from_rows([(prompt, []) for prompt in chunk], pad_token_id, side="left").to(device)
         input_ids, mask = prompts_only.input_ids, prompts_only.attention_mask
         positions = position_ids_from_mask(mask)
@@ -100,8 +100,13 @@ def sample_responses(
             if bool(finished.all()) or step + 1 == max_new_tokens:
                 break
             mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
-            output = model(input_ids=token[:, None], attention_mask=mask, position_ids=next_position,
-                           use_cache=True, **{cache_keyword: _cache_of(output)})
+            output = model(
+                input_ids=token[:, None],
+                attention_mask=mask,
+                position_ids=next_position,
+                use_cache=True,
+                **{cache_keyword: _cache_of(output)},
+            )
             next_position = next_position + 1
         drawn = torch.stack(tokens, dim=1).cpu()
         responses.extend(drawn[i, :n].tolist() for i, n in enumerate(lengths.tolist()))
@@ -126,15 +131,16 @@ def score_responses(
     device = next(policy.parameters()).device
     out = {"policy_logps": [], "reference_logps": [], "token_kl": []}
     for start in range(0, len(prompts), batch_size):
-        rows = list(zip(prompts[start:start + batch_size], responses[start:start + batch_size]))
+        rows = list(zip(prompts[start : start + batch_size], responses[start : start + batch_size]))
         batch = PlainPairs.from_rows(rows, pad_token_id).to(device)
         log_p, targets_mask = response_log_distributions(policy, batch)
         log_q, _ = response_log_distributions(reference, batch)
         row_of, targets = response_targets(batch.input_ids, targets_mask)
         kl = (log_p.exp() * (log_p - log_q)).sum(-1)
         for key, log_probs in (("policy_logps", log_p), ("reference_logps", log_q)):
-            out[key].append(summed_logprobs(log_probs, targets, row_of, len(rows), normalized=True,
-                                            dtype=torch.float64).cpu())
+            out[key].append(
+                summed_logprobs(log_probs, targets, row_of, len(rows), normalized=True, dtype=torch.float64).cpu()
+            )
         out["token_kl"].append(row_sums(kl, row_of, len(rows), torch.float64).cpu())
     return {k: torch.cat(v) if v else torch.zeros(0, dtype=torch.float64) for k, v in out.items()}
 
@@ -191,14 +197,24 @@ def generate_bank(
     device = next(policy.parameters()).device
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     streams = [torch.Generator(device=device).manual_seed(seed), torch.Generator(device=device).manual_seed(seed + 1)]
-    common = dict(max_new_tokens=max_new_tokens, eos_token_id=tokenizer.eos_token_id, pad_token_id=pad,
-                  batch_size=batch_size)
-    policy_ids = sample_responses(policy, prompt_ids, generator=streams[0],
-                                  progress="sampling policy" if progress else None, **common)
+    common = dict(
+        max_new_tokens=max_new_tokens, eos_token_id=tokenizer.eos_token_id, pad_token_id=pad, batch_size=batch_size
+    )
+    policy_ids = sample_responses(
+        policy, prompt_ids, generator=streams[0], progress="sampling policy" if progress else None, **common
+    )
     if reference_ids is None:
-        reference_ids = sample_responses(reference, prompt_ids, generator=streams[1],
-                                         progress="sampling reference" if progress else None, **common)
+        reference_ids = sample_responses(
+            reference, prompt_ids, generator=streams[1], progress="sampling reference" if progress else None, **common
+        )
     scores = score_responses(policy, reference, prompt_ids, policy_ids, pad, batch_size)
-    return SampleBank(step=step, prompts=list(prompts), prompt_ids=prompt_ids, policy_ids=policy_ids,
-                      reference_ids=reference_ids, policy_texts=decode(tokenizer, policy_ids),
-                      reference_texts=decode(tokenizer, reference_ids), **scores)
+    return SampleBank(
+        step=step,
+        prompts=list(prompts),
+        prompt_ids=prompt_ids,
+        policy_ids=policy_ids,
+        reference_ids=reference_ids,
+        policy_texts=decode(tokenizer, policy_ids),
+        reference_texts=decode(tokenizer, reference_ids),
+        **scores,
+    )

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytorch_lightning as pl
 
-from gpo_lab.eval.sample_bank import find_bank, log_value
 from gpo_lab.errors import ConfigError
 from gpo_lab.eval.judges import Judge, RewardJudge, win_rate
+from gpo_lab.eval.sample_bank import find_bank, log_value
 from gpo_lab.eval.sampling import mean_and_se
 
 # Which way is better, as logged under val/ (read by gpo_lab.run.directions). The reference's samples
@@ -21,8 +21,10 @@ class WinRateCallback(pl.Callback):
 
     def __init__(self, judge: Judge | None = None):
         if judge is None:
-            raise ConfigError("callbacks.win_rate needs a judge: add +judge=golden (synthetic task) or "
-                              "+judge=reward_model judge.name=PATH, or switch it off with callbacks.win_rate=null.")
+            raise ConfigError(
+                "callbacks.win_rate needs a judge: add +judge=golden (synthetic task) or "
+                "+judge=reward_model judge.name=PATH, or switch it off with callbacks.win_rate=null."
+            )
         self.judge = judge
         self._device = None
 

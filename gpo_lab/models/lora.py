@@ -30,9 +30,17 @@ def is_lora_model(model: torch.nn.Module) -> bool:
     return isinstance(model, PeftModel)
 
 
-def with_lora(tokenizer, base: str, r: int = 16, alpha: float = 32, dropout: float = 0.0,
-              target_modules: str | list[str] = "all-linear", bias: str = "none",
-              modules_to_save: list[str] | None = None, **base_kwargs) -> torch.nn.Module:
+def with_lora(
+    tokenizer,
+    base: str,
+    r: int = 16,
+    alpha: float = 32,
+    dropout: float = 0.0,
+    target_modules: str | list[str] = "all-linear",
+    bias: str = "none",
+    modules_to_save: list[str] | None = None,
+    **base_kwargs,
+) -> torch.nn.Module:
     """The model built by the function ``base`` (an import path, called with ``tokenizer`` and
     ``base_kwargs``), with trainable LoRA adapters.
 
@@ -43,12 +51,19 @@ def with_lora(tokenizer, base: str, r: int = 16, alpha: float = 32, dropout: flo
     """
     peft = _peft()
     if r < 1 or alpha <= 0:
-        raise ConfigError(f"LoRA needs r >= 1 and alpha > 0 (model.policy.r, model.policy.alpha), got r={r}, "
-                          f"alpha={alpha}.")
+        raise ConfigError(
+            f"LoRA needs r >= 1 and alpha > 0 (model.policy.r, model.policy.alpha), got r={r}, alpha={alpha}."
+        )
     model = get_method(base)(tokenizer=tokenizer, **base_kwargs)
     seq2seq = bool(getattr(model.config, "is_encoder_decoder", False))
     targets = target_modules if isinstance(target_modules, str) else list(target_modules)
-    config = peft.LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, bias=bias, target_modules=targets,
-                             modules_to_save=list(modules_to_save) if modules_to_save else None,
-                             task_type=peft.TaskType.SEQ_2_SEQ_LM if seq2seq else peft.TaskType.CAUSAL_LM)
+    config = peft.LoraConfig(
+        r=r,
+        lora_alpha=alpha,
+        lora_dropout=dropout,
+        bias=bias,
+        target_modules=targets,
+        modules_to_save=list(modules_to_save) if modules_to_save else None,
+        task_type=peft.TaskType.SEQ_2_SEQ_LM if seq2seq else peft.TaskType.CAUSAL_LM,
+    )
     return peft.get_peft_model(model, config)

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import copy
 import inspect
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Callable, Iterator
 
 import torch
 from hydra.utils import instantiate
@@ -48,7 +48,7 @@ def separate_model(policy: torch.nn.Module, tokenizer, model: DictConfig) -> tor
 class _AdaptersOff:
     """Calls a part of the policy (its decoder, its output layer) with the adapters switched off."""
 
-    def __init__(self, reference: "AdaptersDisabled", part):
+    def __init__(self, reference: AdaptersDisabled, part):
         self.reference, self.part = reference, part
 
     def __call__(self, *args, **kwargs):
@@ -69,8 +69,9 @@ class AdaptersDisabled(torch.nn.Module):
     def __init__(self, policy: torch.nn.Module):
         super().__init__()
         if not is_lora_model(policy):
-            raise ConfigError("reference=adapters_disabled needs a LoRA policy (model=lora); for a full model use "
-                              "reference=copy.")
+            raise ConfigError(
+                "reference=adapters_disabled needs a LoRA policy (model=lora); for a full model use reference=copy."
+            )
         self._policy = (policy,)
         base_forward = inspect.signature(policy.get_base_model().forward).parameters
         self._cache_keyword = "cache" if "cache" in base_forward else "past_key_values"
@@ -112,7 +113,7 @@ class AdaptersDisabled(torch.nn.Module):
     def parameters(self, recurse: bool = True) -> Iterator[torch.nn.Parameter]:
         return self.policy.parameters(recurse)
 
-    def requires_grad_(self, requires_grad: bool = True) -> "AdaptersDisabled":
+    def requires_grad_(self, requires_grad: bool = True) -> AdaptersDisabled:
         """Nothing to freeze: the reference always runs without gradients, and the weights that
         ``parameters()`` shows are the policy's, whose adapters must keep training."""
         return self
@@ -159,15 +160,17 @@ class LazyReference(torch.nn.Module):
             from gpo_lab.models.reference_cache import weights_fingerprint  # the cache imports this module
 
             if self._fingerprint is not None and weights_fingerprint(model) != self._fingerprint:
-                raise RuntimeError("The reference built on demand differs from the one whose log-probs were cached; "
-                                   "its source must rebuild the same weights.")
+                raise RuntimeError(
+                    "The reference built on demand differs from the one whose log-probs were cached; "
+                    "its source must rebuild the same weights."
+                )
             model.eval()
             model.requires_grad_(False)
             self._pending.clear()
             self._modules["_model"] = model.to(self._device_marker.device)
         return self._modules["_model"]
 
-    def train(self, mode: bool = True) -> "LazyReference":
+    def train(self, mode: bool = True) -> LazyReference:
         """A frozen reference never leaves eval mode (no dropout), whatever its owner switches to."""
         return super().train(False)
 

@@ -11,22 +11,24 @@ together compute once while the others wait and then read it), each one safetens
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import logging
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from gpo_lab.scoring.packing import PackedPairs
 from gpo_lab.models.reference import LazyReference
 from gpo_lab.run.cache import ContentCache, spec_key
+from gpo_lab.scoring.packing import PackedPairs
 
 log = logging.getLogger(__name__)
 
@@ -76,15 +78,18 @@ def pairs_fingerprint(pairs) -> str:
 
 
 def tokenizer_fingerprint(tokenizer) -> str:
-    """A hash of the tokenizer's full definition (vocabulary, merges, normalisation), special tokens and chat template."""
+    """A hash of the tokenizer's full definition (vocabulary, merges, normalisation), specials and chat template."""
     digest = _hasher()
     backend = getattr(tokenizer, "backend_tokenizer", None)
     if backend is not None:
         digest.update(backend.to_str().encode())
     else:
         digest.update(json.dumps(sorted(tokenizer.get_vocab().items())).encode())
-    extras = {"class": type(tokenizer).__name__, "special": getattr(tokenizer, "special_tokens_map", {}),
-              "chat_template": getattr(tokenizer, "chat_template", None)}
+    extras = {
+        "class": type(tokenizer).__name__,
+        "special": getattr(tokenizer, "special_tokens_map", {}),
+        "chat_template": getattr(tokenizer, "chat_template", None),
+    }
     digest.update(json.dumps(extras, sort_keys=True, default=str).encode())
     return digest.hexdigest()
 
@@ -94,9 +99,16 @@ def cache_spec(reference_fingerprint: str, pairs, tokenizer, truncation) -> dict
     import transformers
 
     truncation = dataclasses.asdict(truncation) if dataclasses.is_dataclass(truncation) else dict(truncation)
-    return {"format": FORMAT_VERSION, "reference": reference_fingerprint, "pairs": pairs_fingerprint(pairs),
-            "num_pairs": len(pairs), "tokenizer": tokenizer_fingerprint(tokenizer), "truncation": truncation,
-            "torch": torch.__version__, "transformers": transformers.__version__}
+    return {
+        "format": FORMAT_VERSION,
+        "reference": reference_fingerprint,
+        "pairs": pairs_fingerprint(pairs),
+        "num_pairs": len(pairs),
+        "tokenizer": tokenizer_fingerprint(tokenizer),
+        "truncation": truncation,
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+    }
 
 
 # ----------------------------------------------------------------------------------- the store
@@ -140,8 +152,10 @@ class ReferenceLogpCache:
     @staticmethod
     def _checked(values: torch.Tensor, spec: dict[str, Any]) -> torch.Tensor:
         if tuple(values.shape) != (spec["num_pairs"], 2):
-            raise ValueError(f"Reference log-probs of shape {tuple(values.shape)} for {spec['num_pairs']} pairs; "
-                             "expected (pairs, 2).")
+            raise ValueError(
+                f"Reference log-probs of shape {tuple(values.shape)} for {spec['num_pairs']} pairs; "
+                "expected (pairs, 2)."
+            )
         return values
 
 
@@ -160,7 +174,7 @@ def compute_reference_logps(reference: torch.nn.Module, pairs, pad_id: int, batc
     try:
         with torch.no_grad():
             for start in range(0, len(order), batch_size):
-                index = order[start:start + batch_size]
+                index = order[start : start + batch_size]
                 batch = PackedPairs.from_pairs([(prompts[i], chosen[i], rejected[i]) for i in index], pad_id)
                 values = batch.to(device).score(reference).float().cpu()
                 out[index] = values.view(2, len(index)).T
@@ -175,8 +189,13 @@ def batch_reference_logps(pairs: list[dict]) -> torch.Tensor:
     return torch.cat([values[:, 0], values[:, 1]])
 
 
-def attach_reference_logps(datamodule, reference: torch.nn.Module, cache: ReferenceLogpCache | None = None,
-                           batch_size: int = 16, device: str | torch.device | None = None) -> dict[str, str]:
+def attach_reference_logps(
+    datamodule,
+    reference: torch.nn.Module,
+    cache: ReferenceLogpCache | None = None,
+    batch_size: int = 16,
+    device: str | torch.device | None = None,
+) -> dict[str, str]:
     """Give the data module's encoded splits a ``reference_logps`` column, from the cache or computed once.
 
     Its batches then carry ``reference_logps`` and training never runs the reference. Each split
@@ -195,10 +214,18 @@ def attach_reference_logps(datamodule, reference: torch.nn.Module, cache: Refere
         spec = cache_spec(fingerprint, pairs, datamodule.tokenizer, datamodule.truncation)
         started = time.perf_counter()
         values, computed = cache.get_or_compute(
-            spec, lambda: _compute_on(reference, pairs, datamodule.tokenizer.pad_token_id, batch_size, device))
+            spec,
+            functools.partial(_compute_on, reference, pairs, datamodule.tokenizer.pad_token_id, batch_size, device),
+        )
         outcome[split] = "computed" if computed else "cached"
-        log.info("Reference log-probs of %d %s pairs: %s in %.1f s (%s).", len(pairs), split, outcome[split],
-                 time.perf_counter() - started, cache.path(spec_key(spec)))
+        log.info(
+            "Reference log-probs of %d %s pairs: %s in %.1f s (%s).",
+            len(pairs),
+            split,
+            outcome[split],
+            time.perf_counter() - started,
+            cache.path(spec_key(spec)),
+        )
         setattr(datamodule, attribute, pairs.add_column(COLUMN, values.tolist()))
     stats = getattr(datamodule, "stats", None)
     if isinstance(stats, dict):

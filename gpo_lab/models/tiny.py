@@ -33,8 +33,15 @@ def tiny_causal_lm(
     return LlamaForCausalLM(config)
 
 
-def tiny_seq2seq_lm(tokenizer, d_model: int = 64, num_layers: int = 2, num_heads: int = 4, d_ff: int | None = None,
-                    relative_attention_num_buckets: int = 32, attn_implementation: str = "eager") -> PreTrainedModel:
+def tiny_seq2seq_lm(
+    tokenizer,
+    d_model: int = 64,
+    num_layers: int = 2,
+    num_heads: int = 4,
+    d_ff: int | None = None,
+    relative_attention_num_buckets: int = 32,
+    attn_implementation: str = "eager",
+) -> PreTrainedModel:
     """A randomly initialised T5 sized for CPU tests (initialised from the global seed).
 
     Eager attention by default: on CPU, SDPA picks different kernels with and without autograd,

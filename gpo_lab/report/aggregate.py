@@ -45,18 +45,33 @@ def aggregate(jobs: pd.DataFrame, metrics: list[Metric], value: str = "final") -
     rows = []
     for config, group in usable.groupby("config", sort=False):
         first = group.iloc[0]
-        row = {"config": config, "loss": first["loss"], "beta": first["beta"], "lr": first["lr"],
-               "n": len(group), "seeds": sorted(group["seed"].dropna().tolist()),
-               "partial": bool((group["status"] == RUNNING).any()), "jobs": group["job"].tolist()}
+        row = {
+            "config": config,
+            "loss": first["loss"],
+            "beta": first["beta"],
+            "lr": first["lr"],
+            "n": len(group),
+            "seeds": sorted(group["seed"].dropna().tolist()),
+            "partial": bool((group["status"] == RUNNING).any()),
+            "jobs": group["job"].tolist(),
+        }
         for metric in metrics:
             values = group[f"{metric.spec} v"].dropna()
             mean = values.mean() if len(values) else math.nan
             sd = values.std(ddof=1) if len(values) > 1 else math.nan
             se = group[f"{metric.spec} s"].dropna()
             eval_se = float(se.iloc[0]) if len(values) == 1 and len(se) == 1 else math.nan
-            row.update({f"{metric.spec} mean": mean, f"{metric.spec} sd": sd, f"{metric.spec} se": eval_se,
-                        f"{metric.spec} err": sd if len(values) > 1 else eval_se,
-                        f"{metric.spec} err_kind": SEED_SD if len(values) > 1 else (EVAL_SE if not math.isnan(eval_se) else "")})
+            row.update(
+                {
+                    f"{metric.spec} mean": mean,
+                    f"{metric.spec} sd": sd,
+                    f"{metric.spec} se": eval_se,
+                    f"{metric.spec} err": sd if len(values) > 1 else eval_se,
+                    f"{metric.spec} err_kind": SEED_SD
+                    if len(values) > 1
+                    else (EVAL_SE if not math.isnan(eval_se) else ""),
+                }
+            )
         rows.append(row)
     frame = pd.DataFrame(rows)
     if frame.empty:
@@ -88,10 +103,19 @@ def best_beta(configs: pd.DataFrame, metric: Metric, jobs: pd.DataFrame | None =
         if not done.empty:
             means = done[f"{metric.spec} mean"]
             best = done.loc[means.idxmax() if metric.higher_is_better else means.idxmin()]
-            row.update({"beta": best["beta"], "lr": best["lr"], "mean": best[f"{metric.spec} mean"],
-                        "sd": best[f"{metric.spec} sd"], "err": best[f"{metric.spec} err"],
-                        "err_kind": best[f"{metric.spec} err_kind"], "n": best["n"], "ratio": best["ratio"],
-                        "scaled_beta": best["scaled_beta"]})
+            row.update(
+                {
+                    "beta": best["beta"],
+                    "lr": best["lr"],
+                    "mean": best[f"{metric.spec} mean"],
+                    "sd": best[f"{metric.spec} sd"],
+                    "err": best[f"{metric.spec} err"],
+                    "err_kind": best[f"{metric.spec} err_kind"],
+                    "n": best["n"],
+                    "ratio": best["ratio"],
+                    "scaled_beta": best["scaled_beta"],
+                }
+            )
         rows.append(row)
     return pd.DataFrame(rows, columns=columns)
 

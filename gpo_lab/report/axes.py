@@ -43,7 +43,7 @@ class Metric:
     negate: bool = False
 
     @classmethod
-    def parse(cls, spec: str) -> "Metric":
+    def parse(cls, spec: str) -> Metric:
         spec = spec.strip()
         return cls(spec[1:], True) if spec.startswith("-") else cls(spec)
 

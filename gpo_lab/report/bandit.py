@@ -23,9 +23,9 @@ from matplotlib.lines import Line2D
 from matplotlib.ticker import FixedLocator, FormatStrFormatter, NullFormatter
 from omegaconf import OmegaConf
 
-from gpo_lab.tasks.bandit.problem import build_problem
 from gpo_lab.losses import MEMBERS, GPOLoss
 from gpo_lab.run.records import METRICS_FILE, SUMMARY_FILE, read_json, read_metrics
+from gpo_lab.tasks.bandit.problem import build_problem
 
 TRAINING_FIGURE = "bandit_training.png"
 KL_FIGURE = "bandit_kl_vs_beta.png"
@@ -82,8 +82,16 @@ def load_runs(sweep_dir: Path) -> list[BanditRun]:
             name = key.removeprefix("val/")
             if name in start and points[0][0] > 0:
                 points.insert(0, (0, float(start[name])))
-        runs.append(BanditRun(loss.name, float(cfg.beta), str(cfg.bandit.labels), str(cfg.bandit.mu),
-                              loss.derivatives.regularization_ratio, curve))
+        runs.append(
+            BanditRun(
+                loss.name,
+                float(cfg.beta),
+                str(cfg.bandit.labels),
+                str(cfg.bandit.mu),
+                loss.derivatives.regularization_ratio,
+                curve,
+            )
+        )
     return runs
 
 
@@ -121,9 +129,11 @@ def training_figure(runs: list[BanditRun], beta: float | None = None) -> Figure 
     if not chosen:
         raise ValueError(f"No partial-support run with beta={beta}; the sweep has beta in {betas}.")
     kinds, styles = _label_kinds(chosen), _styles(chosen)
-    panels = [("val/offline_reg", "R_mu = E_mu[rho^2] / 2  (symmetric log scale)", True),
-              ("val/kl", "KL(pi || pi_ref)", False),
-              ("val/off_support_mass", "pi's mass off the support of mu", False)]
+    panels = [
+        ("val/offline_reg", "R_mu = E_mu[rho^2] / 2  (symmetric log scale)", True),
+        ("val/kl", "KL(pi || pi_ref)", False),
+        ("val/off_support_mass", "pi's mass off the support of mu", False),
+    ]
     figure = Figure(figsize=(15, 4.2 * len(kinds)), layout="constrained")
     axes = figure.subplots(len(kinds), len(panels), squeeze=False)
     for row, kind in enumerate(kinds):
@@ -141,8 +151,10 @@ def training_figure(runs: list[BanditRun], beta: float | None = None) -> Figure 
             ax.set_xlabel("training step")
             ax.grid(alpha=0.3)
     axes[0][0].legend(title="loss", fontsize=9)
-    figure.suptitle(f"Tabular bandit, mu on part of the actions, beta = {beta:g}: the losses only see the "
-                    "support of mu", fontsize=12)
+    figure.suptitle(
+        f"Tabular bandit, mu on part of the actions, beta = {beta:g}: the losses only see the support of mu",
+        fontsize=12,
+    )
     return figure
 
 
@@ -162,8 +174,14 @@ def kl_figure(runs: list[BanditRun]) -> Figure:
                 ys = [r.final("val/kl") for r in points]
                 ax.plot(xs, ys, **style, linewidth=1.5, alpha=0.8, label=name)
                 for x, y, run in zip(xs, ys, points):
-                    ax.plot([x], [y], "o", color=style["color"], markersize=7,
-                            markerfacecolor=style["color"] if run.settled() else "white")
+                    ax.plot(
+                        [x],
+                        [y],
+                        "o",
+                        color=style["color"],
+                        markersize=7,
+                        markerfacecolor=style["color"] if run.settled() else "white",
+                    )
             ax.set_xscale("log")
             ax.set_yscale("log")
             ticks = sorted({x for line in ax.get_lines() for x in line.get_xdata()})
@@ -174,19 +192,28 @@ def kl_figure(runs: list[BanditRun]) -> Figure:
             ax.set_ylabel("KL(pi || pi_ref) at the end of training")
             if rescaled:
                 ax.set_xlabel("rescaled beta = beta * f''(0) / |f'(0)|")
-                ax.set_title(f"against the rescaled beta (hinge: f''(0) = 0, not shown)\n"
-                             f"{kind.replace('_', '-')} labels", fontsize=10)
+                ax.set_title(
+                    f"against the rescaled beta (hinge: f''(0) = 0, not shown)\n{kind.replace('_', '-')} labels",
+                    fontsize=10,
+                )
             else:
                 ax.set_xlabel("beta")
                 ax.set_title(f"against beta\n{kind.replace('_', '-')} labels", fontsize=10)
     handles = [Line2D([], [], **s, marker="o", label=n) for n, s in styles.items()]
-    handles += [Line2D([], [], color="grey", marker="o", linestyle="", label="KL settled (< 1% change in the "
-                       "last 20% of steps)"),
-                Line2D([], [], color="grey", marker="o", markerfacecolor="white", linestyle="",
-                       label="KL still moving at the end")]
+    handles += [
+        Line2D(
+            [], [], color="grey", marker="o", linestyle="", label="KL settled (< 1% change in the last 20% of steps)"
+        ),
+        Line2D(
+            [], [], color="grey", marker="o", markerfacecolor="white", linestyle="", label="KL still moving at the end"
+        ),
+    ]
     axes[0][0].legend(handles=handles, fontsize=9)
-    figure.suptitle("Tabular bandit: KL at the end of training; the Taylor expansion predicts the curves line "
-                    "up against the rescaled beta", fontsize=12)
+    figure.suptitle(
+        "Tabular bandit: KL at the end of training; the Taylor expansion predicts the curves line "
+        "up against the rescaled beta",
+        fontsize=12,
+    )
     return figure
 
 
@@ -195,8 +222,10 @@ def draw(sweep_dir: Path, beta: float | None = None) -> list[Path]:
     sweep_dir = Path(sweep_dir)
     runs = load_runs(sweep_dir)
     if not runs:
-        raise SystemExit(f"No completed bandit run under {sweep_dir}; run e.g. "
-                         "python -m gpo_lab -m --config-dir sweeps --config-name bandit")
+        raise SystemExit(
+            f"No completed bandit run under {sweep_dir}; run e.g. "
+            "python -m gpo_lab -m --config-dir sweeps --config-name bandit"
+        )
     written = []
     for figure, name in ((training_figure(runs, beta), TRAINING_FIGURE), (kl_figure(runs), KL_FIGURE)):
         if figure is not None:
@@ -206,11 +235,18 @@ def draw(sweep_dir: Path, beta: float | None = None) -> list[Path]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m gpo_lab.report.bandit", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m gpo_lab.report.bandit",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("sweep_dir", type=Path, help="a sweep directory, e.g. multirun/bandit")
-    parser.add_argument("--beta", type=float, default=None,
-                        help="beta of the runs in the training figure (default 0.5 if swept, else the median)")
+    parser.add_argument(
+        "--beta",
+        type=float,
+        default=None,
+        help="beta of the runs in the training figure (default 0.5 if swept, else the median)",
+    )
     args = parser.parse_args(argv)
     try:
         written = draw(args.sweep_dir, args.beta)

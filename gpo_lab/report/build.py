@@ -43,8 +43,14 @@ class Report:
     path: Path | None = None
 
 
-def make_report(sweep: str | Path | Sweep, out: str | Path | None = None, x: str | None = None,
-                y: str | None = None, value: str = "final", jobs: list[str] | None = None) -> Report:
+def make_report(
+    sweep: str | Path | Sweep,
+    out: str | Path | None = None,
+    x: str | None = None,
+    y: str | None = None,
+    value: str = "final",
+    jobs: list[str] | None = None,
+) -> Report:
     """Write ``report.md`` and the figures into ``out`` (default: the sweep directory)."""
     sweep = sweep if isinstance(sweep, Sweep) else collect(sweep)
     if out is None and not Path(sweep.source).is_dir():
@@ -53,8 +59,9 @@ def make_report(sweep: str | Path | Sweep, out: str | Path | None = None, x: str
     out.mkdir(parents=True, exist_ok=True)
     report = analyse(sweep, x=x, y=y, value=value, jobs=jobs)
     drawers = {
-        "tradeoff": lambda: figures.tradeoff(report.configs, _need(report.x, "KL", KL_CANDIDATES),
-                                             _need(report.y, "quality", QUALITY_CANDIDATES)),
+        "tradeoff": lambda: figures.tradeoff(
+            report.configs, _need(report.x, "KL", KL_CANDIDATES), _need(report.y, "quality", QUALITY_CANDIDATES)
+        ),
         "beta": lambda: figures.quality_vs_beta(report.configs, _need(report.y, "quality", QUALITY_CANDIDATES)),
         "dynamics": lambda: figures.dynamics(histories(sweep, report.dynamics_jobs), report.x),
         "loss_functions": lambda: figures.loss_functions(_losses(sweep)),
@@ -74,8 +81,9 @@ def make_report(sweep: str | Path | Sweep, out: str | Path | None = None, x: str
     return report
 
 
-def analyse(sweep: Sweep, x: str | None = None, y: str | None = None, value: str = "final",
-            jobs: list[str] | None = None) -> Report:
+def analyse(
+    sweep: Sweep, x: str | None = None, y: str | None = None, value: str = "final", jobs: list[str] | None = None
+) -> Report:
     """Everything the report shows except the figures: metrics chosen, seeds aggregated, best beta."""
     if value not in ("final", "best"):
         raise ValueError(f"value must be 'final' or 'best', got {value!r}")
@@ -84,20 +92,27 @@ def analyse(sweep: Sweep, x: str | None = None, y: str | None = None, value: str
     notes = []
     for requested, metric in ((x, x_metric), (y, y_metric)):
         if requested and not metric.present(sweep.jobs):
-            notes.append(f"The requested metric {metric.name} was not logged by any job; "
-                         f"logged: {', '.join(sweep.metrics()) or 'none'}.")
+            notes.append(
+                f"The requested metric {metric.name} was not logged by any job; "
+                f"logged: {', '.join(sweep.metrics()) or 'none'}."
+            )
     if y_metric is not None and not y and y_metric.name != "val/win_rate":
         notes.append(f"val/win_rate was not logged; the quality axis uses {y_metric.spec} instead.")
     metrics = [m for m in (x_metric, y_metric, Metric(REGULARIZER)) if m is not None]
     metrics = list(dict.fromkeys(metrics))
     configs = aggregate(sweep.jobs, metrics, value)
-    best = best_beta(configs, y_metric, sweep.jobs) if y_metric is not None else pd.DataFrame(columns=["loss", "beta", "lr"])
+    best = (
+        best_beta(configs, y_metric, sweep.jobs)
+        if y_metric is not None
+        else pd.DataFrame(columns=["loss", "beta", "lr"])
+    )
     chosen = jobs or default_dynamics_jobs(sweep, configs, y_metric)
     unknown = [job for job in chosen if job not in set(sweep.jobs["job"])]
     if unknown:
         raise ValueError(f"Unknown job(s) {', '.join(unknown)}; jobs of this sweep: {', '.join(sweep.jobs['job'])}")
-    return Report(sweep=sweep, x=x_metric, y=y_metric, value=value, configs=configs, best=best,
-                  dynamics_jobs=chosen, notes=notes)
+    return Report(
+        sweep=sweep, x=x_metric, y=y_metric, value=value, configs=configs, best=best, dynamics_jobs=chosen, notes=notes
+    )
 
 
 def default_dynamics_jobs(sweep: Sweep, configs: pd.DataFrame, y: Metric | None) -> list[str]:
@@ -106,8 +121,11 @@ def default_dynamics_jobs(sweep: Sweep, configs: pd.DataFrame, y: Metric | None)
     if y is not None and not configs.empty:
         best = best_beta(configs, y).dropna(subset=["beta"])
         for _, row in best.iterrows():
-            match = configs[(configs["loss"] == row["loss"]) & (configs["beta"] == row["beta"])
-                            & ((configs["lr"] == row["lr"]) | configs["lr"].isna())]
+            match = configs[
+                (configs["loss"] == row["loss"])
+                & (configs["beta"] == row["beta"])
+                & ((configs["lr"] == row["lr"]) | configs["lr"].isna())
+            ]
             if not match.empty:
                 chosen.append(match.iloc[0]["jobs"][0])
     if not chosen:

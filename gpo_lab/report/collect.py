@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pandas as pd
 import yaml
@@ -53,7 +54,7 @@ class Sweep:
 
     def metrics(self) -> list[str]:
         """Validation metrics with a value in at least one job."""
-        names = [c[len("final/"):] for c in self.jobs.columns if c.startswith("final/")]
+        names = [c[len("final/") :] for c in self.jobs.columns if c.startswith("final/")]
         return sorted(n for n in names if self.jobs[f"final/{n}"].notna().any())
 
 
@@ -68,19 +69,27 @@ def collect(sweep_dir: str | Path) -> Sweep:
     """Every job of a sweep directory as a row; see :func:`read_job` for the columns."""
     sweep_dir = Path(sweep_dir)
     if not sweep_dir.is_dir():
-        raise ConfigError(f"Sweep directory {str(sweep_dir)!r} does not exist. Pass the folder a multirun "
-                          "wrote, e.g. multirun/<name>/.")
+        raise ConfigError(
+            f"Sweep directory {str(sweep_dir)!r} does not exist. Pass the folder a multirun "
+            "wrote, e.g. multirun/<name>/."
+        )
     jobs = find_jobs(sweep_dir)
     if not jobs:
-        raise ConfigError(f"{str(sweep_dir)!r} holds no job directories (none has a {SUMMARY_FILE}, "
-                          f"{METRICS_FILE} or config.yaml). Pass the folder a multirun wrote, e.g. multirun/<name>/.")
+        raise ConfigError(
+            f"{str(sweep_dir)!r} holds no job directories (none has a {SUMMARY_FILE}, "
+            f"{METRICS_FILE} or config.yaml). Pass the folder a multirun wrote, e.g. multirun/<name>/."
+        )
     rows = [read_job(path) for path in jobs]
     frame = pd.DataFrame(rows)
     names = frame["name"].dropna().unique()
     name = str(names[0]) if len(names) == 1 else sweep_dir.name
     paths = {row["job"]: Path(row["path"]) for row in rows}
-    return Sweep(name=name, source=str(sweep_dir), jobs=frame,
-                 read_history=lambda job: validation_history(read_metrics(paths[job] / METRICS_FILE)))
+    return Sweep(
+        name=name,
+        source=str(sweep_dir),
+        jobs=frame,
+        read_history=lambda job: validation_history(read_metrics(paths[job] / METRICS_FILE)),
+    )
 
 
 def validation_history(records: list[dict[str, Any]]) -> pd.DataFrame:

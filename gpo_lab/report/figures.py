@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import math
 import textwrap
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 import numpy as np
 import pandas as pd
@@ -24,8 +24,18 @@ from gpo_lab.report.aggregate import EVAL_SE, SEED_SD, pareto_frontier, regulari
 from gpo_lab.report.axes import REGULARIZER, Metric, MissingMetric
 
 PAPER_LOSSES = tuple(MEMBERS)  # the registry's order: the report's order and colours
-_PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b",
-            "#e377c2", "#7f7f7f", "#bcbd22", "#17becf")
+_PALETTE = (
+    "#1f77b4",
+    "#d62728",
+    "#2ca02c",
+    "#ff7f0e",
+    "#9467bd",
+    "#8c564b",
+    "#e377c2",
+    "#7f7f7f",
+    "#bcbd22",
+    "#17becf",
+)
 _MARKERS = ("o", "s", "^", "D", "v", "P", "X")
 _LINESTYLES = ("-", "--", ":", "-.")
 
@@ -33,7 +43,7 @@ _LINESTYLES = ("-", "--", ":", "-.")
 def loss_colors(losses: Iterable[str]) -> dict[str, str]:
     """A fixed colour per paper loss (the same in every figure and sweep), then the rest in turn."""
     colors = {name: _PALETTE[i] for i, name in enumerate(PAPER_LOSSES)}
-    extra = iter(_PALETTE[len(PAPER_LOSSES):] * 10)
+    extra = iter(_PALETTE[len(PAPER_LOSSES) :] * 10)
     for loss in losses:
         if loss not in colors:
             colors[loss] = next(extra)
@@ -65,14 +75,21 @@ def tradeoff(configs: pd.DataFrame, x: Metric, y: Metric, annotate: bool | None 
     for loss, group in data.groupby("loss", sort=True):
         color = colors[loss]
         finished = group[~group["partial"]] if not group["partial"].all() else group  # running jobs may still move
-        frontier = finished.iloc[pareto_frontier(finished[f"{x.spec} mean"], finished[f"{y.spec} mean"],
-                                                 y.higher_is_better)]
+        frontier = finished.iloc[
+            pareto_frontier(finished[f"{x.spec} mean"], finished[f"{y.spec} mean"], y.higher_is_better)
+        ]
         ax.plot(frontier[f"{x.spec} mean"], frontier[f"{y.spec} mean"], color=color, lw=1.8, label=loss, zorder=1)
         for _, row in group.iterrows():
             _point(ax, row, x, y, color, lr_markers.get(row["lr"], "o"), sizes[row["beta"]])
             if annotate:
-                ax.annotate(f"β={row['beta']:g}", (row[f"{x.spec} mean"], row[f"{y.spec} mean"]),
-                            textcoords="offset points", xytext=(6, 4), fontsize=7, color=color)
+                ax.annotate(
+                    f"β={row['beta']:g}",
+                    (row[f"{x.spec} mean"], row[f"{y.spec} mean"]),
+                    textcoords="offset points",
+                    xytext=(6, 4),
+                    fontsize=7,
+                    color=color,
+                )
     ax.set_xlabel(x.label)
     ax.set_ylabel(y.label)
     _log_if_wide(ax, data[f"{x.spec} mean"], "x")
@@ -109,8 +126,16 @@ def quality_vs_beta(configs: pd.DataFrame, y: Metric) -> Figure:
         for ax, column in panels:
             ax.errorbar(group[column], group[f"{y.spec} mean"], yerr=_err(group, y), label=label, **style)
             running = group[group["partial"]]
-            ax.plot(running[column], running[f"{y.spec} mean"], ls="none", marker="o", ms=5,
-                    color=colors[loss], markerfacecolor="white", zorder=3)
+            ax.plot(
+                running[column],
+                running[f"{y.spec} mean"],
+                ls="none",
+                marker="o",
+                ms=5,
+                color=colors[loss],
+                markerfacecolor="white",
+                zorder=3,
+            )
     for ax in (raw, scaled):
         ax.set_xscale("log")
         ax.grid(alpha=0.3, which="both")
@@ -142,11 +167,15 @@ def dynamics(histories: dict[str, tuple[str, pd.DataFrame]], kl: Metric | None) 
     ``histories`` maps a job name to (its loss, its validation records). Shaded bands are ±1
     standard error of the evaluation, where it was logged.
     """
-    metrics = [m for m in (kl, Metric(REGULARIZER)) if m is not None and any(
-        m.name in frame and frame[m.name].notna().any() for _, frame in histories.values())]
+    metrics = [
+        m
+        for m in (kl, Metric(REGULARIZER))
+        if m is not None and any(m.name in frame and frame[m.name].notna().any() for _, frame in histories.values())
+    ]
     if not metrics:
-        raise MissingMetric(f"none of the chosen jobs logged {kl.name if kl else 'a KL metric'} "
-                            f"or {REGULARIZER} at validation")
+        raise MissingMetric(
+            f"none of the chosen jobs logged {kl.name if kl else 'a KL metric'} or {REGULARIZER} at validation"
+        )
     figure = Figure(figsize=(9, 3.2 * len(metrics) + 1.2), layout="constrained")
     axes = figure.subplots(len(metrics), 1, sharex=True, squeeze=False)[:, 0]
     colors = loss_colors(loss for loss, _ in histories.values())
@@ -162,15 +191,17 @@ def dynamics(histories: dict[str, tuple[str, pd.DataFrame]], kl: Metric | None) 
             ax.plot(rows["step"], rows[metric.name], color=colors[loss], ls=style, marker="o", ms=3, label=job)
             if f"{metric.name}_se" in rows:
                 se = rows[f"{metric.name}_se"].fillna(0)
-                ax.fill_between(rows["step"], rows[metric.name] - se, rows[metric.name] + se,
-                                color=colors[loss], alpha=0.15, lw=0)
+                ax.fill_between(
+                    rows["step"], rows[metric.name] - se, rows[metric.name] + se, color=colors[loss], alpha=0.15, lw=0
+                )
     for ax, metric in zip(axes, metrics):
         ax.set_ylabel(_wrap(metric.label))
         ax.grid(alpha=0.3)
         _log_if_wide(ax, pd.concat([f[metric.name] for _, f in histories.values() if metric.name in f]), "y")
     axes[-1].set_xlabel("training step (optimizer updates)")
-    figure.legend(*axes[0].get_legend_handles_labels(), title="job (loss colour)", fontsize=8,
-                  loc="outside lower center", ncols=2)
+    figure.legend(
+        *axes[0].get_legend_handles_labels(), title="job (loss colour)", fontsize=8, loc="outside lower center", ncols=2
+    )
     missing = "" if kl is not None and kl in metrics else " (no KL metric logged: regularizer only)"
     axes[0].set_title("Regularization during training" + missing)
     return figure
@@ -232,10 +263,21 @@ def _err(group: pd.DataFrame, metric: Metric) -> np.ndarray | None:
 
 def _point(ax: Axes, row: pd.Series, x: Metric, y: Metric, color: str, marker: str, size: float) -> None:
     xerr, yerr = row.get(f"{x.spec} err"), row.get(f"{y.spec} err")
-    ax.errorbar(row[f"{x.spec} mean"], row[f"{y.spec} mean"],
-                xerr=None if pd.isna(xerr) else xerr, yerr=None if pd.isna(yerr) else yerr,
-                ls="none", marker=marker, ms=size, capsize=2, elinewidth=0.9, color=color,
-                markerfacecolor="white" if row["partial"] else color, alpha=0.9, zorder=2)
+    ax.errorbar(
+        row[f"{x.spec} mean"],
+        row[f"{y.spec} mean"],
+        xerr=None if pd.isna(xerr) else xerr,
+        yerr=None if pd.isna(yerr) else yerr,
+        ls="none",
+        marker=marker,
+        ms=size,
+        capsize=2,
+        elinewidth=0.9,
+        color=color,
+        markerfacecolor="white" if row["partial"] else color,
+        alpha=0.9,
+        zorder=2,
+    )
 
 
 def _beta_sizes(data: pd.DataFrame) -> dict[float, float]:
@@ -253,12 +295,14 @@ def _lr_markers(data: pd.DataFrame) -> dict:
 
 def _key(ax: Axes, data: pd.DataFrame, lr_markers: dict, sizes: dict, metrics: list[Metric]):
     """Legend entries for what markers encode: beta (size), lr (shape), running jobs, error bars."""
-    entries = [(Line2D([], [], ls="none", marker="o", ms=size, color="0.45"), f"β={beta:g}")
-               for beta, size in sizes.items()]
+    entries = [
+        (Line2D([], [], ls="none", marker="o", ms=size, color="0.45"), f"β={beta:g}") for beta, size in sizes.items()
+    ]
     entries += [(Line2D([], [], ls="none", marker=m, color="0.3"), f"lr={lr:g}") for lr, m in lr_markers.items()]
     if data["partial"].any():
-        entries.append((Line2D([], [], ls="none", marker="o", color="0.3", markerfacecolor="white"),
-                        "running (partial)"))
+        entries.append(
+            (Line2D([], [], ls="none", marker="o", color="0.3", markerfacecolor="white"), "running (partial)")
+        )
     kinds = _err_kinds(data, metrics)
     if kinds:
         entries.append((Line2D([], [], ls="none"), "error bars:\n" + kinds.replace("; ", "\n")))

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import math
 import time
-from typing import TYPE_CHECKING, Any, Iterable
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
@@ -16,24 +17,40 @@ if TYPE_CHECKING:
     from gpo_lab.report.build import Report
 
 CAPTIONS = {
-    "tradeoff": ("Quality against KL", "One point per configuration (mean over seeds), one colour per loss; the line "
-                 "of each loss joins its points that no other point of that loss beats (lower KL and higher "
-                 "quality): the trade-off frontier the loss reaches. Labels give β."),
-    "beta": ("Quality against β", "Left: against β. Right: against β·f''(0)/|f'(0)|, the weight of the offline "
-             "regularizer E_μ[ρ²]/2 in the second-order expansion of the loss; where this theory holds, the losses' "
-             "curves line up on the right. The hinge loss has f''(0) = 0 and is left out on the right."),
-    "dynamics": ("Regularization during training", "KL from the reference and the offline regularizer "
-                 "E_μ[ρ²]/2 on held-out pairs at every validation, for the jobs listed in the legend (by default the "
-                 "best configuration of each loss). Bands: ±1 standard error of the evaluation."),
-    "loss_functions": ("The loss functions", "Left: f(z). Right: rescaled to f(0) = 0 and f'(0) = −1, so the "
-                       "curvature at 0 is f''(0)/|f'(0)|, the regularization each loss applies per unit of β."),
+    "tradeoff": (
+        "Quality against KL",
+        "One point per configuration (mean over seeds), one colour per loss; the line "
+        "of each loss joins its points that no other point of that loss beats (lower KL and higher "
+        "quality): the trade-off frontier the loss reaches. Labels give β.",
+    ),
+    "beta": (
+        "Quality against β",
+        "Left: against β. Right: against β·f''(0)/|f'(0)|, the weight of the offline "
+        "regularizer E_μ[ρ²]/2 in the second-order expansion of the loss; where this theory holds, the losses' "
+        "curves line up on the right. The hinge loss has f''(0) = 0 and is left out on the right.",
+    ),
+    "dynamics": (
+        "Regularization during training",
+        "KL from the reference and the offline regularizer "
+        "E_μ[ρ²]/2 on held-out pairs at every validation, for the jobs listed in the legend (by default the "
+        "best configuration of each loss). Bands: ±1 standard error of the evaluation.",
+    ),
+    "loss_functions": (
+        "The loss functions",
+        "Left: f(z). Right: rescaled to f(0) = 0 and f'(0) = −1, so the "
+        "curvature at 0 is f''(0)/|f'(0)|, the regularization each loss applies per unit of β.",
+    ),
 }
 
 
-def render(report: "Report") -> str:
+def render(report: Report) -> str:
     sweep = report.sweep
-    lines = [f"# Sweep report: {sweep.name}", "",
-             f"Source: `{sweep.source}`; written {time.strftime('%Y-%m-%d %H:%M:%S %Z')}.", ""]
+    lines = [
+        f"# Sweep report: {sweep.name}",
+        "",
+        f"Source: `{sweep.source}`; written {time.strftime('%Y-%m-%d %H:%M:%S %Z')}.",
+        "",
+    ]
     lines += _status(report) + [""]
     lines += _metrics(report) + [""]
     if report.notes:
@@ -53,50 +70,77 @@ def render(report: "Report") -> str:
     return "\n".join(lines).rstrip() + "\n"
 
 
-def _status(report: "Report") -> list[str]:
+def _status(report: Report) -> list[str]:
     sweep = report.sweep
     counts = sweep.status_counts
     total = sum(counts.values())
     by_status = ", ".join(f"{n} {status}" for status, n in counts.items())
     if sweep.partial:
         running = counts.get(RUNNING, 0)
-        head = (f"**Status: PARTIAL.** {running} of {total} jobs {'is' if running == 1 else 'are'} still running; their latest "
-                "values are shown and marked *partial* (hollow markers in the figures). Every number may still "
-                "change; the best β below counts completed jobs only.")
+        head = (
+            f"**Status: PARTIAL.** {running} of {total} jobs {'is' if running == 1 else 'are'} still running; "
+            "their latest values are shown and marked *partial* (hollow markers in the figures). Every number may "
+            "still change; the best β below counts completed jobs only."
+        )
     else:
         head = f"**Status: complete.** All {total} jobs have ended."
     return [head, "", f"Jobs: {total} ({by_status})."]
 
 
-def _metrics(report: "Report") -> list[str]:
+def _metrics(report: Report) -> list[str]:
     value = "last validation" if report.value == "final" else "best validation value during training"
-    lines = [f"- Quality: `{report.y.spec}` ({value} of each job)." if report.y else "- Quality: none logged.",
-             f"- Divergence: `{report.x.spec}`." if report.x else "- Divergence (KL): none logged.",
-             "- Seeds of one configuration are averaged: mean ± standard deviation over seeds (n − 1); a "
-             "configuration with one seed shows ± the evaluation's standard error where the metric logs one."]
+    lines = [
+        f"- Quality: `{report.y.spec}` ({value} of each job)." if report.y else "- Quality: none logged.",
+        f"- Divergence: `{report.x.spec}`." if report.x else "- Divergence (KL): none logged.",
+        "- Seeds of one configuration are averaged: mean ± standard deviation over seeds (n − 1); a "
+        "configuration with one seed shows ± the evaluation's standard error where the metric logs one.",
+    ]
     return ["**Metrics**", ""] + lines
 
 
-def _best(report: "Report") -> list[str]:
+def _best(report: Report) -> list[str]:
     lines = ["## Best β per loss", ""]
     if report.y is None:
         return lines + ["_No quality metric was logged, so no β can be called best._"]
     if report.best.empty:
         return lines + ["_No job has a value of the quality metric yet._"]
     direction = "highest" if report.y.higher_is_better else "lowest"
-    lines += [f"The configuration with the {direction} mean `{report.y.spec}` over its seeds, among completed "
-              "jobs. Theory: losses regularize alike at equal β·f''(0)/|f'(0)|.", ""]
+    lines += [
+        f"The configuration with the {direction} mean `{report.y.spec}` over its seeds, among completed "
+        "jobs. Theory: losses regularize alike at equal β·f''(0)/|f'(0)|.",
+        "",
+    ]
     rows = []
     for _, row in report.best.iterrows():
         pending = int(row["pending"]) if _present(row["pending"]) else 0
-        rows.append([row["loss"], _num(row["beta"]), _num(row["lr"]), _mean_err(row["mean"], row["err"], row["err_kind"]),
-                     _int(row["n"]), _num(row["ratio"]), _num(row["scaled_beta"]),
-                     f"{pending} still running" if pending else ""])
-    return lines + _table(["loss", "best β", "lr", f"{report.y.spec} (mean ± err)", "seeds",
-                           "f''(0)/|f'(0)|", "β·f''(0)/|f'(0)|", "note"], rows)
+        rows.append(
+            [
+                row["loss"],
+                _num(row["beta"]),
+                _num(row["lr"]),
+                _mean_err(row["mean"], row["err"], row["err_kind"]),
+                _int(row["n"]),
+                _num(row["ratio"]),
+                _num(row["scaled_beta"]),
+                f"{pending} still running" if pending else "",
+            ]
+        )
+    return lines + _table(
+        [
+            "loss",
+            "best β",
+            "lr",
+            f"{report.y.spec} (mean ± err)",
+            "seeds",
+            "f''(0)/|f'(0)|",
+            "β·f''(0)/|f'(0)|",
+            "note",
+        ],
+        rows,
+    )
 
 
-def _all_jobs(report: "Report") -> list[str]:
+def _all_jobs(report: Report) -> list[str]:
     jobs = report.sweep.jobs.sort_values(["loss", "lr", "beta", "seed", "job"], na_position="last")
     metrics = [m for m in (report.y, report.x, Metric(REGULARIZER)) if m is not None]
     metrics = list(dict.fromkeys(metrics))
@@ -104,14 +148,23 @@ def _all_jobs(report: "Report") -> list[str]:
     rows = []
     for index, job in jobs.iterrows():
         status = job["status"] + (" (partial)" if job["status"] == RUNNING else "")
-        rows.append([f"`{job['job']}`", status, job["loss"] or "", _num(job["beta"]), _num(job["lr"]),
-                     _int(job["seed"]), _int(job["steps"])]
-                    + [_num(m.values(jobs.loc[[index]], report.value).iloc[0]) for m in metrics])
+        rows.append(
+            [
+                f"`{job['job']}`",
+                status,
+                job["loss"] or "",
+                _num(job["beta"]),
+                _num(job["lr"]),
+                _int(job["seed"]),
+                _int(job["steps"]),
+            ]
+            + [_num(m.values(jobs.loc[[index]], report.value).iloc[0]) for m in metrics]
+        )
     title = "final" if report.value == "final" else "best"
     return [f"## All jobs ({title} values)", ""] + _table(header, rows)
 
 
-def _failed(report: "Report") -> list[str]:
+def _failed(report: Report) -> list[str]:
     failed = report.sweep.jobs[report.sweep.jobs["status"] == FAILED]
     if failed.empty:
         return []

@@ -21,8 +21,14 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-_STATES = {"finished": COMPLETED, "running": RUNNING, "pending": RUNNING,
-           "crashed": FAILED, "failed": FAILED, "killed": FAILED}
+_STATES = {
+    "finished": COMPLETED,
+    "running": RUNNING,
+    "pending": RUNNING,
+    "crashed": FAILED,
+    "failed": FAILED,
+    "killed": FAILED,
+}
 
 
 def wandb_target(sweep: Sweep) -> dict[str, Any] | None:
@@ -34,7 +40,7 @@ def wandb_target(sweep: Sweep) -> dict[str, Any] | None:
     return None
 
 
-def attach_to_wandb(report: "Report") -> bool:
+def attach_to_wandb(report: Report) -> bool:
     """Log the report's figures and tables to a ``report`` run in the sweep's wandb group.
 
     Best-effort: a sweep that did not log to wandb, offline mode, or any wandb error only logs
@@ -50,27 +56,43 @@ def attach_to_wandb(report: "Report") -> bool:
         log.warning("Report not attached to wandb: %s", error)
         return False
     if mode != "online":
-        log.info("wandb is %s (no API key configured): the report is local only. After `wandb login`, "
-                 "run the report again to attach its figures to group %r.", mode, target["group"])
+        log.info(
+            "wandb is %s (no API key configured): the report is local only. After `wandb login`, "
+            "run the report again to attach its figures to group %r.",
+            mode,
+            target["group"],
+        )
         return False
     try:
         import wandb
 
         with tempfile.TemporaryDirectory() as directory:
-            run = wandb.init(project=target["project"], entity=target["entity"], group=target["group"],
-                             job_type="report", name=f"report: {target['group']}", dir=directory,
-                             mode="online", reinit="finish_previous")
+            run = wandb.init(
+                project=target["project"],
+                entity=target["entity"],
+                group=target["group"],
+                job_type="report",
+                name=f"report: {target['group']}",
+                dir=directory,
+                mode="online",
+                reinit="finish_previous",
+            )
             run.log({f"report/{key}": wandb.Image(str(path)) for key, path in report.figures.items()})
-            run.log({"report/best_beta": wandb.Table(dataframe=report.best.astype(str)),
-                     "report/jobs": wandb.Table(dataframe=report.sweep.jobs.astype(str))})
+            run.log(
+                {
+                    "report/best_beta": wandb.Table(dataframe=report.best.astype(str)),
+                    "report/jobs": wandb.Table(dataframe=report.sweep.jobs.astype(str)),
+                }
+            )
             run.summary["report/partial"] = report.sweep.partial
             url = run.url
             run.finish()
         log.info("Report attached to wandb: %s", url)
         return True
     except Exception as error:  # the network, the server, permissions: the local report stands
-        log.warning("Could not attach the report to wandb (%s: %s); the local report stands.",
-                    type(error).__name__, error)
+        log.warning(
+            "Could not attach the report to wandb (%s: %s); the local report stands.", type(error).__name__, error
+        )
         return False
 
 
@@ -82,23 +104,37 @@ def load_wandb_sweep(project: str, group: str | None = None) -> Sweep:
     import wandb
 
     api = wandb.Api()
-    runs = [run for run in api.runs(project, filters={"group": group} if group else None)
-            if run.job_type != "report"]
+    runs = [run for run in api.runs(project, filters={"group": group} if group else None) if run.job_type != "report"]
     rows = [_row(run) for run in runs]
     if not rows:
         raise ValueError(f"No runs in wandb project {project!r}" + (f" group {group!r}" if group else ""))
     by_name = {run.name: run for run in runs}
-    return Sweep(name=group or project, source=f"wandb:{project}", jobs=pd.DataFrame(rows),
-                 read_history=lambda job: _history(by_name[job]))
+    return Sweep(
+        name=group or project,
+        source=f"wandb:{project}",
+        jobs=pd.DataFrame(rows),
+        read_history=lambda job: _history(by_name[job]),
+    )
 
 
 def _row(run: Any) -> dict[str, Any]:
     config, summary = run.config, dict(run.summary)
     status = _STATES.get(run.state, run.state)
-    row = {"job": run.name, "path": run.url, "status": status, "partial": status == RUNNING, "name": run.group,
-           "loss": canonical_loss(config.get("loss")), "beta": config.get("beta"), "lr": config.get("lr"),
-           "seed": config.get("seed"), "config": config_key(run.name),
-           "steps": summary.get("trainer/global_step"), "wall_time_s": summary.get("_runtime"), "error": None}
+    row = {
+        "job": run.name,
+        "path": run.url,
+        "status": status,
+        "partial": status == RUNNING,
+        "name": run.group,
+        "loss": canonical_loss(config.get("loss")),
+        "beta": config.get("beta"),
+        "lr": config.get("lr"),
+        "seed": config.get("seed"),
+        "config": config_key(run.name),
+        "steps": summary.get("trainer/global_step"),
+        "wall_time_s": summary.get("_runtime"),
+        "error": None,
+    }
     for name, value in summary.items():
         if not name.startswith("val/"):
             continue
@@ -113,8 +149,11 @@ def _row(run: Any) -> dict[str, Any]:
 
 
 def _history(run: Any) -> pd.DataFrame:
-    rows = [{"step": r["trainer/global_step"], **{k: v for k, v in r.items() if k.startswith("val/")}}
-            for r in run.scan_history() if r.get("trainer/global_step") is not None
-            and any(k.startswith("val/") and v is not None for k, v in r.items())]
+    rows = [
+        {"step": r["trainer/global_step"], **{k: v for k, v in r.items() if k.startswith("val/")}}
+        for r in run.scan_history()
+        if r.get("trainer/global_step") is not None
+        and any(k.startswith("val/") and v is not None for k, v in r.items())
+    ]
     frame = pd.DataFrame(rows)
     return frame.groupby("step", as_index=False).last() if not frame.empty else pd.DataFrame({"step": []})

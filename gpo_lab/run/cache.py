@@ -52,8 +52,10 @@ class ContentCache:
         except FileNotFoundError:
             return None
         if canonical_json(stored) != canonical_json(json.loads(canonical_json(spec))):
-            raise RuntimeError(f"The cache entry {entry} was built for another spec (a key collision or an "
-                               "edited entry); delete it to rebuild.")
+            raise RuntimeError(
+                f"The cache entry {entry} was built for another spec (a key collision or an "
+                "edited entry); delete it to rebuild."
+            )
         return entry
 
     def get_or_build(self, kind: str, spec: dict[str, Any], build: Callable[[Path], None]) -> tuple[Path, bool]:
@@ -76,7 +78,8 @@ class ContentCache:
         return entry, True
 
 
-def cached_entry(root: str | os.PathLike, kind: str, spec: dict[str, Any],
-                 build: Callable[[Path], None]) -> tuple[Path, bool]:
+def cached_entry(
+    root: str | os.PathLike, kind: str, spec: dict[str, Any], build: Callable[[Path], None]
+) -> tuple[Path, bool]:
     """``ContentCache(root).get_or_build(kind, spec, build)``."""
     return ContentCache(root).get_or_build(kind, spec, build)

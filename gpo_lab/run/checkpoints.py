@@ -16,8 +16,9 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options=None) -> None:
         if storage_options is not None:
-            raise TypeError(f"`Trainer.save_checkpoint(..., storage_options=...)` is not supported by "
-                            f"{type(self).__name__}.")
+            raise TypeError(
+                f"`Trainer.save_checkpoint(..., storage_options=...)` is not supported by {type(self).__name__}."
+            )
         with atomic_path(path) as tmp, tmp.open("wb") as handle:
             torch.save(checkpoint, handle)
 

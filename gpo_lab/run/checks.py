@@ -40,8 +40,10 @@ def validate_run_config(cfg: DictConfig) -> None:
     if isinstance(interval, float) and not float(interval).is_integer():
         _number(cfg, "trainer.val_check_interval", 0, inclusive=False)
         if interval > 1:
-            raise ConfigError(f"trainer.val_check_interval={interval}: use an integer number of steps, or a "
-                              "fraction of an epoch in (0, 1].")
+            raise ConfigError(
+                f"trainer.val_check_interval={interval}: use an integer number of steps, or a "
+                "fraction of an epoch in (0, 1]."
+            )
     else:
         _number(cfg, "trainer.val_check_interval", 1, inclusive=True, integer=True, optional=True)
     if OmegaConf.select(cfg, "data.batch_size") is not None:
@@ -52,6 +54,8 @@ def validate_run_config(cfg: DictConfig) -> None:
         _number(cfg, "data.max_prompt_length", 1, inclusive=True, integer=True, optional=True)
         prompt, total = OmegaConf.select(cfg, "data.max_prompt_length"), cfg.data.max_length
         if prompt is not None and prompt >= total:
-            raise ConfigError(f"data.max_prompt_length={prompt} leaves no room for a response in data.max_length="
-                              f"{total}; make max_prompt_length smaller than max_length.")
+            raise ConfigError(
+                f"data.max_prompt_length={prompt} leaves no room for a response in data.max_length="
+                f"{total}; make max_prompt_length smaller than max_length."
+            )
     validate_beta(cfg.beta)  # the one check of beta: every task reads it from here on

@@ -7,9 +7,9 @@ stale lock never blocks a resume.
 from __future__ import annotations
 
 import fcntl
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 from gpo_lab.errors import ConfigError
 
@@ -29,7 +29,7 @@ class RunLock:
         self.path = Path(run_dir) / ".lock"
         self.handle = None
 
-    def __enter__(self) -> "RunLock":
+    def __enter__(self) -> RunLock:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.handle = self.path.open("a+")
         try:

@@ -56,6 +56,7 @@ class MetricsFileLogger(UpdateStepLogging, Logger):
         Training at ``step`` and later is repeated; the validation at ``step`` itself is not
         (Lightning saves the checkpoint just before it and does not rerun it on restart).
         """
+
         def kept(record: dict) -> bool:
             at = record.get("step")
             if at is None or at < step:

@@ -19,8 +19,17 @@ SUMMARY_FILE = "summary.json"
 METRICS_FILE = "metrics.jsonl"
 SCHEMA_VERSION = 1
 
-__all__ = ["METRICS_FILE", "SCHEMA_VERSION", "SUMMARY_FILE", "atomic_write_text", "metric_mode", "read_json",
-           "read_metrics", "to_jsonable", "write_json"]
+__all__ = [
+    "METRICS_FILE",
+    "SCHEMA_VERSION",
+    "SUMMARY_FILE",
+    "atomic_write_text",
+    "metric_mode",
+    "read_json",
+    "read_metrics",
+    "to_jsonable",
+    "write_json",
+]
 
 
 def write_json(path: Path, data: Any) -> None:

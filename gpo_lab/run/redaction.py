@@ -14,8 +14,10 @@ REDACTED = "<redacted>"
 def redact_secrets(value: Any) -> Any:
     """A copy of a plain config container with the values of secret-looking keys replaced."""
     if isinstance(value, dict):
-        return {k: (REDACTED if SECRET_KEY.search(str(k)) and v is not None else redact_secrets(v))
-                for k, v in value.items()}
+        return {
+            k: (REDACTED if SECRET_KEY.search(str(k)) and v is not None else redact_secrets(v))
+            for k, v in value.items()
+        }
     if isinstance(value, list):
         return [redact_secrets(v) for v in value]
     if isinstance(value, str):

@@ -17,8 +17,8 @@ from hydra._internal.config_loader_impl import get_overrides_dirname
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf
 
-from gpo_lab.run.records import METRICS_FILE, SUMMARY_FILE, read_json, read_metrics
 from gpo_lab.run.lock import RunLock
+from gpo_lab.run.records import METRICS_FILE, SUMMARY_FILE, read_json, read_metrics
 
 KEY_METRICS = ("val/win_rate", "val/kl_token", "val/kl_seq", "val/kl", "val/offline_reg", "val/loss")
 STATES = ("completed", "running", "interrupted", "failed", "not started")
@@ -45,13 +45,16 @@ def expected_jobs(sweep_dir: Path) -> list[str]:
     grid = []
     for override in parser.parse_overrides(arguments):
         key = override.get_key_element()
-        values = override.sweep_string_iterator() if override.is_sweep_override() else [override.get_value_element_as_str()]
+        values = (
+            override.sweep_string_iterator() if override.is_sweep_override() else [override.get_value_element_as_str()]
+        )
         grid.append([f"{key}={value}" for value in values])
     dirname = hydra_cfg.job.config.override_dirname
     names = []
     for job in itertools.product(*grid):
-        name = get_overrides_dirname(parser.parse_overrides(list(job)), list(dirname.exclude_keys),
-                                     dirname.item_sep, dirname.kv_sep)
+        name = get_overrides_dirname(
+            parser.parse_overrides(list(job)), list(dirname.exclude_keys), dirname.item_sep, dirname.kv_sep
+        )
         names.append(name or "default")
     return names
 
@@ -73,8 +76,13 @@ def job_state(run_dir: Path) -> Job:
     values = dict(summary.get("final") or {})
     for record in records:  # a job still training has no final metrics yet: show its latest
         values.update({k: v for k, v in record.items() if k.startswith("val/")} if state != "completed" else {})
-    return Job(run_dir.name, state, max(steps) if steps else summary.get("steps"),
-               {k: values[k] for k in KEY_METRICS if values.get(k) is not None}, summary.get("error"))
+    return Job(
+        run_dir.name,
+        state,
+        max(steps) if steps else summary.get("steps"),
+        {k: values[k] for k in KEY_METRICS if values.get(k) is not None},
+        summary.get("error"),
+    )
 
 
 def sweep_status(sweep_dir: Path) -> list[Job]:
@@ -88,8 +96,15 @@ def sweep_status(sweep_dir: Path) -> list[Job]:
 def format_table(jobs: list[Job]) -> str:
     metric_names = [m for m in KEY_METRICS if any(m in job.metrics for job in jobs)]
     header = ["job", "state", "step", *metric_names]
-    rows = [[job.dirname, job.state, "" if job.last_step is None else str(job.last_step),
-             *[f"{job.metrics[m]:.4g}" if m in job.metrics else "" for m in metric_names]] for job in jobs]
+    rows = [
+        [
+            job.dirname,
+            job.state,
+            "" if job.last_step is None else str(job.last_step),
+            *[f"{job.metrics[m]:.4g}" if m in job.metrics else "" for m in metric_names],
+        ]
+        for job in jobs
+    ]
     widths = [max(len(str(cell)) for cell in column) for column in zip(header, *rows)]
     lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in [header, *rows]]
     counts = {state: sum(job.state == state for job in jobs) for state in STATES}

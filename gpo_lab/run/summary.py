@@ -44,7 +44,7 @@ class ValidationTracker(pl.Callback):
     def _warn_undeclared(self, values: dict[str, float]) -> None:
         declared = declared_directions()
         for name in sorted(set(values) - declared.keys() - self._undeclared):
-            if not (name.endswith("_se") and name[:-len("_se")] in values):
+            if not (name.endswith("_se") and name[: -len("_se")] in values):
                 log.warning("%s has no declared direction (METRIC_DIRECTIONS); no best value is kept for it.", name)
             self._undeclared.add(name)
 
@@ -83,8 +83,9 @@ class RunSummary:
     def completed(self, trainer: pl.Trainer, tracker: ValidationTracker, **extra: Any) -> None:
         self.update(status="completed", steps=trainer.global_step, final=tracker.final, best=tracker.best, **extra)
 
-    def failed(self, error: BaseException, trainer: pl.Trainer | None = None,
-               tracker: ValidationTracker | None = None) -> None:
+    def failed(
+        self, error: BaseException, trainer: pl.Trainer | None = None, tracker: ValidationTracker | None = None
+    ) -> None:
         self.update(
             status="failed",
             error=f"{type(error).__name__}: {error}",

@@ -11,18 +11,18 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
-from lightning_fabric.plugins.environments import SLURMEnvironment
 from hydra.utils import instantiate
+from lightning_fabric.plugins.environments import SLURMEnvironment
 from omegaconf import DictConfig, OmegaConf
 
 from gpo_lab.errors import user_facing_cause
+from gpo_lab.run.checkpoints import AtomicCheckpointIO
+from gpo_lab.run.checks import validate_run_config
+from gpo_lab.run.lock import RunLock
 from gpo_lab.run.metrics_file import MetricsFileLogger
 from gpo_lab.run.records import METRICS_FILE, SUMMARY_FILE, atomic_write_text
-from gpo_lab.run.checkpoints import AtomicCheckpointIO
-from gpo_lab.run.lock import RunLock
 from gpo_lab.run.redaction import redact_override, redact_secrets
 from gpo_lab.run.summary import RunSummary, ValidationTracker
-from gpo_lab.run.checks import validate_run_config
 from gpo_lab.tasks.common import build_task
 
 log = logging.getLogger(__name__)
@@ -106,15 +106,22 @@ def _train_locked(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     trainer = tracker = None
     try:
         summary.update()
-        atomic_write_text(run_dir / "config.yaml",
-                          OmegaConf.to_yaml(OmegaConf.create(redact_secrets(OmegaConf.to_container(cfg, resolve=True)))))
+        atomic_write_text(
+            run_dir / "config.yaml",
+            OmegaConf.to_yaml(OmegaConf.create(redact_secrets(OmegaConf.to_container(cfg, resolve=True)))),
+        )
         validate_run_config(cfg)
         module, datamodule = build_task(cfg)
 
         tracker = ValidationTracker()
         metrics_file = MetricsFileLogger(run_dir)
-        trainer = instantiate(cfg.trainer, default_root_dir=str(run_dir), plugins=trainer_plugins(),
-                              callbacks=[*build_callbacks(cfg), tracker], logger=[metrics_file, *build_loggers(cfg)])
+        trainer = instantiate(
+            cfg.trainer,
+            default_root_dir=str(run_dir),
+            plugins=trainer_plugins(),
+            callbacks=[*build_callbacks(cfg), tracker],
+            logger=[metrics_file, *build_loggers(cfg)],
+        )
         metrics_file.trainer = trainer
         resume_from = last_checkpoint(run_dir)
         if resume_from is not None:

@@ -14,8 +14,9 @@ import secrets
 import shlex
 import string
 import warnings
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 import yaml
 from pytorch_lightning.loggers import WandbLogger as LightningWandbLogger
@@ -65,8 +66,10 @@ def resolve_mode(mode: str | None = None) -> str:
         return "online" if has_credentials() else "offline"
     requested = {"dryrun": "offline", "run": "online"}.get(requested, requested)
     if requested not in MODES:
-        raise ConfigError(f"Unknown wandb mode {requested!r}. Use one of {', '.join(MODES)} "
-                          "(logger.wandb.mode=..., or the WANDB_MODE environment variable), or leave it unset.")
+        raise ConfigError(
+            f"Unknown wandb mode {requested!r}. Use one of {', '.join(MODES)} "
+            "(logger.wandb.mode=..., or the WANDB_MODE environment variable), or leave it unset."
+        )
     return requested
 
 
@@ -154,8 +157,12 @@ class WandbLogger(UpdateStepLogging, LightningWandbLogger):
             run = super().experiment
             if self.mode == "offline":
                 sync_dir = run.settings.sync_dir
-                log.info("wandb is offline (%s): the run is saved in %s; upload it later with: wandb sync %s",
-                         self._why, sync_dir, shlex.quote(sync_dir))
+                log.info(
+                    "wandb is offline (%s): the run is saved in %s; upload it later with: wandb sync %s",
+                    self._why,
+                    sync_dir,
+                    shlex.quote(sync_dir),
+                )
         return self._experiment
 
     @rank_zero_only

@@ -38,8 +38,14 @@ class PairBatch:
     def to(self, device: torch.device | str, non_blocking: bool = False):
         """The same batch with every tensor on ``device``."""
         tensors = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
-        return dataclasses.replace(self, **{name: value.to(device, non_blocking=non_blocking)
-                                            for name, value in tensors.items() if value is not None})
+        return dataclasses.replace(
+            self,
+            **{
+                name: value.to(device, non_blocking=non_blocking)
+                for name, value in tensors.items()
+                if value is not None
+            },
+        )
 
     @property
     def num_pairs(self) -> int:
@@ -64,9 +70,14 @@ class PlainPairs(PairBatch):
     reference_logps: torch.Tensor | None = None
 
     @classmethod
-    def from_rows(cls, rows: Sequence[Row], pad_id: int, side: str = "right",
-                  reference_logps: torch.Tensor | None = None, device: torch.device | str | None = None
-                  ) -> PlainPairs:
+    def from_rows(
+        cls,
+        rows: Sequence[Row],
+        pad_id: int,
+        side: str = "right",
+        reference_logps: torch.Tensor | None = None,
+        device: torch.device | str | None = None,
+    ) -> PlainPairs:
         """Pad (prompt, response) rows on ``side``; ids may be lists or tensors (then built on ``device``)."""
         width = max(len(prompt) + len(response) for prompt, response in rows)
         input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long, device=device)
@@ -75,14 +86,15 @@ class PlainPairs(PairBatch):
         for i, (prompt, response) in enumerate(rows):
             length = len(prompt) + len(response)
             start = 0 if side == "right" else width - length
-            input_ids[i, start:start + length] = torch.cat([as_ids(prompt), as_ids(response)])
-            attention_mask[i, start:start + length] = 1
-            response_mask[i, start + len(prompt):start + length] = 1
+            input_ids[i, start : start + length] = torch.cat([as_ids(prompt), as_ids(response)])
+            attention_mask[i, start : start + length] = 1
+            response_mask[i, start + len(prompt) : start + length] = 1
         return cls(input_ids, attention_mask, response_mask, reference_logps)
 
     @classmethod
-    def from_pairs(cls, pairs: Sequence[Pair], pad_id: int, side: str = "right",
-                   reference_logps: torch.Tensor | None = None) -> PlainPairs:
+    def from_pairs(
+        cls, pairs: Sequence[Pair], pad_id: int, side: str = "right", reference_logps: torch.Tensor | None = None
+    ) -> PlainPairs:
         return cls.from_rows(chosen_then_rejected(pairs), pad_id, side, reference_logps)
 
     @property

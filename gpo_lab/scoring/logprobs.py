@@ -62,14 +62,21 @@ def target_logprobs(logits: torch.Tensor, targets: torch.Tensor, normalized: boo
     return -F.cross_entropy(logits.float(), targets, reduction="none")
 
 
-def row_sums(values: torch.Tensor, rows: torch.Tensor, num_rows: int, dtype: torch.dtype = torch.float32
-             ) -> torch.Tensor:
+def row_sums(
+    values: torch.Tensor, rows: torch.Tensor, num_rows: int, dtype: torch.dtype = torch.float32
+) -> torch.Tensor:
     """Flattened per-token values summed into the row each belongs to."""
     return torch.zeros(num_rows, dtype=dtype, device=values.device).index_add(0, rows, values.to(dtype))
 
 
-def summed_logprobs(logits: torch.Tensor, targets: torch.Tensor, rows: torch.Tensor, num_rows: int,
-                    normalized: bool = False, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+def summed_logprobs(
+    logits: torch.Tensor,
+    targets: torch.Tensor,
+    rows: torch.Tensor,
+    num_rows: int,
+    normalized: bool = False,
+    dtype: torch.dtype = torch.float32,
+) -> torch.Tensor:
     """The log-prob kernel of every layout: log pi(y|x) per row, the SUM of its tokens' log-probs.
 
     ``logits`` (N, V) are taken at the N scored positions only, ``targets`` (N,) are the tokens they

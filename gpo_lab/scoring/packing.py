@@ -38,20 +38,21 @@ class PackedPairs(PairBatch):
     reference_logps: torch.Tensor | None = None
 
     @classmethod
-    def from_pairs(cls, pairs: Sequence[Pair], pad_id: int, reference_logps: torch.Tensor | None = None
-                   ) -> PackedPairs:
+    def from_pairs(cls, pairs: Sequence[Pair], pad_id: int, reference_logps: torch.Tensor | None = None) -> PackedPairs:
         width = max(len(p) + len(c) + len(r) for p, c, r in pairs)
         input_ids = torch.full((len(pairs), width), pad_id, dtype=torch.long)
         position_ids = torch.zeros((len(pairs), width), dtype=torch.long)
         segment_ids = torch.full((len(pairs), width), PAD, dtype=torch.long)
         for i, (prompt, chosen, rejected) in enumerate(pairs):
             if not prompt or not chosen or not rejected:
-                raise ValueError("A packed pair needs a non-empty prompt (its last position predicts the first "
-                                 "response token) and non-empty responses.")
+                raise ValueError(
+                    "A packed pair needs a non-empty prompt (its last position predicts the first "
+                    "response token) and non-empty responses."
+                )
             p, c, r = len(prompt), len(chosen), len(rejected)
-            input_ids[i, :p + c + r] = torch.tensor(prompt + chosen + rejected)
-            position_ids[i, :p + c + r] = torch.cat([torch.arange(p + c), torch.arange(p, p + r)])
-            segment_ids[i, :p + c + r] = torch.tensor([PROMPT] * p + [CHOSEN] * c + [REJECTED] * r)
+            input_ids[i, : p + c + r] = torch.tensor(prompt + chosen + rejected)
+            position_ids[i, : p + c + r] = torch.cat([torch.arange(p + c), torch.arange(p, p + r)])
+            segment_ids[i, : p + c + r] = torch.tensor([PROMPT] * p + [CHOSEN] * c + [REJECTED] * r)
         return cls(input_ids, position_ids, segment_ids, reference_logps)
 
     @property
@@ -68,8 +69,11 @@ class PackedPairs(PairBatch):
 
     def unpack(self) -> PlainPairs:
         """The same pairs as plain right-padded rows, for models that cannot share prefixes."""
-        rows = [(ids[segments == PROMPT], ids[segments == response])
-                for response in (CHOSEN, REJECTED) for ids, segments in zip(self.input_ids, self.segment_ids)]
+        rows = [
+            (ids[segments == PROMPT], ids[segments == response])
+            for response in (CHOSEN, REJECTED)
+            for ids, segments in zip(self.input_ids, self.segment_ids)
+        ]
         return PlainPairs.from_rows(rows, pad_id=0, reference_logps=self.reference_logps, device=self.input_ids.device)
 
 
@@ -113,8 +117,9 @@ def scored_tokens(segment_ids: torch.Tensor, input_ids: torch.Tensor):
     return rows, sources, input_ids[rows, columns], slots
 
 
-def packed_sequence_logprobs(model, input_ids: torch.Tensor, position_ids: torch.Tensor, segment_ids: torch.Tensor
-                             ) -> torch.Tensor:
+def packed_sequence_logprobs(
+    model, input_ids: torch.Tensor, position_ids: torch.Tensor, segment_ids: torch.Tensor
+) -> torch.Tensor:
     """log pi(y|x) of packed rows, shape (2B,): the B chosen responses, then the B rejected ones."""
     config = getattr(model, "config", None)
     dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)

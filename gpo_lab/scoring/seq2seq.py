@@ -22,8 +22,8 @@ def _right_padded(sequences: list[list[int]], pad_id: int) -> tuple[torch.Tensor
     ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
     mask = torch.zeros((len(sequences), width), dtype=torch.long)
     for i, sequence in enumerate(sequences):
-        ids[i, :len(sequence)] = torch.tensor(sequence, dtype=torch.long)
-        mask[i, :len(sequence)] = 1
+        ids[i, : len(sequence)] = torch.tensor(sequence, dtype=torch.long)
+        mask[i, : len(sequence)] = 1
     return ids, mask
 
 
@@ -38,8 +38,9 @@ class Seq2SeqPairs(PairBatch):
     reference_logps: torch.Tensor | None = None
 
     @classmethod
-    def from_rows(cls, rows: Sequence[Row], pad_id: int, eos_id: int | None = None,
-                  reference_logps: torch.Tensor | None = None) -> Seq2SeqPairs:
+    def from_rows(
+        cls, rows: Sequence[Row], pad_id: int, eos_id: int | None = None, reference_logps: torch.Tensor | None = None
+    ) -> Seq2SeqPairs:
         """Pad (prompt, response) rows into encoder and decoder tensors (both right-padded).
 
         With ``eos_id``, a prompt that does not end with it gets it appended, as T5 tokenizers end
@@ -51,8 +52,9 @@ class Seq2SeqPairs(PairBatch):
         return cls(input_ids, attention_mask, response_ids, response_mask, reference_logps)
 
     @classmethod
-    def from_pairs(cls, pairs: Sequence[Pair], pad_id: int, eos_id: int | None = None,
-                   reference_logps: torch.Tensor | None = None) -> Seq2SeqPairs:
+    def from_pairs(
+        cls, pairs: Sequence[Pair], pad_id: int, eos_id: int | None = None, reference_logps: torch.Tensor | None = None
+    ) -> Seq2SeqPairs:
         return cls.from_rows(chosen_then_rejected(pairs), pad_id, eos_id, reference_logps)
 
     @property
@@ -60,16 +62,19 @@ class Seq2SeqPairs(PairBatch):
         return self.response_ids.shape[0] // 2
 
     def score(self, model) -> torch.Tensor:
-        return seq2seq_sequence_logprobs(model, self.input_ids, self.attention_mask, self.response_ids,
-                                         self.response_mask)
+        return seq2seq_sequence_logprobs(
+            model, self.input_ids, self.attention_mask, self.response_ids, self.response_mask
+        )
 
 
 def decoder_inputs(model, response_ids: torch.Tensor, response_mask: torch.Tensor) -> torch.Tensor:
     """The decoder's inputs: the response shifted right behind the decoder start token."""
     start = model.config.decoder_start_token_id
     if start is None:
-        raise ValueError(f"{type(model).__name__} has no config.decoder_start_token_id; set it to the token the "
-                         "decoder starts from (the pad token for T5).")
+        raise ValueError(
+            f"{type(model).__name__} has no config.decoder_start_token_id; set it to the token the "
+            "decoder starts from (the pad token for T5)."
+        )
     pad = model.config.pad_token_id if model.config.pad_token_id is not None else start
     shifted = torch.full_like(response_ids, pad)
     shifted[:, 0] = start
@@ -77,14 +82,23 @@ def decoder_inputs(model, response_ids: torch.Tensor, response_mask: torch.Tenso
     return shifted
 
 
-def seq2seq_sequence_logprobs(model, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                              response_ids: torch.Tensor, response_mask: torch.Tensor) -> torch.Tensor:
+def seq2seq_sequence_logprobs(
+    model,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    response_ids: torch.Tensor,
+    response_mask: torch.Tensor,
+) -> torch.Tensor:
     """log pi(y|x) for every row of an encoder-decoder batch: the SUM of its response-token log-probs (float32)."""
     decoder_mask = torch.ones_like(response_mask)
     decoder_mask[:, 1:] = response_mask[:, :-1]
-    logits = model(input_ids=input_ids, attention_mask=attention_mask,
-                   decoder_input_ids=decoder_inputs(model, response_ids, response_mask),
-                   decoder_attention_mask=decoder_mask, use_cache=False).logits
+    logits = model(
+        input_ids=input_ids,
+        attention_mask=attention_mask,
+        decoder_input_ids=decoder_inputs(model, response_ids, response_mask),
+        decoder_attention_mask=decoder_mask,
+        use_cache=False,
+    ).logits
     keep = response_mask.bool()
     rows = torch.arange(response_ids.shape[0], device=response_ids.device)[:, None].expand_as(keep)[keep]
     return summed_logprobs(logits[keep], response_ids[keep], rows, response_ids.shape[0])

@@ -14,10 +14,10 @@ import torch
 from omegaconf import DictConfig
 from torch.utils.data import DataLoader, Dataset, StackDataset
 
-from gpo_lab.tasks.bandit.problem import BanditProblem, build_problem
 from gpo_lab.errors import ConfigError
 from gpo_lab.losses import GPOLoss
 from gpo_lab.optimisation import OptimizerFactory, optimisation_options, warmed_up_optimizer
+from gpo_lab.tasks.bandit.problem import BanditProblem, build_problem
 from gpo_lab.tasks.common import reference_cache_not_used
 
 OBJECTIVES = ("population", "sampled")
@@ -26,8 +26,9 @@ OBJECTIVES = ("population", "sampled")
 class BanditModule(pl.LightningModule):
     """A softmax policy with one free logit per action, initialised at the reference (rho = 0)."""
 
-    def __init__(self, problem: BanditProblem, loss: GPOLoss, beta: float, optimizer: OptimizerFactory,
-                 warmup_steps: int = 0):
+    def __init__(
+        self, problem: BanditProblem, loss: GPOLoss, beta: float, optimizer: OptimizerFactory, warmup_steps: int = 0
+    ):
         super().__init__()
         self.problem = problem
         self.loss = loss
@@ -90,16 +91,24 @@ class BanditDataModule(pl.LightningDataModule):
     shuffled minibatches of ``batch_size``.
     """
 
-    def __init__(self, problem: BanditProblem, objective: str = "population", num_pairs: int = 512,
-                 batch_size: int = 64, seed: int = 0, epoch_length: int = 100):
+    def __init__(
+        self,
+        problem: BanditProblem,
+        objective: str = "population",
+        num_pairs: int = 512,
+        batch_size: int = 64,
+        seed: int = 0,
+        epoch_length: int = 100,
+    ):
         super().__init__()
         if objective not in OBJECTIVES:
             raise ConfigError(f"bandit.objective must be one of {', '.join(OBJECTIVES)}, got {objective!r}.")
         if objective == "sampled":
             for key, value in (("num_pairs", num_pairs), ("batch_size", batch_size)):
                 if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                    raise ConfigError(f"bandit.{key} must be a positive integer for the sampled objective, "
-                                      f"got {value!r}.")
+                    raise ConfigError(
+                        f"bandit.{key} must be a positive integer for the sampled objective, got {value!r}."
+                    )
         self.problem = problem
         self.objective = objective
         self.num_pairs = num_pairs
@@ -114,14 +123,20 @@ class BanditDataModule(pl.LightningDataModule):
             if self.objective == "population":
                 self.train_rows = self.problem.labelled_population()
             else:
-                self.train_rows = self.problem.sample_pairs(self.num_pairs, torch.Generator().manual_seed(self.seed + 1))
+                self.train_rows = self.problem.sample_pairs(
+                    self.num_pairs, torch.Generator().manual_seed(self.seed + 1)
+                )
 
     def train_dataloader(self) -> DataLoader:
         self.setup()
         if self.objective == "population":
             return DataLoader(_Repeated(self.train_rows, self.epoch_length), batch_size=None)
-        return DataLoader(StackDataset(**self.train_rows), batch_size=self.batch_size, shuffle=True,
-                          generator=torch.Generator().manual_seed(self.seed))
+        return DataLoader(
+            StackDataset(**self.train_rows),
+            batch_size=self.batch_size,
+            shuffle=True,
+            generator=torch.Generator().manual_seed(self.seed),
+        )
 
     def val_dataloader(self) -> DataLoader:
         self.setup()
@@ -149,8 +164,13 @@ def build_bandit_task(cfg: DictConfig, loss: GPOLoss, beta: float) -> tuple[Band
         raise ConfigError("The bandit builder needs a `bandit:` block in the config; run with +experiment=bandit.")
     problem = build_problem(settings, cfg.seed)
     module = BanditModule(problem, loss, beta, **optimisation_options(cfg))
-    datamodule = BanditDataModule(problem, objective=settings.get("objective", "population"),
-                                  num_pairs=settings.get("num_pairs", 512), batch_size=settings.get("batch_size", 64),
-                                  seed=cfg.seed, epoch_length=settings.get("epoch_length", 100))
+    datamodule = BanditDataModule(
+        problem,
+        objective=settings.get("objective", "population"),
+        num_pairs=settings.get("num_pairs", 512),
+        batch_size=settings.get("batch_size", 64),
+        seed=cfg.seed,
+        epoch_length=settings.get("epoch_length", 100),
+    )
     reference_cache_not_used(cfg, datamodule.notes, "the bandit's reference is an exact table, nothing to cache")
     return module, datamodule

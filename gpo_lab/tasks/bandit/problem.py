@@ -10,9 +10,10 @@ win rate against the reference are computed exactly, with no sampling error.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import combinations
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 
@@ -55,8 +56,9 @@ class BanditProblem:
         """log pi(a) - log pi_ref(a) for every action."""
         return torch.log_softmax(logits, dim=-1) - self.reference_log_policy()
 
-    def rho(self, logits: torch.Tensor, first: torch.Tensor | None = None,
-            second: torch.Tensor | None = None) -> torch.Tensor:
+    def rho(
+        self, logits: torch.Tensor, first: torch.Tensor | None = None, second: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """The GPO margin of each pair: log-ratio of ``first`` minus log-ratio of ``second``.
 
         By default the pairs of mu, oriented as stored (first = pairs[:, 0]).
@@ -97,8 +99,10 @@ class BanditProblem:
     def population_loss(self, loss: GPOLoss, logits: torch.Tensor, beta: float) -> torch.Tensor:
         """The exact expected loss: sum_i w_i [p_i f(beta rho_i) + (1 - p_i) f(-beta rho_i)]."""
         rho = self.rho(logits)
-        return (self.pair_weights * (self.preference * loss.per_example(rho, beta)
-                                     + (1 - self.preference) * loss.per_example(-rho, beta))).sum(-1)
+        return (
+            self.pair_weights
+            * (self.preference * loss.per_example(rho, beta) + (1 - self.preference) * loss.per_example(-rho, beta))
+        ).sum(-1)
 
     def metrics(self, logits: torch.Tensor, loss: GPOLoss, beta: float) -> dict[str, torch.Tensor]:
         """Every exact quantity, under the names the runs log them (without the ``val/`` prefix)."""
@@ -147,7 +151,7 @@ METRIC_DIRECTIONS = {
     "reward": "max",
     "win_rate": "max",
     "off_support_mass": "min",  # mass that no loss constrains: less is less blind extrapolation
-    "rho_mean": "max",          # the expected margin of chosen over rejected
+    "rho_mean": "max",  # the expected margin of chosen over rejected
 }
 
 
@@ -174,23 +178,26 @@ def _action(value: Any, num_actions: int, what: str) -> int:
     return value
 
 
-def offline_pairs(mu: str, num_actions: int, support: Sequence[int] | None = None,
-                  pairs: Sequence[Sequence[float]] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def offline_pairs(
+    mu: str, num_actions: int, support: Sequence[int] | None = None, pairs: Sequence[Sequence[float]] | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(pairs, weights) of mu: uniform over all pairs (full), over the pairs of ``support``
     (partial), or the explicit ``[[a, b, weight], ...]`` (pairs)."""
     if mu == "full":
         actions = list(range(num_actions))
     elif mu == "partial":
         if not support or len(support) < 2:
-            raise ConfigError("bandit.mu=partial needs bandit.support, a list of at least two actions, "
-                              "e.g. bandit.support=[0,1,2].")
+            raise ConfigError(
+                "bandit.mu=partial needs bandit.support, a list of at least two actions, e.g. bandit.support=[0,1,2]."
+            )
         actions = sorted({_action(a, num_actions, "support") for a in support})
         if len(actions) < 2:
             raise ConfigError("bandit.support must name at least two different actions.")
     elif mu == "pairs":
         if not pairs:
-            raise ConfigError("bandit.mu=pairs needs bandit.pairs, a list of [a, b, weight], "
-                              "e.g. bandit.pairs=[[0,1,1.0],[1,2,3.0]].")
+            raise ConfigError(
+                "bandit.mu=pairs needs bandit.pairs, a list of [a, b, weight], e.g. bandit.pairs=[[0,1,1.0],[1,2,3.0]]."
+            )
         rows = []
         for row in pairs:
             if len(row) != 3:
@@ -210,8 +217,9 @@ def offline_pairs(mu: str, num_actions: int, support: Sequence[int] | None = Non
     return index, torch.full((len(index),), 1.0 / len(index), dtype=DTYPE)
 
 
-def preference_probabilities(reward: torch.Tensor, pairs: torch.Tensor, labels: str,
-                             temperature: float = 1.0) -> torch.Tensor:
+def preference_probabilities(
+    reward: torch.Tensor, pairs: torch.Tensor, labels: str, temperature: float = 1.0
+) -> torch.Tensor:
     """P(a preferred to b): Bradley-Terry sigmoid((r_a - r_b) / temperature), or deterministic
     (1 if r_a > r_b, 0 if smaller, 1/2 on a tie)."""
     gap = reward[pairs[:, 0]] - reward[pairs[:, 1]]
@@ -238,8 +246,10 @@ def build_problem(settings: Any, seed: int) -> BanditProblem:
     reference = _vector(settings.get("reference_logits"), num_actions, "reference_logits")
     if reference is None:
         reference = torch.zeros(num_actions, dtype=DTYPE)
-    pairs, weights = offline_pairs(settings.get("mu", "full"), num_actions, settings.get("support"),
-                                   settings.get("pairs"))
-    preference = preference_probabilities(reward, pairs, settings.get("labels", "bradley_terry"),
-                                          settings.get("temperature", 1.0))
+    pairs, weights = offline_pairs(
+        settings.get("mu", "full"), num_actions, settings.get("support"), settings.get("pairs")
+    )
+    preference = preference_probabilities(
+        reward, pairs, settings.get("labels", "bradley_terry"), settings.get("temperature", 1.0)
+    )
     return BanditProblem(reward, reference, pairs, weights, preference)

@@ -17,10 +17,10 @@ from gpo_lab.tasks.synthetic.task import FILLER_WORDS, TopicTask
 
 @dataclass(frozen=True)
 class NoisyBehaviour:
-    cover: float = 0.6           # probability of naming each prompt topic
-    off_topic: float = 0.3       # probability, for each of two chances, of naming another topic
-    repeat: float = 0.2          # probability of repeating one of the words said
-    fillers: float = 1.5         # mean number of filler words (geometric)
+    cover: float = 0.6  # probability of naming each prompt topic
+    off_topic: float = 0.3  # probability, for each of two chances, of naming another topic
+    repeat: float = 0.2  # probability of repeating one of the words said
+    fillers: float = 1.5  # mean number of filler words (geometric)
 
     def __post_init__(self):
         for name in ("cover", "off_topic", "repeat"):

@@ -37,8 +37,9 @@ def build_synthetic_task(cfg: DictConfig, loss: GPOLoss, beta: float) -> tuple[G
     sft = SFTSettings(**OmegaConf.to_container(synthetic.sft, resolve=True))
     policy, sft_info = sft_policy(task, behaviour, tokenizer, cfg.model.policy, sft, synthetic.cache_dir)
     pairs = PairSettings(**OmegaConf.to_container(synthetic.pairs, resolve=True))
-    splits, pair_info = offline_pairs(task, behaviour, policy, tokenizer, pairs, sft_info["sft_key"],
-                                      synthetic.cache_dir)
+    splits, pair_info = offline_pairs(
+        task, behaviour, policy, tokenizer, pairs, sft_info["sft_key"], synthetic.cache_dir
+    )
     options = OmegaConf.to_container(cfg.data, resolve=True)
     data_class = get_class(options.pop("_target_"))
     options.pop("dataset", None)

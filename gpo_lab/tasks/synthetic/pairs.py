@@ -22,8 +22,8 @@ import torch
 
 from gpo_lab.errors import ConfigError
 from gpo_lab.eval.sampling import decode, encode_prompts, sample_responses
-from gpo_lab.tasks.synthetic.behaviour import NoisyBehaviour
 from gpo_lab.run.cache import cached_entry, spec_key
+from gpo_lab.tasks.synthetic.behaviour import NoisyBehaviour
 from gpo_lab.tasks.synthetic.task import TopicTask
 
 log = logging.getLogger(__name__)
@@ -37,10 +37,10 @@ SOURCES = ("policy", "behaviour")
 class PairSettings:
     num_train_prompts: int = 8000
     num_eval_prompts: int = 512
-    source: str = "policy"            # who writes the two responses: the SFT policy or the behaviour generator
-    label_temperature: float = 0.5    # T of the Bradley-Terry labels; 0 = deterministic
+    source: str = "policy"  # who writes the two responses: the SFT policy or the behaviour generator
+    label_temperature: float = 0.5  # T of the Bradley-Terry labels; 0 = deterministic
     seed: int = 0
-    batch_size: int = 512             # sampling batch
+    batch_size: int = 512  # sampling batch
 
     def __post_init__(self):
         if self.source not in SOURCES:
@@ -59,8 +59,9 @@ def preference_probability(reward_a: float, reward_b: float, temperature: float)
     return 1.0 / (1.0 + math.exp(-z)) if z >= 0 else math.exp(z) / (1.0 + math.exp(z))
 
 
-def label_pairs(task: TopicTask, prompts: list[str], first: list[str], second: list[str], temperature: float,
-                rng: random.Random) -> tuple[list[dict[str, Any]], dict[str, int]]:
+def label_pairs(
+    task: TopicTask, prompts: list[str], first: list[str], second: list[str], temperature: float, rng: random.Random
+) -> tuple[list[dict[str, Any]], dict[str, int]]:
     rows, counts = [], {"identical": 0, "empty": 0}
     for prompt, a, b in zip(prompts, first, second):
         if a == b:
@@ -72,23 +73,47 @@ def label_pairs(task: TopicTask, prompts: list[str], first: list[str], second: l
         ra, rb = task.reward(prompt, a), task.reward(prompt, b)
         a_wins = rng.random() < preference_probability(ra, rb, temperature)
         (chosen, r_chosen), (rejected, r_rejected) = ((a, ra), (b, rb)) if a_wins else ((b, rb), (a, ra))
-        rows.append({"prompt": prompt, "chosen": chosen, "rejected": rejected,
-                     "reward_chosen": r_chosen, "reward_rejected": r_rejected})
+        rows.append(
+            {
+                "prompt": prompt,
+                "chosen": chosen,
+                "rejected": rejected,
+                "reward_chosen": r_chosen,
+                "reward_rejected": r_rejected,
+            }
+        )
     return rows, counts
 
 
-def _responses(settings: PairSettings, task: TopicTask, behaviour: NoisyBehaviour, policy, tokenizer,
-               prompts: list[str], generator: torch.Generator, rng: random.Random, desc: str) -> list[str]:
+def _responses(
+    settings: PairSettings,
+    task: TopicTask,
+    behaviour: NoisyBehaviour,
+    policy,
+    tokenizer,
+    prompts: list[str],
+    generator: torch.Generator,
+    rng: random.Random,
+    desc: str,
+) -> list[str]:
     if settings.source == "behaviour":
         return [behaviour.respond(task, task.prompt_topics(p), rng) for p in prompts]
-    ids = sample_responses(policy, encode_prompts(tokenizer, prompts), max_new_tokens=task.max_response_words + 1,
-                           eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
-                           generator=generator, batch_size=settings.batch_size, progress=desc)
+    ids = sample_responses(
+        policy,
+        encode_prompts(tokenizer, prompts),
+        max_new_tokens=task.max_response_words + 1,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        generator=generator,
+        batch_size=settings.batch_size,
+        progress=desc,
+    )
     return decode(tokenizer, ids)
 
 
-def generate_pairs(task: TopicTask, behaviour: NoisyBehaviour, policy, tokenizer,
-                   settings: PairSettings) -> dict[str, Any]:
+def generate_pairs(
+    task: TopicTask, behaviour: NoisyBehaviour, policy, tokenizer, settings: PairSettings
+) -> dict[str, Any]:
     """Train and validation rows (prompt, chosen, rejected, and their golden rewards) plus statistics."""
     rng = random.Random(settings.seed)
     generator = torch.Generator(device=next(policy.parameters()).device).manual_seed(settings.seed)
@@ -96,10 +121,12 @@ def generate_pairs(task: TopicTask, behaviour: NoisyBehaviour, policy, tokenizer
     train_prompts = [task.render_prompt(task.sample_prompt_topics(rng)) for _ in range(settings.num_train_prompts)]
     out: dict[str, Any] = {"stats": {}}
     for split, prompts in (("train", train_prompts), ("validation", eval_prompts)):
-        first = _responses(settings, task, behaviour, policy, tokenizer, prompts, generator, rng,
-                           f"pairs: {split} responses 1/2")
-        second = _responses(settings, task, behaviour, policy, tokenizer, prompts, generator, rng,
-                            f"pairs: {split} responses 2/2")
+        first = _responses(
+            settings, task, behaviour, policy, tokenizer, prompts, generator, rng, f"pairs: {split} responses 1/2"
+        )
+        second = _responses(
+            settings, task, behaviour, policy, tokenizer, prompts, generator, rng, f"pairs: {split} responses 2/2"
+        )
         rows, dropped = label_pairs(task, prompts, first, second, settings.label_temperature, rng)
         if not rows:
             raise ConfigError(f"No usable {split} pair was generated; raise synthetic.pairs.num_*_prompts.")
@@ -109,25 +136,44 @@ def generate_pairs(task: TopicTask, behaviour: NoisyBehaviour, policy, tokenizer
             f"mu_{split}_dropped_identical": dropped["identical"],
             f"mu_{split}_dropped_empty": dropped["empty"],
             f"mu_{split}_reward_mean": sum(rewards) / len(rewards),
-            f"mu_{split}_label_agrees_with_reward": sum(r["reward_chosen"] > r["reward_rejected"] for r in rows) / len(rows),
+            f"mu_{split}_label_agrees_with_reward": sum(r["reward_chosen"] > r["reward_rejected"] for r in rows)
+            / len(rows),
             f"mu_{split}_reward_ties": sum(r["reward_chosen"] == r["reward_rejected"] for r in rows) / len(rows),
         }
     return out
 
 
-def offline_pairs(task: TopicTask, behaviour: NoisyBehaviour, policy, tokenizer, settings: PairSettings,
-                  sft_key: str, cache_dir: str | Path) -> tuple[datasets.DatasetDict, dict[str, Any]]:
+def offline_pairs(
+    task: TopicTask,
+    behaviour: NoisyBehaviour,
+    policy,
+    tokenizer,
+    settings: PairSettings,
+    sft_key: str,
+    cache_dir: str | Path,
+) -> tuple[datasets.DatasetDict, dict[str, Any]]:
     """The offline pairs for these settings (train and validation splits), from the cache or generated."""
-    spec = {"stage": "pairs", "version": PAIRS_VERSION, "task": asdict(task), "pairs": asdict(settings),
-            "source": sft_key if settings.source == "policy" else asdict(behaviour)}
+    spec = {
+        "stage": "pairs",
+        "version": PAIRS_VERSION,
+        "task": asdict(task),
+        "pairs": asdict(settings),
+        "source": sft_key if settings.source == "policy" else asdict(behaviour),
+    }
 
     def build(directory: Path) -> None:
-        log.info("Generating %d + %d offline pairs (source: %s).", settings.num_train_prompts,
-                 settings.num_eval_prompts, settings.source)
+        log.info(
+            "Generating %d + %d offline pairs (source: %s).",
+            settings.num_train_prompts,
+            settings.num_eval_prompts,
+            settings.source,
+        )
         was_training = policy.training
         policy.eval()
         try:
-            (directory / PAIRS_FILE).write_text(json.dumps(generate_pairs(task, behaviour, policy, tokenizer, settings)))
+            (directory / PAIRS_FILE).write_text(
+                json.dumps(generate_pairs(task, behaviour, policy, tokenizer, settings))
+            )
         finally:
             policy.train(was_training)
 

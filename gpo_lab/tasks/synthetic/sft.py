@@ -24,11 +24,11 @@ from tqdm.auto import tqdm
 
 from gpo_lab.data.module import pad_rows
 from gpo_lab.errors import ConfigError
-from gpo_lab.scoring.logprobs import token_logprobs
-from gpo_lab.models.hf import disable_dropout
 from gpo_lab.eval.sampling import encode_prompts
-from gpo_lab.tasks.synthetic.behaviour import NoisyBehaviour
+from gpo_lab.models.hf import disable_dropout
 from gpo_lab.run.cache import cached_entry, spec_key
+from gpo_lab.scoring.logprobs import token_logprobs
+from gpo_lab.tasks.synthetic.behaviour import NoisyBehaviour
 from gpo_lab.tasks.synthetic.task import TopicTask
 
 log = logging.getLogger(__name__)
@@ -66,8 +66,9 @@ def fresh_model(model: dict[str, Any], tokenizer, seed: int) -> torch.nn.Module:
         return disable_dropout(instantiate(model, tokenizer=tokenizer))
 
 
-def train_sft(policy: torch.nn.Module, task: TopicTask, behaviour: NoisyBehaviour, tokenizer,
-              settings: SFTSettings) -> dict[str, float]:
+def train_sft(
+    policy: torch.nn.Module, task: TopicTask, behaviour: NoisyBehaviour, tokenizer, settings: SFTSettings
+) -> dict[str, float]:
     """Maximum likelihood on fresh demonstrations every step (no epoch, so no overfitting)."""
     rng = random.Random(settings.seed)
     optimizer = torch.optim.AdamW(policy.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
@@ -101,15 +102,27 @@ def train_sft(policy: torch.nn.Module, task: TopicTask, behaviour: NoisyBehaviou
     return {"sft_token_nll": sum(recent) / len(recent), "sft_seconds": round(time.time() - started, 1)}
 
 
-def sft_policy(task: TopicTask, behaviour: NoisyBehaviour, tokenizer, model: DictConfig | dict,
-               settings: SFTSettings, cache_dir: str | Path) -> tuple[torch.nn.Module, dict[str, Any]]:
+def sft_policy(
+    task: TopicTask,
+    behaviour: NoisyBehaviour,
+    tokenizer,
+    model: DictConfig | dict,
+    settings: SFTSettings,
+    cache_dir: str | Path,
+) -> tuple[torch.nn.Module, dict[str, Any]]:
     """The SFT policy for these settings: loaded from the cache, or trained and cached first.
 
     Returns the model (eval mode) and a description: cache key, whether it was trained now, its loss.
     """
     model_spec = OmegaConf.to_container(model, resolve=True) if isinstance(model, DictConfig) else dict(model)
-    spec = {"stage": "sft", "version": SFT_VERSION, "task": asdict(task), "behaviour": asdict(behaviour),
-            "model": model_spec, "sft": asdict(settings)}
+    spec = {
+        "stage": "sft",
+        "version": SFT_VERSION,
+        "task": asdict(task),
+        "behaviour": asdict(behaviour),
+        "model": model_spec,
+        "sft": asdict(settings),
+    }
 
     def build(directory: Path) -> None:
         log.info("Training the SFT policy (%d steps); it is cached for later runs.", settings.steps)
@@ -124,6 +137,10 @@ def sft_policy(task: TopicTask, behaviour: NoisyBehaviour, tokenizer, model: Dic
     policy = fresh_model(model_spec, tokenizer, settings.seed)
     load_model(policy, str(entry / WEIGHTS_FILE))
     policy.eval()
-    info = {"sft_key": spec_key(spec), "sft_path": str(entry), "sft_trained_now": built,
-            **json.loads((entry / METRICS_FILE).read_text())}
+    info = {
+        "sft_key": spec_key(spec),
+        "sft_path": str(entry),
+        "sft_trained_now": built,
+        **json.loads((entry / METRICS_FILE).read_text()),
+    }
     return policy, info

@@ -23,9 +23,30 @@ from gpo_lab.errors import ConfigError
 from gpo_lab.models.tokenizers import word_tokenizer
 
 TOPIC_WORDS = (
-    "apple", "river", "stone", "cloud", "forest", "engine", "garden", "market",
-    "winter", "violin", "harbor", "candle", "desert", "bridge", "copper", "meadow",
-    "rocket", "island", "lantern", "pepper", "castle", "thunder", "velvet", "orchard",
+    "apple",
+    "river",
+    "stone",
+    "cloud",
+    "forest",
+    "engine",
+    "garden",
+    "market",
+    "winter",
+    "violin",
+    "harbor",
+    "candle",
+    "desert",
+    "bridge",
+    "copper",
+    "meadow",
+    "rocket",
+    "island",
+    "lantern",
+    "pepper",
+    "castle",
+    "thunder",
+    "velvet",
+    "orchard",
 )
 FILLER_WORDS = ("the", "and", "with", "very", "also", "some", "then", "really")
 PROMPT_OPENER = "about"
@@ -54,13 +75,17 @@ class TopicTask:
                 f"{self.min_prompt_topics}, {self.max_prompt_topics}, {self.num_topics}."
             )
         if self.max_response_words < self.max_prompt_topics:
-            raise ConfigError(f"synthetic.task.max_response_words={self.max_response_words} must leave room for "
-                              f"every prompt topic (max_prompt_topics={self.max_prompt_topics}).")
+            raise ConfigError(
+                f"synthetic.task.max_response_words={self.max_response_words} must leave room for "
+                f"every prompt topic (max_prompt_topics={self.max_prompt_topics})."
+            )
         if min(self.coverage, self.off_topic, self.repetition, self.length) < 0:
             raise ConfigError("synthetic.task reward weights (coverage, off_topic, repetition, length) must be >= 0.")
         if self.coverage <= self.length:
-            raise ConfigError(f"synthetic.task.coverage={self.coverage} must exceed length={self.length}: otherwise "
-                              "the empty response is the best one and there is nothing to learn.")
+            raise ConfigError(
+                f"synthetic.task.coverage={self.coverage} must exceed length={self.length}: otherwise "
+                "the empty response is the best one and there is nothing to learn."
+            )
 
     # ----------------------------------------------------------------- vocabulary
     @property
@@ -102,8 +127,10 @@ class TopicTask:
                 seen.add(prompt)
                 prompts.append(prompt)
         else:
-            raise ConfigError(f"Cannot draw {count} distinct prompts from {self.num_topics} topics; "
-                              "raise synthetic.task.num_topics or lower the number of prompts.")
+            raise ConfigError(
+                f"Cannot draw {count} distinct prompts from {self.num_topics} topics; "
+                "raise synthetic.task.num_topics or lower the number of prompts."
+            )
         return prompts
 
     # ----------------------------------------------------------------- golden reward
@@ -121,8 +148,12 @@ class TopicTask:
     def reward(self, prompt: str, response: str) -> float:
         """r*(x, y), as documented in the module docstring."""
         terms = self.reward_terms(prompt, response)
-        return (self.coverage * terms["covered"] - self.off_topic * terms["off_topic"]
-                - self.repetition * terms["repeated"] - self.length * terms["words"])
+        return (
+            self.coverage * terms["covered"]
+            - self.off_topic * terms["off_topic"]
+            - self.repetition * terms["repeated"]
+            - self.length * terms["words"]
+        )
 
     def best_response(self, prompt: str) -> str:
         """A response of maximal reward: every prompt topic once, nothing else."""
