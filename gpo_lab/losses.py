@@ -34,7 +34,7 @@ def hinge(z: torch.Tensor) -> torch.Tensor:
 
 
 def squared(z: torch.Tensor) -> torch.Tensor:
-    """(z - 1)^2: IPO up to a rescaling of beta (see README)."""
+    """(z - 1)^2: IPO up to a rescaling of beta (see docs/losses.md)."""
     return (z - 1) ** 2
 
 
@@ -124,7 +124,7 @@ class _Derived(Mapping):
         return repr(self._items())
 
 
-# The views the rest of gpo_lab (and the README) reads: name -> exact Derivatives, name -> f, alias -> name.
+# The views the rest of gpo_lab (and the docs) reads: name -> exact Derivatives, name -> f, alias -> name.
 EXACT_DERIVATIVES: Mapping[str, Derivatives] = _Derived(lambda: {n: m.derivatives for n, m in MEMBERS.items()})
 BUILTIN_FUNCTIONS: Mapping[str, LossFunction] = _Derived(lambda: {n: m.function for n, m in MEMBERS.items()})
 ALIASES: Mapping[str, str] = _Derived(lambda: {a: n for n, m in MEMBERS.items() for a in m.aliases})

@@ -1,6 +1,6 @@
 """The files a run leaves behind for people and tools: ``metrics.jsonl`` and ``summary.json``.
 
-Both are documented in README.md ("Outputs"); the report, the notebooks and the sweep status
+Both are documented in docs/outputs.md; the report, the notebooks and the sweep status
 read them, so their schema is an interface. Every write is atomic (:mod:`gpo_lab.run.atomic`), so
 a killed run never leaves a half-written summary.
 """

@@ -1,4 +1,4 @@
-"""``python -m gpo_lab.run.status SWEEP_DIR``: every job of a sweep with its state, last step and key metrics.
+"""``python -m gpo_lab.status SWEEP_DIR``: every job of a sweep with its state, last step and key metrics.
 
 The jobs are expanded from the sweep's own ``multirun.yaml`` with Hydra's override parser, so
 jobs that have not started yet are listed too, under the directory name they will get.
@@ -114,7 +114,7 @@ def format_table(jobs: list[Job]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m gpo_lab.run.status", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m gpo_lab.status", description=__doc__.splitlines()[0])
     parser.add_argument("sweep_dir", type=Path, help="a sweep directory, e.g. multirun/smoke")
     parser.add_argument("--json", action="store_true", help="one JSON object per job instead of a table")
     args = parser.parse_args(argv)
