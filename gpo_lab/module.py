@@ -116,7 +116,7 @@ def capture_random_state() -> dict:
     kind, keys, position, has_gauss, cached = np.random.get_state()
     return {
         "python": [version, list(internal), gauss],
-        "numpy": [kind, keys.tolist(), position, has_gauss, cached],
+        "numpy": [kind, np.asarray(keys).tolist(), position, has_gauss, cached],
         "torch": torch.get_rng_state(),
     }
 

@@ -37,8 +37,9 @@ class PairBatch:
 
     def to(self, device: torch.device | str, non_blocking: bool = False):
         """The same batch with every tensor on ``device``."""
-        tensors = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
-        return dataclasses.replace(
+        fields = dataclasses.fields(self)  # type: ignore[arg-type]  # every layout is a dataclass
+        tensors = {f.name: getattr(self, f.name) for f in fields}
+        return dataclasses.replace(  # type: ignore[type-var]
             self,
             **{
                 name: value.to(device, non_blocking=non_blocking)

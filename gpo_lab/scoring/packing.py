@@ -50,7 +50,7 @@ class PackedPairs(PairBatch):
                     "response token) and non-empty responses."
                 )
             p, c, r = len(prompt), len(chosen), len(rejected)
-            input_ids[i, : p + c + r] = torch.tensor(prompt + chosen + rejected)
+            input_ids[i, : p + c + r] = torch.tensor([*prompt, *chosen, *rejected])
             position_ids[i, : p + c + r] = torch.cat([torch.arange(p + c), torch.arange(p, p + r)])
             segment_ids[i, : p + c + r] = torch.tensor([PROMPT] * p + [CHOSEN] * c + [REJECTED] * r)
         return cls(input_ids, position_ids, segment_ids, reference_logps)
