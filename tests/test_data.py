@@ -59,8 +59,10 @@ def make_module(rows, tokenizer, **kwargs):
 
 
 def test_dropped_pairs_are_counted_and_logged(words, caplog):
-    rows = [{"prompt": "p1 p2", "chosen": "good", "rejected": "bad"} for _ in range(6)]
-    rows += [{"prompt": "p1", "chosen": "", "rejected": "bad"}, {"prompt": "p1", "chosen": "good", "rejected": ""}]
+    # distinct prompts, so that the split by prompt may put dropped and kept pairs on either side
+    prompts = ["p1 p2", "p2 p3", "p3 p4", "p4 p5", "p5 p1", "p1 p3"]
+    rows = [{"prompt": prompt, "chosen": "good", "rejected": "bad"} for prompt in prompts]
+    rows += [{"prompt": "p1", "chosen": "", "rejected": "bad"}, {"prompt": "p2", "chosen": "good", "rejected": ""}]
     with caplog.at_level(logging.WARNING):
         module = make_module(rows, words, val_size=2, max_length=8, max_prompt_length=4)
     stats = module.stats

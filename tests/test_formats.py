@@ -188,9 +188,11 @@ def test_tldr_prompt_chosen_rejected_form_gives_the_same_pairs(tmp_path):
     assert as_rows(data["validation"]) == as_rows(convert(datasets.Dataset.from_list(TLDR_RAW), "tldr_comparisons"))
 
     module = data_module(["data=tldr", f"data.dataset.path={repo}", "data.val_size=2", "data.packing=false"], tmp_path)
-    assert module.stats["train_pairs"] == 6 and module.stats["validation_pairs"] == 2
+    # two posts with four comparisons each: the split by prompt holds out one post's four (val_size=2 asks for 2 pairs)
+    assert module.stats["train_pairs"] == 4 and module.stats["validation_pairs"] == 4
+    assert module.stats["validation_prompts"] == 1 and module.stats["val_prompts_in_train"] == 0
     batch = next(iter(module.val_dataloader()))
-    assert batch.input_ids.shape[0] == 4  # B chosen rows, then B rejected rows
+    assert batch.input_ids.shape[0] == 8  # B chosen rows, then B rejected rows
 
 
 def test_bad_comparison_names_the_row():
@@ -279,7 +281,8 @@ def test_instruction_prompt_template_and_chat(tmp_path):
         ["data=instruction", f"data.dataset.path={path}", "data.dataset.options.chat=true", "data.val_size=2"], tmp_path
     )
     tokenizer = module.tokenizer  # its chat template: "<|role|>\ncontent\n" per message
-    encoded = {tokenizer.decode(p["prompt_ids"]): p for p in module.train_set}
+    pairs = [*module.train_set, *module.val_set]  # the split by prompt puts all three copies on one side
+    encoded = {tokenizer.decode(p["prompt_ids"]): p for p in pairs}
     pair = encoded["<|user|>\nFix the spelling.\n\nfreind\n<|assistant|>\n"]
     assert pair["chosen_ids"] == byte_ids(tokenizer, "friend\n") + [tokenizer.eos_token_id]
 
@@ -316,7 +319,7 @@ def test_sharegpt_roles_map_onto_chat_messages(tmp_path):
     assert pair["chosen"] == [{"role": "assistant", "content": "Paris."}]
     assert pair["rejected"] == [{"role": "assistant", "content": "Lyon."}]
     module = data_module(["data=sharegpt", f"data.dataset.path={path}", "data.val_size=1"], tmp_path)
-    prompts = {module.tokenizer.decode(p["prompt_ids"]) for p in module.train_set}
+    prompts = {module.tokenizer.decode(p["prompt_ids"]) for p in [*module.train_set, *module.val_set]}
     rendered = (
         "<|system|>\nBe brief.\n<|user|>\nHi\n<|assistant|>\nHello.\n<|user|>\nCapital of France?\n<|assistant|>\n"
     )

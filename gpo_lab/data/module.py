@@ -13,6 +13,7 @@ from torch.utils.data import DataLoader
 from gpo_lab.data.length_grouping import LengthGroupedOrder, pair_lengths
 from gpo_lab.data.resumable import ResumableDataLoader
 from gpo_lab.data.sources import DataError
+from gpo_lab.data.splits import prompts_in_both, split_by_prompt
 from gpo_lab.data.tokenization import Truncation, encode_pair, is_conversation, prompt_start_token, render_texts
 from gpo_lab.errors import ConfigError
 from gpo_lab.models.reference_cache import COLUMN as REFERENCE_LOGPS
@@ -88,6 +89,7 @@ class PreferenceDataModule(pl.LightningDataModule):
         if self.tokenizer is None:
             raise RuntimeError("PreferenceDataModule needs a tokenizer before setup().")
         train, val = self._splits()
+        self._count_shared_prompts(train, val)
         self.train_set = self._encode(train, "train")
         self.val_set = self._encode(val, "validation")
 
@@ -106,8 +108,19 @@ class PreferenceDataModule(pl.LightningDataModule):
             raise DataError(
                 f"The dataset has {len(data)} pairs; at least 2 are needed (one to train, one to validate)."
             )
-        split = data.train_test_split(test_size=self.val_size, seed=self.seed, shuffle=True)
-        return split["train"], split["test"]
+        return split_by_prompt(data, self.val_size, self.seed)
+
+    def _count_shared_prompts(self, train: datasets.Dataset, val: datasets.Dataset) -> None:
+        """Validation prompts seen in training make held-out metrics optimistic: count them, and warn."""
+        counts = prompts_in_both(train, val)
+        self.stats |= counts
+        if counts["val_prompts_in_train"]:
+            log.warning(
+                "%d of the %d validation prompts also occur in the training pairs (data.val_split=%s).",
+                counts["val_prompts_in_train"],
+                counts["validation_prompts"],
+                self.val_split,
+            )
 
     def _mapped(self, data: datasets.Dataset) -> datasets.Dataset:
         """Select and rename the mapped columns, naming any that are missing."""

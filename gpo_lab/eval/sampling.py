@@ -1,7 +1,8 @@
 """Samples from the policy and the reference on held-out prompts, scored for the KL estimators.
 
 Sampling is ancestral at temperature 1 with no top-k or top-p truncation: the KL of interest
-is that of the true distributions. A response ends at EOS (which belongs to it, as in the
+is that of the true distributions. Encoder-decoder models sample and score through
+:mod:`gpo_lab.eval.seq2seq_sampling`. A response ends at EOS (which belongs to it, as in the
 training pairs) or after ``max_new_tokens``. Every random draw comes from a private generator,
 so evaluating never changes the training run's random stream.
 """
@@ -17,6 +18,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from gpo_lab.data.tokenization import is_conversation, prompt_start_token, render_texts
+from gpo_lab.eval.seq2seq_sampling import is_encoder_decoder, sample_seq2seq_responses, score_seq2seq_responses
 from gpo_lab.scoring.batches import PlainPairs
 from gpo_lab.scoring.logprobs import (
     position_ids_from_mask,
@@ -200,14 +202,21 @@ def generate_bank(
     common = dict(
         max_new_tokens=max_new_tokens, eos_token_id=tokenizer.eos_token_id, pad_token_id=pad, batch_size=batch_size
     )
-    policy_ids = sample_responses(
+    encoder_decoder = is_encoder_decoder(policy)  # T5-style: the prompt goes to the encoder
+    sample = sample_seq2seq_responses if encoder_decoder else sample_responses
+    policy_ids = sample(
         policy, prompt_ids, generator=streams[0], progress="sampling policy" if progress else None, **common
     )
     if reference_ids is None:
-        reference_ids = sample_responses(
+        reference_ids = sample(
             reference, prompt_ids, generator=streams[1], progress="sampling reference" if progress else None, **common
         )
-    scores = score_responses(policy, reference, prompt_ids, policy_ids, pad, batch_size)
+    if encoder_decoder:
+        scores = score_seq2seq_responses(
+            policy, reference, prompt_ids, policy_ids, pad, tokenizer.eos_token_id, batch_size
+        )
+    else:
+        scores = score_responses(policy, reference, prompt_ids, policy_ids, pad, batch_size)
     return SampleBank(
         step=step,
         prompts=list(prompts),

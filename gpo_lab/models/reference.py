@@ -3,7 +3,8 @@
 - ``frozen_copy``: a separate frozen copy of the initial policy (``reference=copy``);
 - ``separate_model``: another checkpoint, built from its own model config (``reference=model``);
 - :class:`AdaptersDisabled`: a LoRA policy read with its adapters off (``reference=adapters_disabled``):
-  only the adapters train, so the base model is pi_ref and no second copy of the weights is held;
+  only the adapters train, so the base model is pi_ref and no second copy of the weights is held
+  (refused, at start-up, for the peft options under which the base model is not the initial policy);
 - :class:`LazyReference`: the reference when its log-probs on the pairs are cached, loaded only
   if an evaluation (KL on samples) needs it.
 """
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import inspect
+import logging
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
@@ -20,7 +22,9 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from gpo_lab.errors import ConfigError
-from gpo_lab.models.lora import is_lora_model
+from gpo_lab.models.lora import ADAPTER_PARAMETERS, adapters_off_problems, is_lora_model
+
+log = logging.getLogger(__name__)
 
 
 def freeze(model: torch.nn.Module) -> torch.nn.Module:
@@ -33,10 +37,16 @@ def freeze(model: torch.nn.Module) -> torch.nn.Module:
 def frozen_copy(policy: torch.nn.Module, tokenizer=None) -> torch.nn.Module:
     """A separate copy of the initial policy (the usual setting: pi_ref is the SFT model).
 
-    A LoRA policy is not copied: its base model, read with the adapters disabled, is the reference.
+    A LoRA policy is not copied: its base model, read with the adapters disabled, is the reference,
+    unless its peft options change the base model (trained biases, PiSSA, ...): then it is copied whole.
     """
     if is_lora_model(policy):
-        return AdaptersDisabled(policy)
+        problems = adapters_off_problems(policy)
+        if not problems:
+            return AdaptersDisabled(policy)
+        log.warning(
+            "reference=copy copies the whole LoRA policy (its base model is not pi_ref): %s.", "; ".join(problems)
+        )
     return freeze(copy.deepcopy(policy))
 
 
@@ -71,6 +81,13 @@ class AdaptersDisabled(torch.nn.Module):
         if not is_lora_model(policy):
             raise ConfigError(
                 "reference=adapters_disabled needs a LoRA policy (model=lora); for a full model use reference=copy."
+            )
+        problems = adapters_off_problems(policy)
+        if problems:
+            raise ConfigError(
+                "reference=adapters_disabled would not be the initial policy: "
+                + "; ".join(problems)
+                + ". Or use reference=copy, which copies the whole policy."
             )
         self._policy = (policy,)
         base_forward = inspect.signature(policy.get_base_model().forward).parameters
@@ -124,7 +141,11 @@ class AdaptersDisabled(torch.nn.Module):
     def base_state_dict(self) -> dict[str, torch.Tensor]:
         """The weights this reference computes with (the base model's, adapters left out), e.g. to
         fingerprint it; its own ``state_dict()`` is empty, as it owns nothing."""
-        return {name: tensor for name, tensor in self.policy.state_dict().items() if "lora_" not in name}
+        return {
+            name: tensor
+            for name, tensor in self.policy.state_dict().items()
+            if not any(part in name for part in ADAPTER_PARAMETERS)  # what trains, modules_to_save copies included
+        }
 
 
 def adapters_disabled(policy: torch.nn.Module, tokenizer=None) -> AdaptersDisabled:

@@ -82,14 +82,15 @@ def decoder_inputs(model, response_ids: torch.Tensor, response_mask: torch.Tenso
     return shifted
 
 
-def seq2seq_sequence_logprobs(
+def seq2seq_response_logits(
     model,
     input_ids: torch.Tensor,
     attention_mask: torch.Tensor,
     response_ids: torch.Tensor,
     response_mask: torch.Tensor,
-) -> torch.Tensor:
-    """log pi(y|x) for every row of an encoder-decoder batch: the SUM of its response-token log-probs (float32)."""
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The decoder's logits at the response positions, flattened (N, V), the tokens they predict (N,)
+    and the row each belongs to (N,); the sample bank's token KL reads the whole distributions."""
     decoder_mask = torch.ones_like(response_mask)
     decoder_mask[:, 1:] = response_mask[:, :-1]
     logits = model(
@@ -101,4 +102,16 @@ def seq2seq_sequence_logprobs(
     ).logits
     keep = response_mask.bool()
     rows = torch.arange(response_ids.shape[0], device=response_ids.device)[:, None].expand_as(keep)[keep]
-    return summed_logprobs(logits[keep], response_ids[keep], rows, response_ids.shape[0])
+    return logits[keep], response_ids[keep], rows
+
+
+def seq2seq_sequence_logprobs(
+    model,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    response_ids: torch.Tensor,
+    response_mask: torch.Tensor,
+) -> torch.Tensor:
+    """log pi(y|x) for every row of an encoder-decoder batch: the SUM of its response-token log-probs (float32)."""
+    logits, targets, rows = seq2seq_response_logits(model, input_ids, attention_mask, response_ids, response_mask)
+    return summed_logprobs(logits, targets, rows, response_ids.shape[0])
