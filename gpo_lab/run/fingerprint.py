@@ -23,11 +23,13 @@ from omegaconf import OmegaConf
 from gpo_lab.errors import ConfigError
 from gpo_lab.run.redaction import REDACTED
 
-# Where and how a run logs and caches, not what it trains. conf/hydra/gpo_lab.yaml's exclude_keys
-# leave the same keys out of directory names (a test keeps the two lists in step); ``experiment``
-# is in names' list only: its effect is in every other key of the resolved config.
+# Where and how a run logs, caches and is observed, not what it trains: conf/hydra/gpo_lab.yaml's
+# exclude_keys leave these out of directory names too (a test keeps the lists in step; ``experiment``
+# is in names' list only: its effect is in every other key of the resolved config). ``callbacks``
+# (checkpoint cadence, progress bar, evaluation callbacks) may change between attempts of one run.
 NOT_IDENTIFYING = (
     "overrides",
+    "callbacks",
     "name",
     "skip_completed",
     "logger",
