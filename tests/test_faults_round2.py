@@ -68,10 +68,13 @@ def test_directory_names_never_hold_a_secret(monkeypatch, override):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("key", ["+extra.api_key", "+extra.foo"])
-def test_an_environment_secret_reaches_no_file_and_no_path_of_the_run(tmp_path, key):
+@pytest.mark.parametrize(
+    "override",
+    ["+extra.api_key=${oc.env:GPO_TEST_SECRET}", "+extra.foo=${oc.env:GPO_TEST_SECRET}", f"+extra.api_key={SECRET}"],
+)
+def test_a_secret_reaches_no_file_and_no_path_of_the_run(tmp_path, override):
     result = run_cli(
-        ["+experiment=smoke", "trainer.max_steps=2", f"{key}=${{oc.env:GPO_TEST_SECRET}}", "logger=wandb"],
+        ["+experiment=smoke", "trainer.max_steps=2", override, "logger=wandb"],
         cwd=tmp_path,
         env={"GPO_TEST_SECRET": SECRET, "WANDB_MODE": "offline"},
     )

@@ -10,7 +10,12 @@ from __future__ import annotations
 
 import os
 import re
+from pathlib import Path
 from typing import Any
+
+import yaml
+
+from gpo_lab.run.atomic import atomic_write_text
 
 REDACTED = "<redacted>"
 # Tokenizer settings, not credentials: ``pad_token: "<pad>"`` stays readable.
@@ -76,3 +81,37 @@ def redact_override(override: str) -> str:
     """``+x.api_key=abc`` becomes ``+x.api_key=<redacted>``; other overrides keep their text, minus secret values."""
     key, sep, value = override.partition("=")
     return f"{key}={REDACTED}" if sep and is_secret_name(key) else scrub(override)
+
+
+def redact_hydra_record(run_dir: Path, overrides: list[str]) -> None:
+    """Redact what Hydra wrote before the run started: ``.hydra/*.yaml`` and the sweep's ``multirun.yaml``.
+
+    Hydra records the command line as typed, so a secret typed literally (``+x.api_key=abc``,
+    or a shell-expanded ``$WANDB_API_KEY``) is in these files for the moment between their
+    writing and this call; the run's own files never hold it.
+    """
+    secret_overrides = [o for o in overrides if "=" in o and is_secret_name(o.partition("=")[0])]
+    secrets = secret_environment_values()
+
+    def redacted(value: Any, key: Any = None) -> Any:
+        if key is not None and is_secret_name(str(key)) and isinstance(value, (str, int, float)):
+            return REDACTED
+        if isinstance(value, dict):
+            return {k: redacted(v, k) for k, v in value.items()}
+        if isinstance(value, list):
+            return [redacted(v) for v in value]
+        if isinstance(value, str):
+            for override in secret_overrides:
+                value = value.replace(override, redact_override(override))
+            return scrub(value, secrets)
+        return value
+
+    paths = [*sorted((Path(run_dir) / ".hydra").glob("*.yaml")), Path(run_dir).parent / "multirun.yaml"]
+    for path in paths:
+        try:
+            data = yaml.safe_load(path.read_text())
+        except (OSError, yaml.YAMLError):
+            continue
+        clean = redacted(data)
+        if clean != data:
+            atomic_write_text(path, yaml.safe_dump(clean, sort_keys=False))

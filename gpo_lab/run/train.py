@@ -21,7 +21,7 @@ from gpo_lab.run.fingerprint import RunDirectoryHoldsAnotherRun, check_same_run,
 from gpo_lab.run.lock import RunLock
 from gpo_lab.run.metrics_file import MetricsFileLogger
 from gpo_lab.run.records import METRICS_FILE, SUMMARY_FILE, atomic_write_text, read_json, read_metrics
-from gpo_lab.run.redaction import redact_override, redact_secrets
+from gpo_lab.run.redaction import redact_hydra_record, redact_override, redact_secrets
 from gpo_lab.run.summary import RunSummary, ValidationTracker
 from gpo_lab.tasks.common import build_task
 
@@ -36,11 +36,11 @@ CHECKPOINT_DIR = "checkpoints"
 LAST_CHECKPOINT = "last.ckpt"
 
 
-def typed_overrides(cfg: DictConfig) -> list[str]:
+def typed_overrides(cfg: DictConfig, redact: bool = True) -> list[str]:
     """The command line's overrides as typed (``${oc.env:...}`` unexpanded), secret-looking values redacted."""
     overrides = cfg.get("overrides") or []
     raw = OmegaConf.to_container(overrides, resolve=False) if isinstance(overrides, ListConfig) else list(overrides)
-    return [redact_override(str(o)) for o in raw]
+    return [redact_override(str(o)) if redact else str(o) for o in raw]
 
 
 def describe_run(cfg: DictConfig, config_fingerprint: str | None = None) -> dict[str, Any]:
@@ -144,6 +144,7 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     """
     run_dir = Path(run_dir)
     with RunLock(run_dir):
+        redact_hydra_record(run_dir, typed_overrides(cfg, redact=False))
         config = saved_config(cfg)
         current = identity(config, run_dir)
         if has_run_files(run_dir):
