@@ -235,7 +235,9 @@ def test_a_directory_name_is_one_flat_bounded_component(value):
 
 def test_same_base_name_in_two_folders_gets_two_names():
     names = {job_name(["+experiment=smoke", f"+extra.path={folder}/pairs.jsonl"]) for folder in ("a", "b", "/c")}
-    assert len(names) == 3 and all("pairs.jsonl" in n for n in names)
+    assert len(names) == 3 and all(
+        "pairs.jsonl" in n and Path(n).name == n for n in names
+    )  # flat, so status tells them apart
 
 
 def test_ordinary_overrides_keep_their_readable_names():
