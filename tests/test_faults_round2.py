@@ -120,6 +120,21 @@ def test_a_completed_directory_is_not_reused_by_another_config(tmp_path, second)
 
 
 @pytest.mark.slow
+def test_a_directory_written_before_fingerprints_is_still_skipped_and_still_guarded(tmp_path):
+    run_dir = tmp_path / "shared"
+    smoke = ["+experiment=smoke", "name=shared", "trainer.max_steps=2"]
+    run_training(smoke, run_dir)
+    summary = json.loads((run_dir / "summary.json").read_text())
+    del summary["config_fingerprint"]
+    (run_dir / "summary.json").write_text(json.dumps(summary))
+    before = snapshot(run_dir)
+    assert run_training(smoke, run_dir)["final"] == summary["final"] and snapshot(run_dir) == before
+    with pytest.raises(ConfigError, match=r"bandit.num_actions: \(absent\) -> 10"):
+        run_training(["+experiment=bandit", "name=shared", "trainer.max_steps=2"], run_dir)
+    assert snapshot(run_dir) == before
+
+
+@pytest.mark.slow
 def test_an_interrupted_directory_is_not_resumed_by_another_config(tmp_path):
     run_dir = tmp_path / "run"
     crash = ["+callbacks.crash._target_=tests.helpers.faults.RaiseAtStep", "+callbacks.crash.step=4"]
@@ -244,6 +259,14 @@ def test_ordinary_overrides_keep_their_readable_names():
     assert job_name(["+experiment=smoke", "loss=hinge", "beta=0.1"]) == "beta=0.1,loss=hinge"
     assert job_name(["+experiment=smoke", "optim.lr=1e-3", "seed=1"]) == "optim.lr=1e-3,seed=1"
     assert job_name(["+experiment=smoke"]) == "default"
+
+
+def test_a_run_written_before_fingerprints_is_compared_by_its_config_yaml():
+    from gpo_lab.run.fingerprint import differences
+
+    older = {"model": {"tokenizer": "<redacted>"}, "beta": 0.1}  # redacted by name then, readable now
+    assert differences(older, {"model": {"tokenizer": {"_target_": "tok"}}, "beta": 0.1}) == []
+    assert differences(older, {"model": {"tokenizer": {"_target_": "tok"}}, "beta": 0.2}) == ["beta: 0.1 -> 0.2"]
 
 
 def test_the_names_left_out_of_directories_are_the_keys_left_out_of_fingerprints():

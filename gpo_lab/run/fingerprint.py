@@ -84,13 +84,18 @@ def flatten(value: Any, prefix: str = "") -> dict[str, Any]:
 
 
 def differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
-    """``key: old -> new`` for every key whose value differs (a redacted value matches anything)."""
+    """``key: old -> new`` for every key whose value differs (a redacted value, or subtree, matches anything)."""
     before, after = flatten(old), flatten(new)
+    redacted = tuple(f"{k}." for k, v in [*before.items(), *after.items()] if v == REDACTED)
     missing = object()
     lines = []
     for key in sorted(before.keys() | after.keys()):
         a, b = before.get(key, missing), after.get(key, missing)
-        if REDACTED in (a, b) or json.dumps(a, default=str) == json.dumps(b, default=str):
+        if (
+            REDACTED in (a, b)
+            or f"{key}.".startswith(redacted)
+            or json.dumps(a, default=str) == json.dumps(b, default=str)
+        ):
             continue
         show = lambda v: "(absent)" if v is missing else json.dumps(v, default=str)  # noqa: E731
         lines.append(f"{key}: {show(a)} -> {show(b)}")
