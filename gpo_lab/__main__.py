@@ -22,18 +22,15 @@ from omegaconf import DictConfig, OmegaConf
 
 from gpo_lab.errors import user_facing_cause
 from gpo_lab.losses import register_loss_configs
+from gpo_lab.run.dirnames import job_dirname_resolver
 
 log = logging.getLogger("gpo_lab")
 # An absolute path: ``python -m gpo_lab`` and the ``gpo-lab`` script (which imports this module) find the same tree.
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 
 
-def job_dirname(override_dirname: str) -> str:
-    """A job's directory is named by its overrides; a job without any gets ``default``."""
-    return override_dirname or "default"
-
-
-OmegaConf.register_new_resolver("gpo_lab.job_dirname", job_dirname, replace=True)
+# A job's directory is named by its overrides, as typed (never their resolved values): gpo_lab.run.dirnames.
+OmegaConf.register_new_resolver("gpo_lab.job_dirname", job_dirname_resolver, replace=True)
 register_loss_configs()  # loss=dpo, loss=ipo, loss=slic: the registry's aliases
 
 

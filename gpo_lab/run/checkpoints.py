@@ -1,13 +1,19 @@
-"""Checkpoint files that a kill cannot corrupt, and that never unpickle arbitrary objects."""
+"""Checkpoints that a kill cannot corrupt, that never unpickle arbitrary objects, and that are checked on resume."""
 
 from __future__ import annotations
 
+import logging
+import time
+from pathlib import Path
 from typing import Any
 
 import torch
 from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 
 from gpo_lab.run.atomic import atomic_path
+
+log = logging.getLogger(__name__)
+LAST = "last.ckpt"
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -25,3 +31,28 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     def load_checkpoint(self, path, map_location=None, weights_only: bool | None = None) -> dict[str, Any]:
         # Checkpoints hold tensors and plain containers only: never unpickle arbitrary objects.
         return super().load_checkpoint(path, map_location=map_location, weights_only=True)
+
+
+def usable_checkpoint(checkpoint_dir: Path) -> tuple[Path | None, int]:
+    """The checkpoint to resume from and its step: ``last.ckpt``, else the newest other ``*.ckpt`` that loads.
+
+    A checkpoint is data, not code, and may be damaged (a full disk, a bad copy, a file written by
+    another tool): one that does not load as a Lightning checkpoint is moved aside to
+    ``<name>.damaged-<time>`` (never deleted) and named in the log, and the next one is tried;
+    with none left the run starts from step 0.
+    """
+    candidates = sorted(Path(checkpoint_dir).glob("*.ckpt"), key=lambda p: (p.name != LAST, -p.stat().st_mtime))
+    for path in candidates:
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+            if not isinstance(state, dict) or "state_dict" not in state:
+                raise ValueError("not a Lightning checkpoint (no state_dict)")
+            return path, int(state["global_step"])
+        except PermissionError:
+            raise
+        except Exception as error:
+            aside = path.with_name(f"{path.name}.damaged-{time.strftime('%Y%m%d-%H%M%S')}")
+            path.rename(aside)
+            reason = " ".join(f"{type(error).__name__}: {error}".split())[:300]
+            log.warning("Checkpoint %s cannot be read (%s); moved it to %s.", path, reason, aside.name)
+    return None, 0

@@ -13,10 +13,10 @@ import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from hydra._internal.config_loader_impl import get_overrides_dirname
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf
 
+from gpo_lab.run.dirnames import job_dirname
 from gpo_lab.run.lock import RunLock
 from gpo_lab.run.records import METRICS_FILE, SUMMARY_FILE, read_json, read_metrics
 
@@ -49,14 +49,8 @@ def expected_jobs(sweep_dir: Path) -> list[str]:
             override.sweep_string_iterator() if override.is_sweep_override() else [override.get_value_element_as_str()]
         )
         grid.append([f"{key}={value}" for value in values])
-    dirname = hydra_cfg.job.config.override_dirname
-    names = []
-    for job in itertools.product(*grid):
-        name = get_overrides_dirname(
-            parser.parse_overrides(list(job)), list(dirname.exclude_keys), dirname.item_sep, dirname.kv_sep
-        )
-        names.append(name or "default")
-    return names
+    exclude_keys = list(hydra_cfg.job.config.override_dirname.exclude_keys)
+    return [job_dirname(job, exclude_keys) for job in itertools.product(*grid)]  # the names the jobs get
 
 
 def job_state(run_dir: Path) -> Job:

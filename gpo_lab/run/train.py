@@ -10,18 +10,18 @@ from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
-import torch
 from hydra.utils import instantiate
 from lightning_fabric.plugins.environments import SLURMEnvironment
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from gpo_lab.errors import user_facing_cause
-from gpo_lab.run.checkpoints import AtomicCheckpointIO
+from gpo_lab.run.checkpoints import AtomicCheckpointIO, usable_checkpoint
 from gpo_lab.run.checks import validate_run_config
+from gpo_lab.run.fingerprint import RunDirectoryHoldsAnotherRun, check_same_run, fingerprint, identity
 from gpo_lab.run.lock import RunLock
 from gpo_lab.run.metrics_file import MetricsFileLogger
-from gpo_lab.run.records import METRICS_FILE, SUMMARY_FILE, atomic_write_text
-from gpo_lab.run.redaction import redact_override, redact_secrets
+from gpo_lab.run.records import METRICS_FILE, SUMMARY_FILE, atomic_write_text, read_json, read_metrics
+from gpo_lab.run.redaction import redact_hydra_record, redact_override, redact_secrets
 from gpo_lab.run.summary import RunSummary, ValidationTracker
 from gpo_lab.tasks.common import build_task
 
@@ -36,16 +36,43 @@ CHECKPOINT_DIR = "checkpoints"
 LAST_CHECKPOINT = "last.ckpt"
 
 
-def describe_run(cfg: DictConfig) -> dict[str, Any]:
+def typed_overrides(cfg: DictConfig, redact: bool = True) -> list[str]:
+    """The command line's overrides as typed (``${oc.env:...}`` unexpanded), secret-looking values redacted."""
+    overrides = cfg.get("overrides") or []
+    raw = OmegaConf.to_container(overrides, resolve=False) if isinstance(overrides, ListConfig) else list(overrides)
+    return [redact_override(str(o)) if redact else str(o) for o in raw]
+
+
+def describe_run(cfg: DictConfig, config_fingerprint: str | None = None) -> dict[str, Any]:
     """The identifying numbers of a run, as the report and sweep tools read them."""
-    return {
+    described = {
         "name": cfg.get("name"),
         "loss": OmegaConf.select(cfg, "loss.fn"),
         "beta": cfg.beta,
         "lr": OmegaConf.select(cfg, "optim.lr"),
         "seed": cfg.seed,
-        "overrides": [redact_override(o) for o in cfg.get("overrides") or []],
+        "overrides": typed_overrides(cfg),
     }
+    return {**described, "config_fingerprint": config_fingerprint} if config_fingerprint else described
+
+
+def saved_config(cfg: DictConfig) -> dict[str, Any]:
+    """The resolved config as ``config.yaml`` holds it: secrets redacted, overrides as typed."""
+    config = redact_secrets(OmegaConf.to_container(cfg, resolve=True))
+    if "overrides" in config:
+        config["overrides"] = typed_overrides(cfg)
+    return config
+
+
+def has_run_files(run_dir: Path) -> bool:
+    return any((run_dir / name).exists() for name in (SUMMARY_FILE, METRICS_FILE, "config.yaml", CHECKPOINT_DIR))
+
+
+def stored_fingerprint(run_dir: Path) -> str | None:
+    try:
+        return read_json(run_dir / SUMMARY_FILE).get("config_fingerprint")
+    except (OSError, ValueError, AttributeError):
+        return None
 
 
 def last_checkpoint(run_dir: Path) -> Path | None:
@@ -84,6 +111,30 @@ def archive_previous_run(run_dir: Path) -> Path:
     return archive
 
 
+def resume_point(run_dir: Path, metrics_file: MetricsFileLogger) -> tuple[Path | None, int]:
+    """The checkpoint to resume from (damaged ones moved aside), with ``metrics.jsonl`` cut back to match.
+
+    Without a checkpoint the run starts at step 0, so the records of an earlier attempt (killed
+    before its first checkpoint, or whose checkpoint was removed) are moved to ``previous-<time>/``:
+    every step appears once in ``metrics.jsonl``, and nothing is deleted.
+    """
+    resume_from, step = usable_checkpoint(run_dir / CHECKPOINT_DIR)
+    if resume_from is not None:
+        log.info("Resuming from %s (step %d).", resume_from, step)
+        metrics_file.truncate_after(step)
+    elif read_metrics(metrics_file.path):
+        archive = run_dir / f"previous-{time.strftime('%Y%m%d-%H%M%S')}"
+        archive.mkdir(exist_ok=True)
+        shutil.move(str(metrics_file.path), archive / METRICS_FILE)
+        log.info(
+            "No usable checkpoint in %s: training from step 0; the earlier attempt's %s is in %s.",
+            run_dir,
+            METRICS_FILE,
+            archive,
+        )
+    return resume_from, step
+
+
 def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     """Train one policy as configured; ``summary.json`` in ``run_dir`` records how it ended.
 
@@ -93,28 +144,36 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     """
     run_dir = Path(run_dir)
     with RunLock(run_dir):
+        redact_hydra_record(run_dir, typed_overrides(cfg, redact=False))
+        config = saved_config(cfg)
+        current = identity(config, run_dir)
+        if has_run_files(run_dir):
+            try:  # a directory never mixes two configs' results: checked before it is skipped or resumed
+                check_same_run(run_dir, stored_fingerprint(run_dir), current)
+            except RunDirectoryHoldsAnotherRun:
+                if cfg.get("skip_completed", True):
+                    raise
+                log.info("Archived the run of another config to %s; training this one.", archive_previous_run(run_dir))
         if RunSummary.status_of(run_dir) == "completed":
             if cfg.get("skip_completed", True):
                 log.info("%s already completed; skipping (skip_completed=false trains it again).", run_dir)
                 return RunSummary.read(run_dir)
             log.info("Archived the completed run to %s; training again.", archive_previous_run(run_dir))
-        return _train_locked(cfg, run_dir)
+        return _train_locked(cfg, run_dir, config, fingerprint(current))
 
 
-def _train_locked(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
-    summary = RunSummary(run_dir, describe_run(cfg))
+def _train_locked(cfg: DictConfig, run_dir: Path, config: dict[str, Any], config_fingerprint: str) -> dict[str, Any]:
+    summary = RunSummary(run_dir, describe_run(cfg, config_fingerprint))
     trainer = tracker = None
     try:
         summary.update()
-        atomic_write_text(
-            run_dir / "config.yaml",
-            OmegaConf.to_yaml(OmegaConf.create(redact_secrets(OmegaConf.to_container(cfg, resolve=True)))),
-        )
+        atomic_write_text(run_dir / "config.yaml", OmegaConf.to_yaml(OmegaConf.create(config)))
         validate_run_config(cfg)
         module, datamodule = build_task(cfg)
 
         tracker = ValidationTracker()
         metrics_file = MetricsFileLogger(run_dir)
+        resume_from, step = resume_point(run_dir, metrics_file)  # before the loggers: wandb looks for it
         trainer = instantiate(
             cfg.trainer,
             default_root_dir=str(run_dir),
@@ -123,11 +182,6 @@ def _train_locked(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
             logger=[metrics_file, *build_loggers(cfg)],
         )
         metrics_file.trainer = trainer
-        resume_from = last_checkpoint(run_dir)
-        if resume_from is not None:
-            step = torch.load(resume_from, map_location="cpu", weights_only=True, mmap=True)["global_step"]
-            log.info("Resuming from %s (step %d).", resume_from, step)
-            metrics_file.truncate_after(step)
         trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from)
         if tracker.step != trainer.global_step or not tracker.final:
             trainer.validate(module, datamodule=datamodule, verbose=False)

@@ -13,6 +13,7 @@ import os
 import secrets
 import shlex
 import string
+import sys
 import warnings
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -27,6 +28,7 @@ from gpo_lab.errors import ConfigError
 from gpo_lab.run.atomic import atomic_write_text
 from gpo_lab.run.directions import metric_mode
 from gpo_lab.run.logger_steps import UpdateStepLogging
+from gpo_lab.run.redaction import redact_override
 
 log = logging.getLogger(__name__)
 
@@ -154,7 +156,11 @@ class WandbLogger(UpdateStepLogging, LightningWandbLogger):
 
             if wandb.run is not None and wandb.run.id != self._id:
                 wandb.run.finish()  # the previous job of this process; Lightning would reuse its run
-            run = super().experiment
+            argv, sys.argv = sys.argv, [redact_override(arg) for arg in sys.argv]  # wandb records the command line
+            try:
+                run = super().experiment
+            finally:
+                sys.argv = argv
             if self.mode == "offline":
                 sync_dir = run.settings.sync_dir
                 log.info(

@@ -63,3 +63,14 @@ class InfiniteGradientAtStep(pl.Callback):
         if trainer.global_step == self.step:
             parameter = next(p for p in module.policy.parameters() if p.grad is not None)
             parameter.grad.view(-1)[0] = float("inf")
+
+
+class RaiseAtStep(pl.Callback):
+    """Crash this run right after optimizer step ``step`` (before a checkpoint of that step), as a bug would."""
+
+    def __init__(self, step: int):
+        self.step = step
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
+        if trainer.global_step == self.step:
+            raise RuntimeError(f"injected crash after step {self.step}")

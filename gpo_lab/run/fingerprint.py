@@ -1,0 +1,131 @@
+"""Which run a directory holds: a fingerprint of the resolved config, checked before a directory is skipped or resumed.
+
+A directory is named by the command line's overrides, so two commands with different configs can
+meet in one directory (``+experiment=smoke name=X`` and ``+experiment=bandit name=X``: ``experiment``
+does not enter names). The fingerprint, stored in ``summary.json``, is a hash of the resolved,
+redacted config without the keys that do not change what is trained (``NOT_IDENTIFYING``, the keys
+the directory names leave out too) and with the run's own directory written as ``<run_dir>``. A
+run whose fingerprint differs from the directory's is refused before anything is written, with the
+differing keys read from the directory's ``config.yaml``.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from omegaconf import OmegaConf
+
+from gpo_lab.errors import ConfigError
+from gpo_lab.run.redaction import REDACTED
+
+# Where and how a run logs, caches and is observed, not what it trains: conf/hydra/gpo_lab.yaml's
+# exclude_keys leave these out of directory names too (a test keeps the lists in step; ``experiment``
+# is in names' list only: its effect is in every other key of the resolved config). ``callbacks``
+# (checkpoint cadence, progress bar, evaluation callbacks) may change between attempts of one run.
+NOT_IDENTIFYING = (
+    "overrides",
+    "callbacks",
+    "name",
+    "skip_completed",
+    "logger",
+    "cluster",
+    "reference_cache.dir",
+    "reference_cache.batch_size",
+    "synthetic.cache_dir",
+)
+RUN_DIR = "<run_dir>"
+CONFIG_FILE = "config.yaml"
+SHOWN = 6  # differing keys named in the message
+
+
+class RunDirectoryHoldsAnotherRun(ConfigError):
+    """The directory holds a run of another config; reusing it would mix the two runs' results."""
+
+
+def identity(config: dict[str, Any], run_dir: Path) -> dict[str, Any]:
+    """The part of a resolved config that says what is trained, with the run's own directory made relative."""
+    config = copy.deepcopy(config)
+    for dotted in NOT_IDENTIFYING:
+        *parents, leaf = dotted.split(".")
+        node = config
+        for key in parents:
+            node = node.get(key) if isinstance(node, dict) else None
+        if isinstance(node, dict):
+            node.pop(leaf, None)
+    return _relative(config, sorted({os.path.abspath(run_dir), str(Path(run_dir).resolve())}, key=len, reverse=True))
+
+
+def _relative(value: Any, run_dirs: list[str]) -> Any:
+    if isinstance(value, dict):
+        return {k: _relative(v, run_dirs) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_relative(v, run_dirs) for v in value]
+    if isinstance(value, str):
+        for run_dir in run_dirs:
+            value = value.replace(run_dir, RUN_DIR)
+    return value
+
+
+def fingerprint(identity: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def flatten(value: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(value, dict) and value:
+        return {k: v for key, item in value.items() for k, v in flatten(item, f"{prefix}{key}.").items()}
+    if isinstance(value, list) and value:
+        return {k: v for i, item in enumerate(value) for k, v in flatten(item, f"{prefix}{i}.").items()}
+    return {prefix.rstrip("."): value}
+
+
+def differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """``key: old -> new`` for every key whose value differs (a redacted value, or subtree, matches anything)."""
+    before, after = flatten(old), flatten(new)
+    redacted = tuple(f"{k}." for k, v in [*before.items(), *after.items()] if v == REDACTED)
+    missing = object()
+    lines = []
+    for key in sorted(before.keys() | after.keys()):
+        a, b = before.get(key, missing), after.get(key, missing)
+        if (
+            REDACTED in (a, b)
+            or f"{key}.".startswith(redacted)
+            or json.dumps(a, default=str) == json.dumps(b, default=str)
+        ):
+            continue
+        show = lambda v: "(absent)" if v is missing else json.dumps(v, default=str)  # noqa: E731
+        lines.append(f"{key}: {show(a)} -> {show(b)}")
+    return lines
+
+
+def stored_identity(run_dir: Path) -> dict[str, Any] | None:
+    """The identity of the config the directory's run used, from its ``config.yaml`` (None when unreadable)."""
+    try:
+        return identity(OmegaConf.to_container(OmegaConf.load(Path(run_dir) / CONFIG_FILE)), run_dir)
+    except Exception:
+        return None
+
+
+def check_same_run(run_dir: Path, stored: str | None, current: dict[str, Any]) -> None:
+    """Refuse to reuse ``run_dir`` for ``current`` when the directory's run had another config.
+
+    ``stored`` is the fingerprint in the directory's ``summary.json`` (None for a run written before
+    fingerprints, whose ``config.yaml`` is compared key by key instead).
+    """
+    if stored == fingerprint(current):
+        return
+    previous = stored_identity(run_dir)
+    if stored is None and (previous is None or not differences(previous, current)):
+        return  # an older run of the same config, or one that never got as far as writing its config
+    changed = differences(previous, current) if previous is not None else []
+    detail = "\n  ".join(changed[:SHOWN] + ([f"... and {len(changed) - SHOWN} more"] if len(changed) > SHOWN else []))
+    raise RunDirectoryHoldsAnotherRun(
+        f"{run_dir} holds a run of another config, so it is neither skipped nor resumed "
+        f"(its config.yaml -> this run):\n  {detail or '(its config.yaml is missing; its fingerprint differs)'}\n"
+        "Nothing was changed. Give this run its own directory (another name=...), or pass skip_completed=false "
+        "to move the earlier run's files to previous-<time>/ and train this config there."
+    )
