@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from typing import Any
 
 import datasets
@@ -24,6 +25,9 @@ from gpo_lab.scoring.seq2seq import Seq2SeqPairs
 log = logging.getLogger(__name__)
 
 PAIR_FIELDS = ("prompt", "chosen", "rejected")
+# Above this fraction of pairs with chosen == rejected the log warns that the data is mostly degenerate;
+# a training split where every pair is so is refused (the loss would stay at f(0): nothing to learn).
+IDENTICAL_WARNING_FRACTION = 0.5
 
 
 class PreferenceDataModule(pl.LightningDataModule):
@@ -106,8 +110,19 @@ class PreferenceDataModule(pl.LightningDataModule):
             raise DataError(
                 f"The dataset has {len(data)} pairs; at least 2 are needed (one to train, one to validate)."
             )
+        self._check_val_size(len(data))
         split = data.train_test_split(test_size=self.val_size, seed=self.seed, shuffle=True)
         return split["train"], split["test"]
+
+    def _check_val_size(self, pairs: int) -> None:
+        """``val_size`` must leave at least one pair on each side of the split."""
+        size = self.val_size
+        fix = f"use a fraction in (0, 1) or a number of pairs from 1 to {pairs - 1}"
+        if isinstance(size, bool) or not isinstance(size, (int, float)):
+            raise DataError(f"data.val_size={size!r} is not a number: {fix}.")
+        held_out = math.ceil(size * pairs) if isinstance(size, float) else size
+        if (isinstance(size, float) and not 0 < size < 1) or not 1 <= held_out <= pairs - 1:
+            raise DataError(f"data.val_size={size!r} cannot split the {pairs} pairs of the dataset: {fix}.")
 
     def _mapped(self, data: datasets.Dataset) -> datasets.Dataset:
         """Select and rename the mapped columns, naming any that are missing."""
@@ -126,7 +141,7 @@ class PreferenceDataModule(pl.LightningDataModule):
 
     def _encode(self, data: datasets.Dataset, split: str) -> datasets.Dataset:
         start = prompt_start_token(self.tokenizer)
-        encoded, identical, dropped = [], 0, 0
+        encoded, identical, dropped, informative = [], 0, 0, 0
         for row in data:
             self._check_types(row)
             prompt, chosen, rejected = render_texts(row["prompt"], row["chosen"], row["rejected"], self.tokenizer)
@@ -136,6 +151,7 @@ class PreferenceDataModule(pl.LightningDataModule):
                 dropped += 1
             else:
                 encoded.append(pair)
+                informative += chosen != rejected
         self.stats |= {
             f"{split}_pairs": len(encoded),
             f"{split}_dropped_empty": dropped,
@@ -151,16 +167,35 @@ class PreferenceDataModule(pl.LightningDataModule):
                 self.truncation.max_length,
                 self.truncation.max_prompt_length,
             )
-        if identical:
-            log.warning("%s: %d pairs have chosen == rejected; they carry no preference signal.", split, identical)
+        self._report_identical(split, identical, len(data))
         if not encoded:
             raise DataError(
                 f"Every {split} pair was dropped: no response survives truncation to data.max_length="
                 f"{self.truncation.max_length} with data.max_prompt_length={self.truncation.max_prompt_length}. "
                 "Raise data.max_length or lower data.max_prompt_length."
             )
+        if split == "train" and not informative:
+            raise DataError(
+                f"Every train pair ({len(encoded)} of {len(encoded)} kept) has chosen == rejected: there is no "
+                "preference to learn (the loss would stay at f(0)). Check data.columns.chosen and "
+                "data.columns.rejected, or the data itself."
+            )
         log.info("%s: %d pairs", split, len(encoded))
         return datasets.Dataset.from_list(encoded)
+
+    def _report_identical(self, split: str, identical: int, total: int) -> None:
+        if identical and identical > IDENTICAL_WARNING_FRACTION * total:
+            log.warning(
+                "%s: %d of %d pairs (%.0f%%, more than %.0f%%) have chosen == rejected; the data is mostly "
+                "degenerate. Check data.columns.chosen and data.columns.rejected.",
+                split,
+                identical,
+                total,
+                100 * identical / total,
+                100 * IDENTICAL_WARNING_FRACTION,
+            )
+        elif identical:
+            log.warning("%s: %d pairs have chosen == rejected; they carry no preference signal.", split, identical)
 
     def _check_types(self, row: dict[str, Any]) -> None:
         for field in PAIR_FIELDS:

@@ -17,7 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from gpo_lab.errors import user_facing_cause
 from gpo_lab.run.checkpoints import AtomicCheckpointIO
-from gpo_lab.run.checks import validate_run_config
+from gpo_lab.run.checks import check_writable, validate_run_config
 from gpo_lab.run.lock import RunLock
 from gpo_lab.run.metrics_file import MetricsFileLogger
 from gpo_lab.run.records import METRICS_FILE, SUMMARY_FILE, atomic_write_text
@@ -92,6 +92,7 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     checkpoint, with its data order and random state.
     """
     run_dir = Path(run_dir)
+    check_writable(run_dir)  # before the lock and summary.json are written there
     with RunLock(run_dir):
         if RunSummary.status_of(run_dir) == "completed":
             if cfg.get("skip_completed", True):
@@ -136,7 +137,10 @@ def _train_locked(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         return summary.data
     except BaseException as error:
         cause = user_facing_cause(error)  # a fixable input error, even when Hydra's instantiate wrapped it
-        summary.failed(cause or error, trainer, tracker)
+        try:
+            summary.failed(cause or error, trainer, tracker)
+        except OSError as write_error:  # the error itself is what the user must see, not this one
+            log.error("Could not record the failure in %s: %s", summary.path, write_error)
         if cause is not None and cause is not error:
             raise cause from error
         raise
