@@ -22,7 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from gpo_lab.errors import bounded, error_text, user_facing_cause
 from gpo_lab.losses import register_loss_configs
-from gpo_lab.run.sweep_outcome import JobFailure
+from gpo_lab.run.exit_codes import JobFailure
 
 log = logging.getLogger("gpo_lab")
 # An absolute path: ``python -m gpo_lab`` and the ``gpo-lab`` script (which imports this module) find the same tree.
@@ -93,7 +93,7 @@ def app(cfg: DictConfig) -> JobFailure | None:
     """One job of the Hydra application (a run, or one job of a ``-m`` sweep).
 
     A failed job of a sweep returns its failure instead of raising, so the launcher runs the other
-    jobs; :class:`~gpo_lab.run.sweep_outcome.ExitOnFailedJobs` then ends the sweep with code 1.
+    jobs; :class:`~gpo_lab.run.exit_codes.ExitOnFailedJobs` then ends the sweep with code 1.
     A single run exits with code 2 on a fixable input error (one message) and 1 on any other.
     """
     from gpo_lab.run.train import train  # heavy imports after Hydra has parsed the command line

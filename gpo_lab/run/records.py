@@ -75,6 +75,14 @@ def read_metrics(path: Path) -> list[dict[str, Any]]:
     return records
 
 
+def _numeric(record: dict[str, Any]) -> dict[str, Any] | None:
+    """A record with an integer step (or none) and its numeric values only; ``None`` for a foreign one."""
+    step = record.get("step")
+    if step is not None and (isinstance(step, bool) or not isinstance(step, int)):
+        return None
+    return {k: v for k, v in record.items() if v is None or (isinstance(v, (int, float)) and not isinstance(v, bool))}
+
+
 @dataclass
 class JobFiles:
     """What a job directory's files say, read so that no file's content can stop a listing.
@@ -107,7 +115,7 @@ def read_job_files(run_dir: Path) -> JobFiles:
     except OSError as error:
         problems.append(f"{SUMMARY_FILE} cannot be read ({error.strerror or error})")
     try:
-        files.records = read_metrics(run_dir / METRICS_FILE)
+        files.records = [clean for record in read_metrics(run_dir / METRICS_FILE) if (clean := _numeric(record))]
     except OSError as error:
         problems.append(f"{METRICS_FILE} cannot be read ({error.strerror or error})")
     if problems:
