@@ -20,9 +20,10 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from gpo_lab.errors import user_facing_cause
+from gpo_lab.errors import bounded, error_text, user_facing_cause
 from gpo_lab.losses import register_loss_configs
 from gpo_lab.run.dirnames import job_dirname_resolver
+from gpo_lab.run.exit_codes import JobFailure
 
 log = logging.getLogger("gpo_lab")
 # An absolute path: ``python -m gpo_lab`` and the ``gpo-lab`` script (which imports this module) find the same tree.
@@ -85,8 +86,13 @@ def flags_first(args: list[str], flags: dict[str, argparse.Action] | None = None
 
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
-def app(cfg: DictConfig) -> None:
-    """One job of the Hydra application (a run, or one job of a ``-m`` sweep)."""
+def app(cfg: DictConfig) -> JobFailure | None:
+    """One job of the Hydra application (a run, or one job of a ``-m`` sweep).
+
+    A failed job of a sweep returns its failure instead of raising, so the launcher runs the other
+    jobs; :class:`~gpo_lab.run.exit_codes.ExitOnFailedJobs` then ends the sweep with code 1.
+    A single run exits with code 2 on a fixable input error (one message) and 1 on any other.
+    """
     from gpo_lab.run.train import train  # heavy imports after Hydra has parsed the command line
 
     hydra_cfg = HydraConfig.get()
@@ -94,12 +100,13 @@ def app(cfg: DictConfig) -> None:
     multirun = hydra_cfg.mode == RunMode.MULTIRUN
     try:
         train(cfg, run_dir)
+        return None
     except Exception as error:
         cause = user_facing_cause(error)
-        message = str(cause) if cause is not None else f"{type(error).__name__}: {error}"
+        message = bounded(str(cause)) if cause is not None else error_text(error)
         log.error("Run failed (%s): %s", run_dir, message)
         if multirun:
-            return  # the failure is in this job's summary.json; the other jobs of the sweep go on
+            return JobFailure(str(run_dir), message)  # also in its summary.json; the other jobs of the sweep go on
         if cause is not None:
             sys.exit(2)
         raise

@@ -27,7 +27,7 @@ def sweep(tmp_path_factory):
         ],
         cwd=ROOT,
     )
-    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.returncode == 1, result.stderr[-3000:]  # the beta=-1 jobs failed, once every job had run
     return sweep_dir
 
 
@@ -75,7 +75,7 @@ def test_rerunning_the_sweep_skips_completed_jobs(sweep):
         ],
         cwd=ROOT,
     )
-    assert result.returncode == 0
+    assert result.returncode == 1  # the beta=-1 jobs fail again
     assert result.stderr.count("already completed; skipping") == 2
     for path, (metrics, mtime) in before.items():
         assert (path / "metrics.jsonl").read_text() == metrics
@@ -108,6 +108,6 @@ def test_status_lists_every_state(sweep, tmp_path, capsys):
     assert states[other_failed].state == "failed" and "beta must be" in states[other_failed].error
     table = format_table(list(states.values()))
     assert "1 running, 1 interrupted, 1 failed, 1 not started" in table
-    assert main([str(sweep)]) == 0
+    assert main([str(sweep)]) == 1  # failed jobs: exit code 1
     printed = capsys.readouterr().out
     assert "2 completed, 2 failed" in printed and "val/loss" in printed

@@ -25,6 +25,9 @@ from gpo_lab.scoring.seq2seq import Seq2SeqPairs
 log = logging.getLogger(__name__)
 
 PAIR_FIELDS = ("prompt", "chosen", "rejected")
+# Above this fraction of pairs with chosen == rejected the log warns that the data is mostly degenerate;
+# a training split where every pair is so is refused (the loss would stay at f(0): nothing to learn).
+IDENTICAL_WARNING_FRACTION = 0.5
 
 
 class PreferenceDataModule(pl.LightningDataModule):
@@ -139,7 +142,7 @@ class PreferenceDataModule(pl.LightningDataModule):
 
     def _encode(self, data: datasets.Dataset, split: str) -> datasets.Dataset:
         start = prompt_start_token(self.tokenizer)
-        encoded, identical, dropped = [], 0, 0
+        encoded, identical, dropped, informative = [], 0, 0, 0
         for row in data:
             self._check_types(row)
             prompt, chosen, rejected = render_texts(row["prompt"], row["chosen"], row["rejected"], self.tokenizer)
@@ -149,6 +152,7 @@ class PreferenceDataModule(pl.LightningDataModule):
                 dropped += 1
             else:
                 encoded.append(pair)
+                informative += chosen != rejected
         self.stats |= {
             f"{split}_pairs": len(encoded),
             f"{split}_dropped_empty": dropped,
@@ -164,16 +168,35 @@ class PreferenceDataModule(pl.LightningDataModule):
                 self.truncation.max_length,
                 self.truncation.max_prompt_length,
             )
-        if identical:
-            log.warning("%s: %d pairs have chosen == rejected; they carry no preference signal.", split, identical)
+        self._report_identical(split, identical, len(data))
         if not encoded:
             raise DataError(
                 f"Every {split} pair was dropped: no response survives truncation to data.max_length="
                 f"{self.truncation.max_length} with data.max_prompt_length={self.truncation.max_prompt_length}. "
                 "Raise data.max_length or lower data.max_prompt_length."
             )
+        if split == "train" and not informative:
+            raise DataError(
+                f"Every train pair ({len(encoded)} of {len(encoded)} kept) has chosen == rejected: there is no "
+                "preference to learn (the loss would stay at f(0)). Check data.columns.chosen and "
+                "data.columns.rejected, or the data itself."
+            )
         log.info("%s: %d pairs", split, len(encoded))
         return datasets.Dataset.from_list(encoded)
+
+    def _report_identical(self, split: str, identical: int, total: int) -> None:
+        if identical and identical > IDENTICAL_WARNING_FRACTION * total:
+            log.warning(
+                "%s: %d of %d pairs (%.0f%%, more than %.0f%%) have chosen == rejected; the data is mostly "
+                "degenerate. Check data.columns.chosen and data.columns.rejected.",
+                split,
+                identical,
+                total,
+                100 * identical / total,
+                100 * IDENTICAL_WARNING_FRACTION,
+            )
+        elif identical:
+            log.warning("%s: %d pairs have chosen == rejected; they carry no preference signal.", split, identical)
 
     def _check_types(self, row: dict[str, Any]) -> None:
         for field in PAIR_FIELDS:

@@ -17,7 +17,7 @@ import math
 import datasets
 import numpy as np
 
-from gpo_lab.errors import ConfigError
+from gpo_lab.data.sources import DataError
 
 log = logging.getLogger(__name__)
 
@@ -28,17 +28,15 @@ def prompt_key(prompt) -> str:
 
 
 def validation_target(val_size: float | int, num_pairs: int) -> int:
-    """How many pairs ``data.val_size`` asks for: a fraction in (0, 1) (rounded up, as datasets does) or a count."""
+    """How many pairs ``data.val_size`` asks for: a fraction in (0, 1) (rounded up, as datasets does) or a count,
+    leaving at least one pair on each side."""
+    fix = f"use a fraction in (0, 1) or a number of pairs from 1 to {num_pairs - 1}"
     if isinstance(val_size, bool) or not isinstance(val_size, (int, float)):
-        raise ConfigError(f"data.val_size must be a fraction in (0, 1) or a number of pairs, got {val_size!r}.")
-    if isinstance(val_size, float) and not 0 < val_size < 1:
-        raise ConfigError(f"data.val_size={val_size} as a fraction must lie in (0, 1).")
-    target = math.ceil(val_size * num_pairs) if isinstance(val_size, float) else int(val_size)
-    if not 0 < target < num_pairs:
-        raise ConfigError(
-            f"data.val_size={val_size} holds out {target} of {num_pairs} pairs; it must leave both sides."
-        )
-    return target
+        raise DataError(f"data.val_size={val_size!r} is not a number: {fix}.")
+    target = math.ceil(val_size * num_pairs) if isinstance(val_size, float) else val_size
+    if (isinstance(val_size, float) and not 0 < val_size < 1) or not 1 <= target <= num_pairs - 1:
+        raise DataError(f"data.val_size={val_size!r} cannot split the {num_pairs} pairs of the dataset: {fix}.")
+    return int(target)
 
 
 def split_by_prompt(

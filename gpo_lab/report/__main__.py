@@ -65,6 +65,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except OSError as error:  # the sweep directory itself cannot be listed
+        print(f"error: cannot read {error.filename or args.sweep_dir}: {error.strerror or error}", file=sys.stderr)
+        return 2
     state = "PARTIAL (jobs still running)" if report.sweep.partial else "complete"
     counts = ", ".join(f"{n} {status}" for status, n in report.sweep.status_counts.items())
     print(f"{report.path} ({state}: {counts}); figures: {', '.join(p.name for p in report.figures.values()) or 'none'}")

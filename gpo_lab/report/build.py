@@ -7,11 +7,13 @@ so a sweep still running, one with failed jobs, or one whose jobs log no KL stil
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
 
+from gpo_lab.errors import ConfigError
 from gpo_lab.report import figures
 from gpo_lab.report.aggregate import aggregate, best_beta
 from gpo_lab.report.axes import KL_CANDIDATES, QUALITY_CANDIDATES, REGULARIZER, Metric, MissingMetric, choose
@@ -55,9 +57,8 @@ def make_report(
     sweep = sweep if isinstance(sweep, Sweep) else collect(sweep)
     if out is None and not Path(sweep.source).is_dir():
         raise ValueError(f"The sweep {sweep.source} has no directory to write into: pass out=DIRECTORY.")
-    out = Path(out if out is not None else sweep.source)
-    out.mkdir(parents=True, exist_ok=True)
     report = analyse(sweep, x=x, y=y, value=value, jobs=jobs)
+    out = writable_output(Path(out if out is not None else sweep.source), default=out is None)
     drawers = {
         "tradeoff": lambda: figures.tradeoff(
             report.configs, _need(report.x, "KL", KL_CANDIDATES), _need(report.y, "quality", QUALITY_CANDIDATES)
@@ -66,6 +67,29 @@ def make_report(
         "dynamics": lambda: figures.dynamics(histories(sweep, report.dynamics_jobs), report.x),
         "loss_functions": lambda: figures.loss_functions(_losses(sweep)),
     }
+    try:
+        _write(report, drawers, out)
+    except OSError as error:
+        raise ConfigError(f"Cannot write the report into {out}: {error.strerror or error}. {_OUT_FIX}") from error
+    return report
+
+
+_OUT_FIX = "Pass --out DIRECTORY (out=...) to write it elsewhere; the sweep's files are only read."
+
+
+def writable_output(out: Path, default: bool) -> Path:
+    """``out``, created if need be, or a ConfigError saying where the report can go instead."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise ConfigError(f"Cannot create the report directory {out}: {error.strerror or error}. {_OUT_FIX}") from error
+    if not os.access(out, os.W_OK | os.X_OK):
+        where = "the sweep directory " if default else ""
+        raise ConfigError(f"Cannot write the report into {where}{out}: it is read-only for this user. {_OUT_FIX}")
+    return out
+
+
+def _write(report: Report, drawers: dict, out: Path) -> None:
     for key, draw in drawers.items():
         try:
             figure = draw()
@@ -78,7 +102,6 @@ def make_report(
         (out / FIGURES[stale]).unlink(missing_ok=True)
     report.path = out / "report.md"
     report.path.write_text(render(report))
-    return report
 
 
 def analyse(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,11 +22,11 @@ import yaml
 from gpo_lab.errors import ConfigError
 from gpo_lab.losses import ALIASES
 from gpo_lab.run.best_and_last import BestAndLast
-from gpo_lab.run.records import METRICS_FILE, SUMMARY_FILE, read_json, read_metrics
+from gpo_lab.run.records import METRICS_FILE, SUMMARY_FILE, read_job_files
 
 log = logging.getLogger(__name__)
 
-COMPLETED, RUNNING, FAILED = "completed", "running", "failed"
+COMPLETED, RUNNING, FAILED, DAMAGED = "completed", "running", "failed", "damaged"
 JOB_MARKERS = (SUMMARY_FILE, METRICS_FILE, "config.yaml", ".hydra")
 SEED_KEYS = ("seed", "+seed", "++seed")
 
@@ -62,7 +63,14 @@ def find_jobs(sweep_dir: Path) -> list[Path]:
     """Job directories of a sweep (or the directory itself when it is a single run)."""
     if (sweep_dir / SUMMARY_FILE).is_file():
         return [sweep_dir]
-    return sorted(p for p in sweep_dir.iterdir() if p.is_dir() and any((p / m).exists() for m in JOB_MARKERS))
+    return sorted(p for p in sweep_dir.iterdir() if p.is_dir() and _is_job(p))
+
+
+def _is_job(path: Path) -> bool:
+    """A directory with a job's files, or one this user cannot look into (reported as damaged, not hidden)."""
+    if path.name.startswith(".") or not os.access(path, os.R_OK | os.X_OK):
+        return not path.name.startswith(".")
+    return any(os.path.lexists(path / marker) for marker in JOB_MARKERS)
 
 
 def collect(sweep_dir: str | Path) -> Sweep:
@@ -88,7 +96,7 @@ def collect(sweep_dir: str | Path) -> Sweep:
         name=name,
         source=str(sweep_dir),
         jobs=frame,
-        read_history=lambda job: validation_history(read_metrics(paths[job] / METRICS_FILE)),
+        read_history=lambda job: validation_history(read_job_files(paths[job]).records),
     )
 
 
@@ -119,10 +127,12 @@ def read_job(job_dir: Path) -> dict[str, Any]:
     updates done), ``wall_time_s``, ``error``, and per validation metric M: ``final/M``,
     ``best/M``, ``best_step/M``, ``best_se/M``.
     """
-    summary = _read_summary(job_dir)
+    files = read_job_files(job_dir)
+    if files.problem is not None:
+        log.warning("%s", files.problem)
+    summary, records = files.summary, files.records
     config = _read_config(job_dir)
-    records = read_metrics(job_dir / METRICS_FILE)
-    status = summary.get("status") or RUNNING
+    status = DAMAGED if files.problem is not None else _text(summary.get("status")) or RUNNING
     named = dict(item.split("=", 1) for item in job_dir.name.split(",") if "=" in item)  # last resort
     row: dict[str, Any] = {
         "job": job_dir.name,
@@ -137,14 +147,15 @@ def read_job(job_dir: Path) -> dict[str, Any]:
         "config": config_key(job_dir.name),
         "steps": summary.get("steps") if status != RUNNING else _last_step(records),
         "wall_time_s": summary.get("wall_time_s"),
-        "error": summary.get("error"),
+        "error": files.problem or _text(summary.get("error")),
     }
-    final, best = (summary.get("final") or {}), (summary.get("best") or {})
+    final, best = _mapping(summary.get("final")), _mapping(summary.get("best"))
     if status == RUNNING or (not final and records):
         final, best = _from_records(records)
     for metric, value in final.items():
         row[f"final/{metric}"] = _number(value)
     for metric, entry in best.items():
+        entry = _mapping(entry)
         row[f"best/{metric}"] = _number(entry.get("value"))
         row[f"best_step/{metric}"] = entry.get("step")
         row[f"best_se/{metric}"] = _number(entry.get("se"))
@@ -171,23 +182,23 @@ def _last_step(records: list[dict[str, Any]]) -> int | None:
     return max(steps) if steps else None
 
 
-def _read_summary(job_dir: Path) -> dict[str, Any]:
-    try:
-        return read_json(job_dir / SUMMARY_FILE)
-    except FileNotFoundError:
-        return {}
-    except ValueError as error:  # written atomically, so this is a foreign or damaged file
-        log.warning("Unreadable %s (%s); treating %s as running.", job_dir / SUMMARY_FILE, error, job_dir.name)
-        return {}
+def _mapping(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _text(value: Any) -> str | None:
+    return None if value is None else str(value)
 
 
 def _read_config(job_dir: Path) -> dict[str, Any]:
+    """The job's config for its identifying values; an unreadable or damaged one is skipped (the summary has them)."""
     for path in (job_dir / "config.yaml", job_dir / ".hydra" / "config.yaml"):
-        if path.is_file():
-            try:
-                return yaml.safe_load(path.read_text()) or {}
-            except yaml.YAMLError:
-                continue
+        try:
+            config = yaml.safe_load(path.read_bytes().decode("utf-8", errors="replace"))
+        except (OSError, yaml.YAMLError):
+            continue
+        if isinstance(config, dict):
+            return config
     return {}
 
 

@@ -11,7 +11,7 @@ import pandas as pd
 
 from gpo_lab.report.aggregate import EVAL_SE, SEED_SD
 from gpo_lab.report.axes import REGULARIZER, Metric
-from gpo_lab.report.collect import FAILED, RUNNING
+from gpo_lab.report.collect import DAMAGED, FAILED, RUNNING
 
 if TYPE_CHECKING:
     from gpo_lab.report.build import Report
@@ -165,14 +165,19 @@ def _all_jobs(report: Report) -> list[str]:
 
 
 def _failed(report: Report) -> list[str]:
-    failed = report.sweep.jobs[report.sweep.jobs["status"] == FAILED]
-    if failed.empty:
-        return []
-    lines = ["## Failed jobs", ""]
-    for _, job in failed.iterrows():
-        error = job["error"] if _present(job["error"]) else "no error recorded"
-        lines.append(f"- `{job['job']}` (after {_int(job['steps'])} steps): {_text(error)}")
-    return lines + ["", "Their directories hold the full traceback in `summary.json`."]
+    """The failed jobs with their errors, then the damaged ones with the file that could not be read."""
+    jobs, lines = report.sweep.jobs, []
+    failed, damaged = jobs[jobs["status"] == FAILED], jobs[jobs["status"] == DAMAGED]
+    if not failed.empty:
+        lines += ["## Failed jobs", ""]
+        for _, job in failed.iterrows():
+            error = job["error"] if _present(job["error"]) else "no error recorded"
+            lines.append(f"- `{job['job']}` (after {_int(job['steps'])} steps): {_text(error)}")
+        lines += ["", "Their directories hold the full traceback in `summary.json`."]
+    if not damaged.empty:
+        lines += ["", "## Damaged jobs", "", "Their files could not be read; the best-beta table leaves them out.", ""]
+        lines += [f"- `{job['job']}`: {_text(job['error'])}" for _, job in damaged.iterrows()]
+    return lines
 
 
 def _mean_err(mean: Any, err: Any, kind: Any) -> str:

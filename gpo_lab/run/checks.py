@@ -7,7 +7,9 @@ with "Key 'beta2' is not in struct"); this checks types and ranges, with the fix
 from __future__ import annotations
 
 import math
+import tempfile
 from numbers import Number
+from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -30,8 +32,52 @@ def _number(cfg: DictConfig, key: str, minimum: float, inclusive: bool, integer:
         raise ConfigError(f"{key} must be {kind} {bound}, got {value!r}. Set it on the command line, e.g. {key}=...")
 
 
+MAX_BETA = 1e4  # beyond it beta * rho and the gradient overflow float32 (beta=1e300 is inf, so NaN at step 0)
+# What to set for the mandatory values (``???``) of the shipped options.
+MISSING_HINTS = {
+    "loss.fn": "loss=custom needs your f, an importable function of a tensor: add loss.fn=mypkg.losses.my_f",
+    "data.dataset.path": "data=hf needs its data: add data.dataset.path=ORG/NAME for a hub dataset, or "
+    "data.dataset.path=pairs.jsonl for a local .jsonl, .json, .csv or .parquet file",
+}
+
+
+def check_no_missing_values(cfg: DictConfig) -> None:
+    """Name every mandatory value left unset (``???``), with what to set, instead of OmegaConf's raw error."""
+    missing = sorted(key for key in OmegaConf.missing_keys(cfg) if not str(key).startswith("hydra."))
+    if missing:
+        hints = [MISSING_HINTS.get(key, f"set it on the command line: {key}=...") for key in missing]
+        details = "; ".join(f"{key} is not set: {hint}" for key, hint in zip(missing, hints))
+        raise ConfigError(f"Missing value(s): {details}.")
+
+
+def check_writable(run_dir: Path) -> None:
+    """The run directory and its checkpoint folder must take files, or hours of training would be lost at the end."""
+    from gpo_lab.run.train import CHECKPOINT_DIR  # the one name of the folder
+
+    run_dir = Path(run_dir)
+    checkpoints = run_dir / CHECKPOINT_DIR
+    if checkpoints.exists() and not checkpoints.is_dir():
+        raise ConfigError(
+            f"{checkpoints} is a file, so no checkpoint can be written there. Move it aside, or run in another "
+            "directory (hydra.run.dir=... / hydra.sweep.dir=...)."
+        )
+    for directory in (run_dir, checkpoints):
+        if not directory.exists():
+            continue
+        try:
+            with tempfile.TemporaryFile(dir=directory, prefix=".write-test-"):
+                pass
+        except OSError as error:
+            raise ConfigError(
+                f"Cannot write into {directory} ({error.strerror or error}): the run would lose its checkpoints "
+                "and summary.json. Make it writable for this user, or run in another directory "
+                "(hydra.run.dir=... / hydra.sweep.dir=...)."
+            ) from None
+
+
 def validate_run_config(cfg: DictConfig) -> None:
     """Raise a ConfigError naming the first value that cannot work."""
+    check_no_missing_values(cfg)
     _number(cfg, "seed", 0, inclusive=True, integer=True)
     _number(cfg, "optim.lr", 0, inclusive=False)
     _number(cfg, "optim.warmup_steps", 0, inclusive=True, integer=True)
@@ -59,3 +105,8 @@ def validate_run_config(cfg: DictConfig) -> None:
                 f"{total}; make max_prompt_length smaller than max_length."
             )
     validate_beta(cfg.beta)  # the one check of beta: every task reads it from here on
+    if cfg.beta > MAX_BETA:
+        raise ConfigError(
+            f"beta={cfg.beta!r} is too large: beta * rho and its gradient overflow float32 above beta={MAX_BETA:g} "
+            "(the loss is NaN from step 0). Use a beta in the paper's range, e.g. beta=0.1 ... 10."
+        )

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import os
 import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -18,10 +19,11 @@ from omegaconf import OmegaConf
 
 from gpo_lab.run.dirnames import job_dirname
 from gpo_lab.run.lock import RunLock
-from gpo_lab.run.records import METRICS_FILE, SUMMARY_FILE, read_json, read_metrics
+from gpo_lab.run.records import METRICS_FILE, SUMMARY_FILE, read_job_files
 
 KEY_METRICS = ("val/win_rate", "val/kl_token", "val/kl_seq", "val/kl", "val/offline_reg", "val/loss")
-STATES = ("completed", "running", "interrupted", "failed", "not started")
+STATES = ("completed", "running", "interrupted", "failed", "damaged", "not started")
+PROBLEM_STATES = ("failed", "damaged")  # any of them makes the command exit with code 1
 
 
 @dataclass
@@ -38,7 +40,13 @@ def expected_jobs(sweep_dir: Path) -> list[str]:
     path = sweep_dir / "multirun.yaml"
     if not path.is_file():
         return []
-    hydra_cfg = OmegaConf.load(path).hydra
+    try:
+        hydra_cfg = OmegaConf.load(path).hydra
+    except Exception as error:  # a damaged multirun.yaml: the job directories present are still listed
+        print(
+            f"warning: cannot read the grid of {path} ({type(error).__name__}); listing the jobs found", file=sys.stderr
+        )
+        return []
     params = hydra_cfg.sweeper.get("params") or {}
     arguments = [f"{key}={value}" for key, value in params.items()] + list(hydra_cfg.overrides.task)
     parser = OverridesParser.create()
@@ -54,37 +62,64 @@ def expected_jobs(sweep_dir: Path) -> list[str]:
 
 
 def job_state(run_dir: Path) -> Job:
-    summary_path = run_dir / SUMMARY_FILE
-    summary = read_json(summary_path) if summary_path.is_file() else {}
+    files = read_job_files(run_dir)
+    summary, records = files.summary, files.records
     status = summary.get("status")
-    if RunLock.is_held(run_dir):
+    if _lock_held(run_dir):
         state = "running"
+    elif files.problem is not None:
+        state = "damaged"
     elif status in ("completed", "failed"):
         state = status
-    elif status == "running" or (run_dir / METRICS_FILE).exists():
+    elif status == "running" or records or os.path.exists(run_dir / METRICS_FILE):
         state = "interrupted"  # killed or preempted; the same command resumes it
     else:
         state = "not started"
-    records = read_metrics(run_dir / METRICS_FILE)
-    steps = [r["step"] for r in records if r.get("step") is not None]
-    values = dict(summary.get("final") or {})
+    steps = [r["step"] for r in records if isinstance(r.get("step"), int)]
+    final = summary.get("final")
+    values = dict(final) if isinstance(final, dict) else {}
     for record in records:  # a job still training has no final metrics yet: show its latest
         values.update({k: v for k, v in record.items() if k.startswith("val/")} if state != "completed" else {})
     return Job(
         run_dir.name,
         state,
         max(steps) if steps else summary.get("steps"),
-        {k: values[k] for k in KEY_METRICS if values.get(k) is not None},
-        summary.get("error"),
+        {k: values[k] for k in KEY_METRICS if _is_number(values.get(k))},
+        files.problem or _text(summary.get("error")),
     )
+
+
+def _lock_held(run_dir: Path) -> bool:
+    """Whether a live process trains in ``run_dir``; a lock file this user cannot open counts as not held."""
+    try:
+        return RunLock.is_held(run_dir)
+    except OSError:
+        return False
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _text(value) -> str | None:
+    return None if value is None else str(value)
 
 
 def sweep_status(sweep_dir: Path) -> list[Job]:
     sweep_dir = Path(sweep_dir)
     names = expected_jobs(sweep_dir)
-    present = sorted(p.parent.name for p in sweep_dir.glob(f"*/{SUMMARY_FILE}"))
+    present = sorted({p.parent.name for p in sweep_dir.glob(f"*/{SUMMARY_FILE}")} | _unreadable_dirs(sweep_dir))
     names += [n for n in present if n not in names]  # jobs of earlier grids in the same directory
     return [job_state(sweep_dir / name) for name in names]
+
+
+def _unreadable_dirs(sweep_dir: Path) -> set[str]:
+    """Job-like directories this user cannot list (another user's private job): shown as damaged, not hidden."""
+    names = set()
+    for path in sweep_dir.iterdir():
+        if path.is_dir() and not path.name.startswith(".") and not os.access(path, os.R_OK | os.X_OK):
+            names.add(path.name)
+    return names
 
 
 def format_table(jobs: list[Job]) -> str:
@@ -115,9 +150,13 @@ def main(argv: list[str] | None = None) -> int:
     if not args.sweep_dir.is_dir():
         print(f"No sweep directory {args.sweep_dir}", file=sys.stderr)
         return 2
-    jobs = sweep_status(args.sweep_dir)
+    try:
+        jobs = sweep_status(args.sweep_dir)
+    except OSError as error:
+        print(f"Cannot read the sweep directory {args.sweep_dir}: {error.strerror or error}", file=sys.stderr)
+        return 2
     print("\n".join(json.dumps(asdict(job)) for job in jobs) if args.json else format_table(jobs))
-    return 0
+    return 1 if any(job.state in PROBLEM_STATES for job in jobs) else 0
 
 
 if __name__ == "__main__":

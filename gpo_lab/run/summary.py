@@ -10,11 +10,15 @@ from typing import Any
 
 import pytorch_lightning as pl
 
+from gpo_lab.errors import bounded, error_text
 from gpo_lab.run.best_and_last import BestAndLast
 from gpo_lab.run.directions import declared_directions
 from gpo_lab.run.records import SCHEMA_VERSION, SUMMARY_FILE, read_json, to_jsonable, write_json
 
 log = logging.getLogger(__name__)
+
+MAX_TRACEBACK_CHARS = 1000  # each of the traceback's last entries
+TRACEBACK_ENTRIES = 8
 
 
 class ValidationTracker(pl.Callback):
@@ -67,9 +71,10 @@ class RunSummary:
     def status_of(run_dir: Path) -> str | None:
         path = Path(run_dir) / SUMMARY_FILE
         try:
-            return read_json(path).get("status")
-        except (FileNotFoundError, ValueError):
+            summary = read_json(path)
+        except (OSError, ValueError):
             return None
+        return summary.get("status") if isinstance(summary, dict) else None
 
     @staticmethod
     def read(run_dir: Path) -> dict[str, Any]:
@@ -88,8 +93,10 @@ class RunSummary:
     ) -> None:
         self.update(
             status="failed",
-            error=f"{type(error).__name__}: {error}",
-            traceback=traceback.format_exception(error)[-8:],
+            error=error_text(error),
+            traceback=[
+                bounded(entry, MAX_TRACEBACK_CHARS) for entry in traceback.format_exception(error)[-TRACEBACK_ENTRIES:]
+            ],
             steps=trainer.global_step if trainer is not None else 0,
             final=tracker.final if tracker else {},
             best=tracker.best if tracker else {},

@@ -16,7 +16,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from gpo_lab.errors import user_facing_cause
 from gpo_lab.run.checkpoints import AtomicCheckpointIO, usable_checkpoint
-from gpo_lab.run.checks import validate_run_config
+from gpo_lab.run.checks import check_writable, validate_run_config
 from gpo_lab.run.fingerprint import RunDirectoryHoldsAnotherRun, check_same_run, fingerprint, identity
 from gpo_lab.run.lock import RunLock
 from gpo_lab.run.metrics_file import MetricsFileLogger
@@ -143,6 +143,7 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     checkpoint, with its data order and random state.
     """
     run_dir = Path(run_dir)
+    check_writable(run_dir)  # before the lock and summary.json are written there
     with RunLock(run_dir):
         redact_hydra_record(run_dir, typed_overrides(cfg, redact=False))
         config = saved_config(cfg)
@@ -190,7 +191,10 @@ def _train_locked(cfg: DictConfig, run_dir: Path, config: dict[str, Any], config
         return summary.data
     except BaseException as error:
         cause = user_facing_cause(error)  # a fixable input error, even when Hydra's instantiate wrapped it
-        summary.failed(cause or error, trainer, tracker)
+        try:
+            summary.failed(cause or error, trainer, tracker)
+        except OSError as write_error:  # the error itself is what the user must see, not this one
+            log.error("Could not record the failure in %s: %s", summary.path, write_error)
         if cause is not None and cause is not error:
             raise cause from error
         raise
