@@ -21,6 +21,7 @@ import torch
 
 log = logging.getLogger(__name__)
 
+SCORING_VERSION = 2  # bumped whenever a scoring path's numbers change (part of the reference cache's key)
 # Config attributes that bound how far attention reaches (a window or a chunk): the probe crosses them.
 WINDOW_ATTRIBUTES = ("sliding_window", "attention_chunk_size", "window_size", "local_window_size", "chunk_size")
 POSITION_LIMITS = ("max_position_embeddings", "n_positions", "max_sequence_length", "n_ctx")

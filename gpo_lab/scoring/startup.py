@@ -1,0 +1,54 @@
+"""The run's precision as a context, and the start-up check of every scoring fast path under it.
+
+Lightning runs the policy under autocast (``bf16-mixed``, ``16-mixed``) or with its weights cast
+(``bf16-true``, ...); anything that must give the policy's numbers without Lightning (the cached
+reference, the start-up checks) runs in :func:`training_precision` of the same setting.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+
+import torch
+
+from gpo_lab.scoring import verify
+from gpo_lab.scoring.logprobs import projects_hidden_states_linearly
+from gpo_lab.scoring.packing import supports_prefix_sharing
+
+log = logging.getLogger(__name__)
+
+MIXED = {"bf16-mixed": torch.bfloat16, "bf16": torch.bfloat16, "16-mixed": torch.float16, "16": torch.float16}
+TRUE = {"bf16-true": torch.bfloat16, "16-true": torch.float16, "64-true": torch.float64, "64": torch.float64}
+ENCODER_DECODER = "no fast path: encoder-decoder rows are scored from the model's own logits"
+
+
+@contextlib.contextmanager
+def training_precision(model: torch.nn.Module, precision: str | int | None):
+    """Run ``model`` as Lightning's ``precision`` runs the policy: under autocast for the mixed ones
+    (as Lightning's MixedPrecision does), with its weights cast for the true ones (restored afterwards)."""
+    precision = str(precision)
+    device = next(model.parameters()).device
+    if precision in MIXED:
+        with torch.autocast(device.type, dtype=MIXED[precision], cache_enabled=False):
+            yield
+    elif precision in TRUE:
+        dtype = verify.parameter_dtype(model)
+        model.to(TRUE[precision])
+        try:
+            yield
+        finally:
+            model.to(dtype)
+    else:
+        yield
+
+
+def check_fast_paths(model: torch.nn.Module, precision: str | int | None = None) -> dict[str, str]:
+    """Check every fast path on ``model`` under the run's precision (each once, logged when it is switched
+    off) and say what was decided: ``{path [context]: "on" | "off: <why>"}``."""
+    if getattr(getattr(model, "config", None), "is_encoder_decoder", False):
+        return {"seq2seq": ENCODER_DECODER}
+    with training_precision(model, precision):
+        projects_hidden_states_linearly(model)
+        supports_prefix_sharing(model)
+    return verify.report(model)
