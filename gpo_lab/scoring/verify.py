@@ -116,7 +116,7 @@ def _run_checks(model, check, contexts) -> str | None:
             if reason is not None:
                 return reason
         return None
-    except (TypeError, ValueError, RuntimeError, IndexError) as error:
+    except (TypeError, ValueError, RuntimeError, IndexError, AttributeError, KeyError) as error:
         return f"the check failed: {type(error).__name__}: {error}"
     finally:
         model.train(was_training)
