@@ -6,7 +6,8 @@ the values: the reference weights (and config), the pairs' token ids, the tokeni
 truncation settings, the attention implementation, the run's precision, the layout (packed or
 plain rows) and the scoring code's version; change any of them and a new entry is computed. The
 values are computed under the same precision (autocast or weight dtype) as the policy is trained
-in, so that rho is exactly 0 at the first step. Entries live in the locked
+in, so that rho is 0 at the first step (exactly where the attention kernel's rounding does not
+depend on the batch). Entries live in the locked
 content-addressed cache of :mod:`gpo_lab.run.cache` (a partial entry is never read; jobs that start
 together compute once while the others wait and then read it), each one safetensors file.
 """
