@@ -144,6 +144,25 @@ def test_the_reference_cache_honours_packing_false():
     torch.testing.assert_close(results[False], results[True], atol=1e-4, rtol=0)
 
 
+def test_the_reference_cache_under_a_true_precision_scores_cast_weights_and_leaves_the_reference_alone():
+    pairs = {"prompt_ids": [[1, 5, 9], [1, 7]], "chosen_ids": [[20, 21], [30, 31, 32]], "rejected_ids": [[30], [4, 4]]}
+    model = build("llama")
+    before = {name: tensor.clone() for name, tensor in model.state_dict().items()}
+    values = compute_reference_logps(model, pairs, pad_id=0, packing=False, precision="bf16-true")
+    cast = build("llama").to(torch.bfloat16)
+    rows = [
+        (p, r) for responses in ("chosen_ids", "rejected_ids") for p, r in zip(pairs["prompt_ids"], pairs[responses])
+    ]
+    expected = by_hand(cast, rows).float().view(2, -1).T
+    torch.testing.assert_close(values, expected, atol=5e-2, rtol=0)  # bf16 weights, float64 by hand
+    triples = list(zip(pairs["prompt_ids"], pairs["chosen_ids"], pairs["rejected_ids"]))
+    with torch.no_grad():
+        on_cast_weights = PlainPairs.from_pairs(triples, pad_id=0).score(cast).view(2, -1).T
+    assert torch.equal(values, on_cast_weights)  # the numbers a bf16-true policy of the same weights gives
+    assert not torch.equal(values, compute_reference_logps(model, pairs, pad_id=0, packing=False))
+    assert all(torch.equal(tensor, before[name]) for name, tensor in model.state_dict().items())
+
+
 def test_the_start_up_report_says_which_path_is_on_and_why_one_is_off():
     report = check_fast_paths(build("granite"), "32-true")
     assert report["prefix_sharing [attention sdpa, weights float32]"] == "on"

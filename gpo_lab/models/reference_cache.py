@@ -201,11 +201,11 @@ def compute_reference_logps(
     layout = PackedPairs if packing else PlainPairs
     reference.eval()
     try:
-        with torch.no_grad(), training_precision(reference, precision):
+        with torch.no_grad(), training_precision(reference, precision) as model:
             for start in range(0, len(order), batch_size):
                 index = order[start : start + batch_size]
                 batch = layout.from_pairs([(prompts[i], chosen[i], rejected[i]) for i in index], pad_id)
-                values = batch.to(device).score(reference).float().cpu()
+                values = batch.to(device).score(model).float().cpu()
                 out[index] = values.view(2, len(index)).T
     finally:
         reference.train(was_training)

@@ -8,7 +8,8 @@ reference, the start-up checks) runs in :func:`training_precision` of the same s
 from __future__ import annotations
 
 import contextlib
-import logging
+import copy
+from collections.abc import Iterator
 
 import torch
 
@@ -16,39 +17,36 @@ from gpo_lab.scoring import verify
 from gpo_lab.scoring.logprobs import projects_hidden_states_linearly
 from gpo_lab.scoring.packing import supports_prefix_sharing
 
-log = logging.getLogger(__name__)
-
 MIXED = {"bf16-mixed": torch.bfloat16, "bf16": torch.bfloat16, "16-mixed": torch.float16, "16": torch.float16}
 TRUE = {"bf16-true": torch.bfloat16, "16-true": torch.float16, "64-true": torch.float64, "64": torch.float64}
 ENCODER_DECODER = "no fast path: encoder-decoder rows are scored from the model's own logits"
 
 
 @contextlib.contextmanager
-def training_precision(model: torch.nn.Module, precision: str | int | None):
-    """Run ``model`` as Lightning's ``precision`` runs the policy: under autocast for the mixed ones
-    (as Lightning's MixedPrecision does), with its weights cast for the true ones (restored afterwards)."""
+def training_precision(model: torch.nn.Module, precision: str | int | None) -> Iterator[torch.nn.Module]:
+    """The model to run as Lightning's ``precision`` runs the policy: ``model`` itself under autocast for
+    the mixed settings (as Lightning's MixedPrecision does); for the true ones a copy with its weights
+    cast (Lightning casts the policy the same way), so ``model``'s own weights are never rounded."""
     precision = str(precision)
-    device = next(model.parameters()).device
     if precision in MIXED:
+        device = next(model.parameters()).device
         with torch.autocast(device.type, dtype=MIXED[precision], cache_enabled=False):
-            yield
-    elif precision in TRUE:
-        dtype = verify.parameter_dtype(model)
-        model.to(TRUE[precision])
-        try:
-            yield
-        finally:
-            model.to(dtype)
+            yield model
+    elif precision in TRUE and verify.parameter_dtype(model) != TRUE[precision]:
+        yield copy.deepcopy(model).to(TRUE[precision])
     else:
-        yield
+        yield model
 
 
 def check_fast_paths(model: torch.nn.Module, precision: str | int | None = None) -> dict[str, str]:
     """Check every fast path on ``model`` under the run's precision (each once, logged when it is switched
-    off) and say what was decided: ``{path [context]: "on" | "off: <why>"}``."""
+    off) and say what was decided: ``{path [context]: "on" | "off: <why>"}``.
+
+    Under a true (cast) precision the checks run on the model as it is, and again, at first use,
+    on the weights Lightning casts (logged, not in this report)."""
     if getattr(getattr(model, "config", None), "is_encoder_decoder", False):
         return {"seq2seq": ENCODER_DECODER}
-    with training_precision(model, precision):
+    with training_precision(model, precision if str(precision) in MIXED else None):
         projects_hidden_states_linearly(model)
         supports_prefix_sharing(model)
     return verify.report(model)
