@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import os
 from collections.abc import Iterator
 
 import torch
@@ -38,15 +39,33 @@ def training_precision(model: torch.nn.Module, precision: str | int | None) -> I
         yield model
 
 
-def check_fast_paths(model: torch.nn.Module, precision: str | int | None = None) -> dict[str, str]:
+def accelerator(default: torch.device) -> torch.device:
+    """This process's GPU (``LOCAL_RANK`` under data parallelism, as Lightning assigns them), else ``default``."""
+    if not torch.cuda.is_available():
+        return default
+    return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)) % torch.cuda.device_count())
+
+
+def check_fast_paths(
+    model: torch.nn.Module, precision: str | int | None = None, device: str | torch.device | None = None
+) -> dict[str, str]:
     """Check every fast path on ``model`` under the run's precision (each once, logged when it is switched
     off) and say what was decided: ``{path [context]: "on" | "off: <why>"}``.
 
-    Under a true (cast) precision the checks run on the model as it is, and again, at first use,
-    on the weights Lightning casts (logged, not in this report)."""
+    The checks run on ``device`` (by default this process's GPU when there is one: reduced precision
+    on a CPU is slow) and the model goes back where it was; a context met later (another precision,
+    autocast in an evaluation) is checked at first use. Under a true (cast) precision they run on the model
+    as it is, and again, at first use, on the weights Lightning casts (logged, not in this report).
+    """
     if getattr(getattr(model, "config", None), "is_encoder_decoder", False):
         return {"seq2seq": ENCODER_DECODER}
-    with training_precision(model, precision if str(precision) in MIXED else None):
-        projects_hidden_states_linearly(model)
-        supports_prefix_sharing(model)
+    home = next(model.parameters()).device
+    target = torch.device(device) if device is not None else accelerator(home)
+    model.to(target)
+    try:
+        with training_precision(model, precision if str(precision) in MIXED else None):
+            projects_hidden_states_linearly(model)
+            supports_prefix_sharing(model)
+    finally:
+        model.to(home)
     return verify.report(model)
