@@ -23,6 +23,7 @@ from transformers.optimization import Adafactor
 from gpo_lab.eval.judges import RewardModelJudge
 from gpo_lab.losses import validate_beta
 from gpo_lab.run.train import build_callbacks, describe_run
+from gpo_lab.scoring.startup import training_precision
 from tests.helpers import ROOT
 from tests.helpers.models import serve_hub_names, tiny_causal_lm_checkpoint, tiny_reward_model
 from tests.helpers.runs import compose_config, run_training
@@ -77,7 +78,8 @@ def test_tldr_experiment_builds_the_papers_training(tmp_path, monkeypatch):
         if hasattr(policy, "activation_checkpointing_enable")
         else (policy.is_gradient_checkpointing)
     )
-    with torch.no_grad():  # pi_ref = the SFT checkpoint
+    # pi_ref = the SFT checkpoint; its cached log-probs were computed under the run's precision (bf16-mixed)
+    with torch.no_grad(), training_precision(policy, cfg.trainer.precision):
         rho = module.batch_logprobs(next(iter(datamodule.train_dataloader()))).rho
     assert torch.allclose(rho, torch.zeros_like(rho), atol=1e-5)
 

@@ -3,7 +3,11 @@
 pi_ref is frozen, so log pi_ref(y|x) of every pair is a fixed number: computing it at every step
 (or in every job of a sweep) is wasted work. The cache key is a hash of everything that determines
 the values: the reference weights (and config), the pairs' token ids, the tokenizer and the
-truncation settings; change any of them and a new entry is computed. Entries live in the locked
+truncation settings, the attention implementation, the run's precision, the layout (packed or
+plain rows) and the scoring code's version; change any of them and a new entry is computed. The
+values are computed under the same precision (autocast or weight dtype) as the policy is trained
+in, so that rho is 0 at the first step (exactly where the attention kernel's rounding does not
+depend on the batch). Entries live in the locked
 content-addressed cache of :mod:`gpo_lab.run.cache` (a partial entry is never read; jobs that start
 together compute once while the others wait and then read it), each one safetensors file.
 """
@@ -28,12 +32,15 @@ from safetensors.torch import save_file
 
 from gpo_lab.models.reference import LazyReference
 from gpo_lab.run.cache import ContentCache, spec_key
+from gpo_lab.scoring.batches import PlainPairs
 from gpo_lab.scoring.packing import PackedPairs
+from gpo_lab.scoring.startup import training_precision
+from gpo_lab.scoring.verify import SCORING_VERSION
 
 log = logging.getLogger(__name__)
 
 CACHE_ENV = "GPO_LAB_CACHE"
-FORMAT_VERSION = 2  # 2: entries of the shared content cache (directories) instead of bare files
+FORMAT_VERSION = 3  # 2: entries of the shared content cache (directories); 3: keyed by attention, precision, layout
 COLUMN = "reference_logps"  # per pair: [log pi_ref(chosen|x), log pi_ref(rejected|x)]
 SPLITS = {"train": "train_set", "validation": "val_set"}
 
@@ -94,7 +101,15 @@ def tokenizer_fingerprint(tokenizer) -> str:
     return digest.hexdigest()
 
 
-def cache_spec(reference_fingerprint: str, pairs, tokenizer, truncation) -> dict[str, Any]:
+def cache_spec(
+    reference_fingerprint: str,
+    pairs,
+    tokenizer,
+    truncation,
+    attention: str | None = None,
+    precision: str = "32-true",
+    packing: bool = True,
+) -> dict[str, Any]:
     """Everything that determines the cached values; its hash is the key."""
     import transformers
 
@@ -106,6 +121,10 @@ def cache_spec(reference_fingerprint: str, pairs, tokenizer, truncation) -> dict
         "num_pairs": len(pairs),
         "tokenizer": tokenizer_fingerprint(tokenizer),
         "truncation": truncation,
+        "attention": attention,
+        "precision": str(precision),
+        "packing": bool(packing),
+        "scoring": SCORING_VERSION,
         "torch": torch.__version__,
         "transformers": transformers.__version__,
     }
@@ -160,23 +179,33 @@ class ReferenceLogpCache:
 
 
 # ----------------------------------------------------------------------------------- computing and attaching
-def compute_reference_logps(reference: torch.nn.Module, pairs, pad_id: int, batch_size: int = 16) -> torch.Tensor:
-    """(pairs, 2) float32: log pi_ref of each pair's chosen and rejected response, with prefix sharing.
+def compute_reference_logps(
+    reference: torch.nn.Module,
+    pairs,
+    pad_id: int,
+    batch_size: int = 16,
+    packing: bool = True,
+    precision: str | int = "32-true",
+) -> torch.Tensor:
+    """(pairs, 2) float32: log pi_ref of each pair's chosen and rejected response, under ``precision``.
 
-    Pairs are batched longest first, so each batch holds pairs of similar length (little padding).
+    With ``packing``, prefix-shared rows (plain ones when the model fails the start-up check), as
+    the training batches; else plain rows. Pairs are batched longest first, so each batch holds
+    pairs of similar length (little padding).
     """
     prompts, chosen, rejected = pairs["prompt_ids"], pairs["chosen_ids"], pairs["rejected_ids"]
     order = sorted(range(len(prompts)), key=lambda i: -(len(prompts[i]) + len(chosen[i]) + len(rejected[i])))
     device = next(reference.parameters()).device
     out = torch.empty((len(order), 2), dtype=torch.float32)
     was_training = reference.training
+    layout = PackedPairs if packing else PlainPairs
     reference.eval()
     try:
-        with torch.no_grad():
+        with torch.no_grad(), training_precision(reference, precision) as model:
             for start in range(0, len(order), batch_size):
                 index = order[start : start + batch_size]
-                batch = PackedPairs.from_pairs([(prompts[i], chosen[i], rejected[i]) for i in index], pad_id)
-                values = batch.to(device).score(reference).float().cpu()
+                batch = layout.from_pairs([(prompts[i], chosen[i], rejected[i]) for i in index], pad_id)
+                values = batch.to(device).score(model).float().cpu()
                 out[index] = values.view(2, len(index)).T
     finally:
         reference.train(was_training)
@@ -195,15 +224,20 @@ def attach_reference_logps(
     cache: ReferenceLogpCache | None = None,
     batch_size: int = 16,
     device: str | torch.device | None = None,
+    precision: str | int = "32-true",
 ) -> dict[str, str]:
     """Give the data module's encoded splits a ``reference_logps`` column, from the cache or computed once.
 
     Its batches then carry ``reference_logps`` and training never runs the reference. Each split
     records in ``datamodule.stats`` whether it was computed or reused. On a miss the reference is
     moved to ``device`` (the accelerator when there is one) for the computation and back afterwards.
+    The values are computed under the trainer's ``precision`` and in the data module's layout
+    (``packing``), as the policy's log-probs will be.
     """
     cache = cache or ReferenceLogpCache()
     fingerprint = weights_fingerprint(reference)
+    packing = bool(getattr(datamodule, "packing", True))
+    attention = getattr(getattr(reference, "config", None), "_attn_implementation", None)
     outcome = {}
     for split, attribute in SPLITS.items():
         pairs = getattr(datamodule, attribute, None)
@@ -211,11 +245,15 @@ def attach_reference_logps(
             continue
         if COLUMN in pairs.column_names:
             pairs = pairs.remove_columns(COLUMN)
-        spec = cache_spec(fingerprint, pairs, datamodule.tokenizer, datamodule.truncation)
+        spec = cache_spec(
+            fingerprint, pairs, datamodule.tokenizer, datamodule.truncation, attention, precision, packing
+        )
         started = time.perf_counter()
         values, computed = cache.get_or_compute(
             spec,
-            functools.partial(_compute_on, reference, pairs, datamodule.tokenizer.pad_token_id, batch_size, device),
+            functools.partial(
+                _compute_on, reference, pairs, datamodule.tokenizer.pad_token_id, batch_size, device, packing, precision
+            ),
         )
         outcome[split] = "computed" if computed else "cached"
         log.info(
@@ -233,11 +271,11 @@ def attach_reference_logps(
     return outcome
 
 
-def _compute_on(reference, pairs, pad_id, batch_size, device) -> torch.Tensor:
+def _compute_on(reference, pairs, pad_id, batch_size, device, packing, precision) -> torch.Tensor:
     home = next(reference.parameters()).device
     target = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else home)
     reference.to(target)
     try:
-        return compute_reference_logps(reference, pairs, pad_id, batch_size)
+        return compute_reference_logps(reference, pairs, pad_id, batch_size, packing, precision)
     finally:
         reference.to(home)

@@ -1,7 +1,8 @@
 """Summed response-token log-probabilities, log pi(y|x), for a batch of prompt+response rows.
 
 Only positions that predict a response token are projected onto the vocabulary, so the prompt
-never materialises full-vocabulary logits (the dominant cost for long prompts).
+never materialises full-vocabulary logits (the dominant cost for long prompts). That fast path is
+checked against the model's own logits once per model (:mod:`gpo_lab.scoring.verify`).
 """
 
 from __future__ import annotations
@@ -9,8 +10,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-# Models whose logits are not a plain linear projection of the last hidden state.
-_POSTPROCESSED_LOGITS = ("final_logit_softcapping", "logit_scale", "output_multiplier_scale")
+from gpo_lab.scoring import verify
+
+PROJECTION = "response_projection"  # the fast path's name in start-up checks and summary.json's ``fast_paths``
 
 
 def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
@@ -19,12 +21,56 @@ def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
 
 
 def projects_hidden_states_linearly(model) -> bool:
+    """Whether the response-only projection applies to ``model`` and gives its own logits.
+
+    It needs a decoder-only model with a decoder and an output layer; whether the output layer
+    applied to the decoder's hidden states really is ``model(...).logits`` (no scaling, soft-capping
+    or other post-processing) is checked once per model and context, not assumed from its family.
+    """
     config = getattr(model, "config", None)
     if config is None or getattr(config, "is_encoder_decoder", False):
         return False
-    if any(getattr(config, key, None) not in (None, 1, 1.0) for key in _POSTPROCESSED_LOGITS):
+    if not hasattr(model, "get_decoder") or model.get_output_embeddings() is None:
         return False
-    return hasattr(model, "get_decoder") and model.get_output_embeddings() is not None
+    return verify.checked(model, PROJECTION, check_projection)
+
+
+def _model_inputs(input_ids, attention_mask):
+    return {
+        "input_ids": input_ids,
+        "attention_mask": attention_mask,
+        "position_ids": position_ids_from_mask(attention_mask),
+        "use_cache": False,
+    }
+
+
+def projected_response_logits(model, input_ids, attention_mask, targets_mask) -> torch.Tensor:
+    """The fast path: the output layer applied to the decoder's hidden states at the scored positions only."""
+    hidden = model.get_decoder()(**_model_inputs(input_ids, attention_mask)).last_hidden_state
+    return model.get_output_embeddings()(hidden[:, :-1][targets_mask])
+
+
+def full_response_logits(model, input_ids, attention_mask, targets_mask) -> torch.Tensor:
+    """The slow obvious path: the model's own ``forward(...).logits`` at the scored positions."""
+    return model(**_model_inputs(input_ids, attention_mask)).logits[:, :-1][targets_mask]
+
+
+def check_projection(model) -> str | None:
+    """None when the projection gives the model's own log-softmax at every scored position of a probe
+    batch whose rows cross every attention window, else why not."""
+    span = verify.probe_span(model)
+    lengths = [(2, span), (span // 2, span - span // 2), (1, 3)]
+    ids = verify.probe_ids(model, [n for pair in lengths for n in pair])
+    rows = [(ids[2 * i], ids[2 * i + 1]) for i in range(len(lengths))]
+    from gpo_lab.scoring.batches import PlainPairs  # the batches import this module
+
+    batch = PlainPairs.from_rows(rows, pad_id=0).to(next(model.parameters()).device)
+    targets_mask = batch.response_mask[:, 1:].bool() & batch.attention_mask[:, 1:].bool()
+    fast = projected_response_logits(model, batch.input_ids, batch.attention_mask, targets_mask)
+    slow = full_response_logits(model, batch.input_ids, batch.attention_mask, targets_mask)
+    return verify.mismatch(
+        "projected log-probs", F.log_softmax(fast.float(), -1), F.log_softmax(slow.float(), -1), verify.tolerance(model)
+    )
 
 
 def response_logits(
@@ -37,16 +83,8 @@ def response_logits(
     predicted by position t - 1, so the first token of a row is never scored.
     """
     targets_mask = response_mask[:, 1:].bool() & attention_mask[:, 1:].bool()
-    position_ids = position_ids_from_mask(attention_mask)
-    if projects_hidden_states_linearly(model):
-        hidden = model.get_decoder()(
-            input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=False
-        ).last_hidden_state
-        return model.get_output_embeddings()(hidden[:, :-1][targets_mask]), targets_mask
-    logits = model(
-        input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=False
-    ).logits
-    return logits[:, :-1][targets_mask], targets_mask
+    path = projected_response_logits if projects_hidden_states_linearly(model) else full_response_logits
+    return path(model, input_ids, attention_mask, targets_mask), targets_mask
 
 
 def response_targets(input_ids: torch.Tensor, targets_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

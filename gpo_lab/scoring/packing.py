@@ -15,11 +15,11 @@ silently ignored). sdpa takes a boolean mask, a quarter of the memory.
 from __future__ import annotations
 
 import dataclasses
-import weakref
 from collections.abc import Sequence
 
 import torch
 
+from gpo_lab.scoring import verify
 from gpo_lab.scoring.batches import Pair, PairBatch, PlainPairs
 from gpo_lab.scoring.logprobs import projects_hidden_states_linearly, summed_logprobs
 
@@ -134,50 +134,32 @@ def packed_sequence_logprobs(
     return summed_logprobs(logits, targets, slots, 2 * input_ids.shape[0])
 
 
-_PROBE_RESULTS: weakref.WeakKeyDictionary[torch.nn.Module, tuple] = weakref.WeakKeyDictionary()
+PREFIX_SHARING = "prefix_sharing"  # the fast path's name in start-up checks and summary.json's ``fast_paths``
 
 
 def supports_prefix_sharing(model) -> bool:
-    """Whether ``model`` scores a packed batch exactly as the plain one (checked once per model and attention).
+    """Whether ``model`` scores a packed batch exactly as the plain one (checked once per model and context).
 
-    It must be a decoder-only model with an attention that takes a dense 4D mask, and a small probe
-    (three pairs of different lengths) must give the plain log-probs: a model that ignores position
-    ids or the mask falls back to plain rows instead of giving wrong numbers.
+    It must be a decoder-only model with an attention that takes a dense 4D mask, and a probe (three
+    pairs whose rows cross every attention window the config declares) must give the plain
+    log-probs: a model that ignores position ids or the mask, or whose sliding window the custom
+    mask cannot express, falls back to plain rows instead of giving wrong numbers.
     """
     config = getattr(model, "config", None)
     attention = getattr(config, "_attn_implementation", None)
     if config is None or getattr(config, "is_encoder_decoder", False) or attention not in DENSE_MASK_ATTENTION:
         return False
-    cached = _PROBE_RESULTS.get(model)
-    if cached is not None and cached[0] == attention:
-        return cached[1]
-    result = _probe(model)
-    _PROBE_RESULTS[model] = (attention, result)
-    return result
-
-
-def _probe(model) -> bool:
-    vocab = int(getattr(model.config, "vocab_size", 0) or 0)
-    if vocab < 2:
+    if int(getattr(config, "vocab_size", 0) or 0) < 2:
         return False
-    generator = torch.Generator().manual_seed(0)
+    return verify.checked(model, PREFIX_SHARING, check_prefix_sharing)
 
-    def ids(n):
-        return torch.randint(0, vocab, (n,), generator=generator).tolist()
 
-    pairs = [(ids(5), ids(3), ids(4)), (ids(2), ids(6), ids(1)), (ids(7), ids(2), ids(2))]
-    device = next(model.parameters()).device
-    packed = PackedPairs.from_pairs(pairs, pad_id=0).to(device)
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            shared = packed.score_shared(model)
-            plain = packed.unpack().score(model)
-    except (TypeError, ValueError, RuntimeError):
-        return False
-    finally:
-        model.train(was_training)
-    dtype = next(p.dtype for p in model.parameters() if p.is_floating_point())
-    tolerance = 1e-4 if dtype == torch.float32 or dtype == torch.float64 else 5e-2
-    return bool(torch.allclose(shared, plain, rtol=tolerance, atol=tolerance))
+def check_prefix_sharing(model) -> str | None:
+    """None when the packed probe gives the plain rows' log-probs, else why not."""
+    span = verify.probe_span(model)
+    lengths = [(span, 3, 5), (2, span, 1), (span // 2, 2, span - span // 2)]
+    ids = verify.probe_ids(model, [n for triple in lengths for n in triple])
+    pairs = [tuple(ids[3 * i : 3 * i + 3]) for i in range(len(lengths))]
+    packed = PackedPairs.from_pairs(pairs, pad_id=0).to(next(model.parameters()).device)
+    shared, plain = packed.score_shared(model), packed.unpack().score(model)
+    return verify.mismatch("packed log-probs", shared, plain, verify.tolerance(model, summed=True))

@@ -13,8 +13,10 @@ from gpo_lab.models.reference import LazyReference
 from gpo_lab.models.reference_cache import ReferenceLogpCache, attach_reference_logps
 from gpo_lab.module import GPOModule
 from gpo_lab.optimisation import optimisation_options
+from gpo_lab.scoring.startup import check_fast_paths
 from gpo_lab.tasks.common import enabled_reference_cache, reference_cache_not_used
 
+FAST_PATHS = "fast_paths"  # summary.json's ``data.fast_paths``: each scoring fast path, on or off and why
 ENCODER_DECODER_CACHE = "the reference cache scores causal rows; an encoder-decoder reference runs at every step"
 
 
@@ -42,11 +44,22 @@ def build_language_task(cfg: DictConfig, loss: GPOLoss, beta: float) -> tuple[GP
         else:
             policy.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
     reference = instantiate(cfg.reference, policy=policy, tokenizer=tokenizer)
+    precision = cfg.get("trainer", {}).get("precision", "32-true")
+    datamodule.stats[FAST_PATHS] = {
+        "policy": check_fast_paths(policy, precision),
+        "reference": check_fast_paths(reference, precision),
+    }
     cache = enabled_reference_cache(cfg)
     if encoder_decoder:
         reference_cache_not_used(cfg, datamodule.stats, ENCODER_DECODER_CACHE)
     elif cache is not None:
-        attach_reference_logps(datamodule, reference, ReferenceLogpCache(cache.get("dir")), cache.get("batch_size", 16))
+        attach_reference_logps(
+            datamodule,
+            reference,
+            ReferenceLogpCache(cache.get("dir")),
+            cache.get("batch_size", 16),
+            precision=precision,
+        )
         reference = LazyReference(reference)  # training reads the cached log-probs; evaluations may still use it
     module = GPOModule(policy, reference, loss, beta, **optimisation_options(cfg))
     return module, datamodule
