@@ -159,7 +159,7 @@ def check_prefix_sharing(model) -> str | None:
     span = verify.probe_span(model)
     lengths = [(span, 3, 5), (2, span, 1), (span // 2, 2, span - span // 2)]
     ids = verify.probe_ids(model, [n for triple in lengths for n in triple])
-    pairs = [tuple(ids[3 * i : 3 * i + 3]) for i in range(len(lengths))]
+    pairs = [(ids[3 * i], ids[3 * i + 1], ids[3 * i + 2]) for i in range(len(lengths))]
     packed = PackedPairs.from_pairs(pairs, pad_id=0).to(next(model.parameters()).device)
     shared, plain = packed.score_shared(model), packed.unpack().score(model)
     return verify.mismatch("packed log-probs", shared, plain, verify.tolerance(model, summed=True))

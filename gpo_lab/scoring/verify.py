@@ -62,7 +62,7 @@ def tolerance(model, summed: bool = False) -> float:
 def _config_values(config, names) -> list[int]:
     """Integer values of ``names`` in the config and its text sub-config (multimodal configs nest it)."""
     configs = [config, getattr(config, "text_config", None)]
-    values = []
+    values: list[int] = []
     for part in (c for c in configs if c is not None):
         for name in names:
             value = getattr(part, name, None)
