@@ -66,6 +66,9 @@ class Seq2SeqPairs(PairBatch):
             model, self.input_ids, self.attention_mask, self.response_ids, self.response_mask
         )
 
+    def response_lengths(self) -> torch.Tensor:
+        return self.response_mask.sum(-1)
+
 
 def decoder_inputs(model, response_ids: torch.Tensor, response_mask: torch.Tensor) -> torch.Tensor:
     """The decoder's inputs: the response shifted right behind the decoder start token."""
