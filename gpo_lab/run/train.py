@@ -40,7 +40,7 @@ def describe_run(cfg: DictConfig) -> dict[str, Any]:
     """The identifying numbers of a run, as the report and sweep tools read them."""
     return {
         "name": cfg.get("name"),
-        "loss": OmegaConf.select(cfg, "loss.fn"),
+        "loss": OmegaConf.select(cfg, "loss.name") or OmegaConf.select(cfg, "loss.fn"),  # a field loss has a name
         "beta": cfg.beta,
         "lr": OmegaConf.select(cfg, "optim.lr"),
         "seed": cfg.seed,
