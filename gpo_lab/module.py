@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import random
 
@@ -76,7 +77,9 @@ class GPOModule(pl.LightningModule):
             with torch.no_grad():
                 reference_logps = batch.score(self.reference)
         lengths = batch.response_lengths().to(policy.device)
-        return PairLogps.from_scores(policy, reference_logps, lengths)
+        logps = PairLogps.from_scores(policy, reference_logps, lengths)
+        offset = getattr(batch, "offset", None)
+        return logps if offset is None else dataclasses.replace(logps, offset=offset)
 
     def per_example_loss(self, logps: PairLogps) -> torch.Tensor:
         return self.loss.pair_loss(logps, self.beta)

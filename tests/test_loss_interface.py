@@ -71,3 +71,32 @@ def test_the_bandit_takes_cdpo_as_its_g_of_beta_rho():
         (1 - eps) * torch.nn.functional.softplus(-0.5 * r) + eps * torch.nn.functional.softplus(0.5 * r) for r in rho
     ]
     torch.testing.assert_close(module.loss.per_example(rho, 0.5), torch.stack(expected))
+
+
+@pytest.mark.parametrize("packing", [False, True])
+def test_an_offset_column_reaches_odpo(packing):
+    """data.columns.offset maps a column onto each pair's offset; ODPO subtracts it from beta * rho."""
+    import datasets
+
+    from gpo_lab.data.module import PreferenceDataModule
+    from gpo_lab.scoring.batches import PairLogps
+
+    rows = [{"prompt": f"p{i}", "chosen": "good answer", "rejected": "bad", "gap": 0.5 * i} for i in range(6)]
+    module = PreferenceDataModule(
+        datasets.Dataset.from_list(rows),
+        tokenizer=byte_tokenizer(),
+        columns={"offset": "gap"},
+        val_size=2,
+        batch_size=4,
+        packing=packing,
+    )
+    module.setup("fit")
+    batch = next(iter(module.train_dataloader()))
+    assert sorted(batch.offset.tolist()) == sorted(
+        o for o in batch.offset.tolist() if o in (0.0, 0.5, 1.0, 1.5, 2.0, 2.5)
+    )
+    assert batch.offset.shape == (batch.num_pairs,)
+    zeros = torch.zeros(batch.num_pairs)
+    logps = PairLogps(zeros, zeros, zeros, zeros, offset=batch.offset)  # rho = 0: loss = log(1 + exp(offset))
+    expected = torch.log1p(torch.exp(batch.offset))
+    torch.testing.assert_close(FIELD["odpo"].build().pair_loss(logps, 0.3), expected)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from typing import Any
 
@@ -24,6 +25,7 @@ from gpo_lab.scoring.seq2seq import Seq2SeqPairs
 log = logging.getLogger(__name__)
 
 PAIR_FIELDS = ("prompt", "chosen", "rejected")
+OFFSET = "offset"  # an optional per-pair margin offset (ODPO), mapped like the others: data.columns.offset=...
 
 
 class PreferenceDataModule(pl.LightningDataModule):
@@ -135,7 +137,7 @@ class PreferenceDataModule(pl.LightningDataModule):
             if pair is None:
                 dropped += 1
             else:
-                encoded.append(pair)
+                encoded.append(pair | ({OFFSET: float(row[OFFSET])} if OFFSET in row else {}))
         self.stats |= {
             f"{split}_pairs": len(encoded),
             f"{split}_dropped_empty": dropped,
@@ -201,10 +203,14 @@ class PreferenceDataModule(pl.LightningDataModule):
         reference = batch_reference_logps(pairs) if REFERENCE_LOGPS in pairs[0] else None
         pad = self.tokenizer.pad_token_id
         if self.seq2seq:
-            return Seq2SeqPairs.from_pairs(triples, pad, self.tokenizer.eos_token_id, reference_logps=reference)
-        if self.packing:
-            return PackedPairs.from_pairs(triples, pad, reference_logps=reference)
-        return PlainPairs.from_pairs(triples, pad, self.padding_side, reference_logps=reference)
+            batch = Seq2SeqPairs.from_pairs(triples, pad, self.tokenizer.eos_token_id, reference_logps=reference)
+        elif self.packing:
+            batch = PackedPairs.from_pairs(triples, pad, reference_logps=reference)
+        else:
+            batch = PlainPairs.from_pairs(triples, pad, self.padding_side, reference_logps=reference)
+        if OFFSET in pairs[0]:
+            batch = dataclasses.replace(batch, offset=torch.tensor([p[OFFSET] for p in pairs], dtype=torch.float32))
+        return batch
 
 
 def pad_rows(rows: list[tuple[list[int], list[int]]], pad_id: int, side: str = "right") -> dict[str, torch.Tensor]:

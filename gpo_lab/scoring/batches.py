@@ -34,6 +34,7 @@ class PairBatch:
     """What every layout has: the device move, the number of pairs and ``score``."""
 
     reference_logps: torch.Tensor | None
+    offset: torch.Tensor | None
 
     def to(self, device: torch.device | str, non_blocking: bool = False):
         """The same batch with every tensor on ``device``."""
@@ -72,6 +73,7 @@ class PlainPairs(PairBatch):
     attention_mask: torch.Tensor
     response_mask: torch.Tensor
     reference_logps: torch.Tensor | None = None
+    offset: torch.Tensor | None = None  # (B,) a per-pair margin offset from the data (ODPO)
 
     @classmethod
     def from_rows(

@@ -36,6 +36,7 @@ class PackedPairs(PairBatch):
     position_ids: torch.Tensor
     segment_ids: torch.Tensor
     reference_logps: torch.Tensor | None = None
+    offset: torch.Tensor | None = None  # (B,) a per-pair margin offset from the data (ODPO)
 
     @classmethod
     def from_pairs(cls, pairs: Sequence[Pair], pad_id: int, reference_logps: torch.Tensor | None = None) -> PackedPairs:

@@ -36,6 +36,7 @@ class Seq2SeqPairs(PairBatch):
     response_ids: torch.Tensor
     response_mask: torch.Tensor
     reference_logps: torch.Tensor | None = None
+    offset: torch.Tensor | None = None  # (B,) a per-pair margin offset from the data (ODPO)
 
     @classmethod
     def from_rows(
