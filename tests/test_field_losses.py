@@ -189,3 +189,13 @@ def test_the_docs_table_is_the_field():
         entry = FIELD[row[0].strip("| `")]
         assert row[1] == f"`{entry.formula}`" and row[2] == entry.paper
         assert row[3] == (entry.trl or "—") and row[4].rstrip(" |") == entry.beta
+
+
+def test_the_report_rescales_only_losses_of_beta_rho():
+    from gpo_lab.report import aggregate, figures
+
+    assert math.isnan(aggregate.regularization_ratio("simpo"))  # no f''(0): left out of the rescaled panel
+    assert "not f(β·ρ)" in figures._omission("simpo", math.nan)
+    # cDPO: f''(0) = 1/4 and |f'(0)| = (1 - 2 eps)/2 = 0.4 by hand
+    assert aggregate.regularization_ratio("cdpo") == pytest.approx(0.25 / 0.4, rel=1e-6)
+    assert aggregate.regularization_ratio("sigmoid") == 0.5  # the alias is logistic
