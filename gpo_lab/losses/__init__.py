@@ -7,9 +7,10 @@ user's own, named by its dotted path in a config file), checks at start-up that 
 defines a GPO loss, and applies it to the policy/reference log-ratio margins of a batch.
 
 The other offline preference losses researchers compare against (SimPO, cDPO, TRL's loss types,
-...) are built from parts in :mod:`gpo_lab.losses.parts` and named in :mod:`gpo_lab.losses.field`;
-every loss maps a batch's :class:`~gpo_lab.scoring.batches.PairLogps` and beta to per-example
-losses with ``loss.pair_loss(logps, beta)``. The start-up check is :mod:`gpo_lab.losses.check`.
+...) are built from parts (:mod:`gpo_lab.losses.margins`, :mod:`gpo_lab.losses.parts`) and named
+in :mod:`gpo_lab.losses.field`; every loss maps a batch's
+:class:`~gpo_lab.scoring.batches.PairLogps` and beta to per-example losses with
+``loss.pair_loss(logps, beta)``. The start-up check is :mod:`gpo_lab.losses.check`.
 """
 
 from __future__ import annotations
@@ -259,14 +260,8 @@ def validate_beta(beta: float) -> float:
 
 # The rest of the field, built from parts (imported last: they use the family above).
 from gpo_lab.losses.field import FIELD, FieldEntry, describe  # noqa: E402
-from gpo_lab.losses.parts import (  # noqa: E402
-    AOTLoss,
-    ChosenNLL,
-    MarginLoss,
-    NotOnRho,
-    PairFunctionLoss,
-    WeightedSum,
-)
+from gpo_lab.losses.margins import MarginLoss  # noqa: E402
+from gpo_lab.losses.parts import AOTLoss, ChosenNLL, NotOnRho, PairFunctionLoss, WeightedSum  # noqa: E402
 
 __all__ = [
     "ALIASES",
