@@ -165,7 +165,8 @@ def gpo_lab_overrides(work: Path, args, steps: int) -> list[str]:
         f"data.eval_batch_size={args.batch_size}",
         "data.packing=true",
         "data.group_by_length=true",
-        "loss=logistic",
+        f"loss={args.loss}",
+        *args.loss_overrides,
         f"beta={args.beta}",
         "optim=adamw",
         f"optim.lr={args.lr}",
@@ -315,7 +316,8 @@ def run_trl(work: Path, args, steps: int) -> dict:
         weight_decay=0.0,
         max_grad_norm=0.0,
         beta=args.beta,
-        loss_type=["sigmoid"],
+        loss_type=[args.trl_loss_type],
+        label_smoothing=args.label_smoothing,
         max_length=None,
         bf16=False,
         fp16=False,
@@ -418,6 +420,13 @@ def bench(name: str, pairs: list[dict], words: list[str], args, steps: int, peak
         str(args.beta),
         "--seed",
         str(args.seed),
+        "--loss",
+        args.loss,
+        "--trl-loss-type",
+        args.trl_loss_type,
+        "--label-smoothing",
+        str(args.label_smoothing),
+        *(f"--loss-override={o}" for o in args.loss_overrides),
     ]
     if args.trl_gradient_checkpointing:
         child.append("--trl-gradient-checkpointing")
@@ -501,6 +510,15 @@ def table(results: dict, peak: float) -> str:
     return "\n".join(lines)
 
 
+def losses_of(result: dict) -> dict:
+    """Both sides' per-step training losses and their largest gap (the loss check's line)."""
+    return {
+        "gpo_lab_losses": result["gpo_lab"]["losses"],
+        "trl_losses": result["trl"]["losses"],
+        "max_loss_abs_diff": result["max_loss_abs_diff"],
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--steps", type=int, default=4, help="timed training steps per side")
@@ -512,6 +530,13 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=1e-5)
     parser.add_argument("--beta", type=float, default=0.1)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--loss", default="logistic", help="gpo_lab's loss=<name> (default logistic)")
+    parser.add_argument("--trl-loss-type", default="sigmoid", help="TRL's loss_type for the same loss")
+    parser.add_argument("--label-smoothing", type=float, default=0.0, help="TRL's label_smoothing")
+    parser.add_argument(
+        "--loss-override", dest="loss_overrides", action="append", default=[], help="e.g. loss.label_smoothing=0.1"
+    )
+    parser.add_argument("--shared-only", action="store_true", help="only the pairs of ../shared/data (a loss check)")
     parser.add_argument(
         "--threads",
         type=int,
@@ -548,7 +573,8 @@ def main() -> None:
     results = {}
     total = (args.warmup + args.steps + 1) * args.batch_size
     pairs, words = tldr_shaped_pairs(total, args.prompt_length, args.response_length, args.seed)
-    results["tldr-shaped"] = bench("tldr-shaped", pairs, words, args, args.steps, peak_before, base)
+    if not args.shared_only:
+        results["tldr-shaped"] = bench("tldr-shaped", pairs, words, args, args.steps, peak_before, base)
     if args.shared_steps > 0 and (SHARED_DATA / SHAREGPT).is_file():
         pairs, words = sharegpt_pairs(SHARED_DATA / SHAREGPT, 300, 384, 128)
         results["sharegpt-dpo-en"] = bench("sharegpt-dpo-en", pairs, words, args, args.shared_steps, peak_before, base)
@@ -560,6 +586,9 @@ def main() -> None:
         shutil.rmtree(base, ignore_errors=True)
 
     print(table(results, peak))
+    if args.shared_only:
+        print(json.dumps({name: losses_of(r) for name, r in results.items()}))
+        return
     head = results["tldr-shaped"]
     line = {
         "gpo_lab_pairs_per_s": head["gpo_lab"]["pairs_per_s"],

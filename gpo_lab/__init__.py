@@ -1,6 +1,6 @@
 """gpo_lab: offline preference optimisation with the GPO family, swept with Hydra, trained with Lightning.
 
-losses.py  module.py  metrics.py   the objective: the loss registry, the LightningModule, pair statistics
+losses/  module.py  metrics.py     the objective: GPO and the field's losses, the LightningModule, pair statistics
 optimisation.py                    the optimiser and its warm-up schedule, shared by every task's module
 scoring/    log pi(y|x) of a batch in every layout (plain, prefix-shared packed, encoder-decoder)
 models/     policies (Hugging Face, tiny, GGUF, LoRA), tokenizers, the reference and its log-prob cache

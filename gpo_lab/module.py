@@ -1,7 +1,9 @@
-"""The LightningModule: a trainable policy, a frozen reference and a GPO loss."""
+"""The LightningModule: a trainable policy, a frozen reference and a preference loss (GPO or another of the field)."""
 
 from __future__ import annotations
 
+import dataclasses
+import logging
 import random
 
 import numpy as np
@@ -13,6 +15,13 @@ from gpo_lab.metrics import preference_metrics
 from gpo_lab.optimisation import OptimizerFactory, warmed_up_optimizer
 from gpo_lab.run.guards import check_finite_gradients, check_finite_loss
 from gpo_lab.scoring.batches import PairBatch, PairLogps
+
+log = logging.getLogger(__name__)
+# Training statistics that need the reference: a reference-free loss's training steps do not log them.
+REFERENCE_METRICS = (
+    *("rho_mean", "rho_std", "offline_reg", "offline_reg_se"),
+    *("rewards/chosen", "rewards/rejected", "rewards/margins", "rewards/accuracies"),
+)
 
 
 class GPOModule(pl.LightningModule):
@@ -40,6 +49,13 @@ class GPOModule(pl.LightningModule):
         self.optimizer_factory = optimizer
         self.warmup_steps = warmup_steps
         self._val_outputs: list[tuple[PairLogps, torch.Tensor]] = []
+        self.skips_reference = not getattr(loss, "uses_reference", True)
+        if self.skips_reference:
+            log.info(
+                "loss %s is reference-free: training steps do not score the reference; validation still does, "
+                "for R_mu, the rewards and KL",
+                getattr(loss, "name", loss),
+            )
 
     def train(self, mode: bool = True) -> GPOModule:
         """Lightning switches the whole module to train mode; the reference always stays in eval."""
@@ -48,24 +64,35 @@ class GPOModule(pl.LightningModule):
         return self
 
     # ----------------------------------------------------------------- log-probs and loss
-    def batch_logprobs(self, batch: PairBatch) -> PairLogps:
-        """Policy and reference log-probs of the batch's pairs; the reference's come cached when the batch has them."""
+    def batch_logprobs(self, batch: PairBatch, reference: bool = True) -> PairLogps:
+        """Policy and reference log-probs of the batch's pairs, with the responses' token counts.
+
+        The reference's come cached when the batch has them; with ``reference=False`` (a
+        reference-free loss in training) it is not scored and its values are NaN.
+        """
         policy = batch.score(self.policy)
         if batch.reference_logps is not None:
-            reference = batch.reference_logps.to(policy.dtype)
+            reference_logps = batch.reference_logps.to(policy.dtype)
+        elif not reference:
+            reference_logps = torch.full_like(policy, float("nan")).detach()
         else:
             with torch.no_grad():
-                reference = batch.score(self.reference)
-        return PairLogps.from_scores(policy, reference)
+                reference_logps = batch.score(self.reference)
+        lengths = batch.response_lengths().to(policy.device)
+        logps = PairLogps.from_scores(policy, reference_logps, lengths)
+        offset = getattr(batch, "offset", None)
+        return logps if offset is None else dataclasses.replace(logps, offset=offset)
 
     def per_example_loss(self, logps: PairLogps) -> torch.Tensor:
-        return self.loss.per_example(logps.rho, self.beta)
+        return self.loss.pair_loss(logps, self.beta)
 
     def training_step(self, batch: PairBatch, batch_idx: int) -> torch.Tensor:
-        logps = self.batch_logprobs(batch)
+        logps = self.batch_logprobs(batch, reference=not self.skips_reference)
         losses = self.per_example_loss(logps)
         check_finite_loss(self.global_step, losses, logps.rho)
         metrics = preference_metrics(logps.detach(), losses.detach(), beta=self.beta)
+        if self.skips_reference and batch.reference_logps is None:
+            metrics = {k: v for k, v in metrics.items() if k not in REFERENCE_METRICS}
         metrics["lr"] = torch.tensor(self.trainer.optimizers[0].param_groups[0]["lr"])
         loss = metrics.pop("loss")
         self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=False, batch_size=losses.numel())

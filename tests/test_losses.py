@@ -151,3 +151,49 @@ def test_savage_is_convex_only_right_of_minus_log_two():
 @pytest.mark.parametrize("name", sorted(set(CLOSED_FORMS) - {"savage"}))
 def test_table_losses_pass_the_convexity_check(name):
     check_gpo_function(name, getattr(losses, name))
+
+
+# ----------------------------------------------------------------------------- the check's three holes
+def logistic(z):
+    """Named like the member, but concave near 0: f = -z^2 - z, f'(0) = -1, f''(0) = -2."""
+    return -(z**2) - z
+
+
+def squared(z):
+    """Named like the member, but three times it: f'(0) = -6, f''(0) = 6 (the member's are -2 and 2)."""
+    return 3 * (z - 1) ** 2
+
+
+def test_a_user_function_named_like_a_member_is_still_checked():
+    with pytest.raises(InvalidGPOLoss, match="not convex"):
+        GPOLoss("tests.test_losses.logistic")
+    with pytest.raises(InvalidGPOLoss, match="not convex"):
+        GPOLoss(logistic)  # a callable too
+    loss = GPOLoss("tests.test_losses.squared")  # convex: accepted, under its import path, with its own derivatives
+    assert loss.name == "tests.test_losses.squared" and loss.function is squared
+    d = loss.derivatives
+    assert (d.f0, d.d1, d.d2) == pytest.approx((3.0, -6.0, 6.0), rel=1e-6)
+    assert losses.derivatives_of("tests.test_losses.squared").d1 == pytest.approx(-6.0, rel=1e-6)
+    assert GPOLoss("squared").derivatives is EXACT_DERIVATIVES["squared"]  # the member itself is still trusted
+
+
+def huge_far_away_concave_at_zero(z):
+    """exp(-2z) - 1000 z^2: f'(0) = -2 and f''(0) = 4 - 2000 = -1996, hidden by f(-10) = exp(20) ~ 5e8."""
+    return torch.exp(-2 * z) - 1000 * z**2
+
+
+def test_a_large_f_far_away_does_not_hide_negative_curvature_at_zero():
+    # f''(z) = 4 exp(-2z) - 2000 < 0 for z > -log(500)/2 = -3.107: the first concave stencil is there
+    with pytest.raises(InvalidGPOLoss, match=r"not convex: .* near z=-3\.1"):
+        check_gpo_function("huge", huge_far_away_concave_at_zero)
+
+
+def nan_between_nodes(z):
+    """softplus(-z), except NaN on (0.004, 0.006): between the grid nodes 0 and 0.01."""
+    hole = (z > 0.004) & (z < 0.006)
+    return torch.where(hole, torch.full_like(z, float("nan")), torch.nn.functional.softplus(-z))
+
+
+def test_nan_between_the_grid_nodes_is_found():
+    with pytest.raises(InvalidGPOLoss, match="not finite at z=0.00[45]"):
+        check_gpo_function("holed", nan_between_nodes)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from typing import Any
 
@@ -28,6 +29,7 @@ PAIR_FIELDS = ("prompt", "chosen", "rejected")
 # Above this fraction of pairs with chosen == rejected the log warns that the data is mostly degenerate;
 # a training split where every pair is so is refused (the loss would stay at f(0): nothing to learn).
 IDENTICAL_WARNING_FRACTION = 0.5
+OFFSET = "offset"  # an optional per-pair margin offset (ODPO), mapped like the others: data.columns.offset=...
 
 
 class PreferenceDataModule(pl.LightningDataModule):
@@ -151,7 +153,7 @@ class PreferenceDataModule(pl.LightningDataModule):
             if pair is None:
                 dropped += 1
             else:
-                encoded.append(pair)
+                encoded.append(pair | ({OFFSET: float(row[OFFSET])} if OFFSET in row else {}))
                 informative += chosen != rejected
         self.stats |= {
             f"{split}_pairs": len(encoded),
@@ -237,10 +239,14 @@ class PreferenceDataModule(pl.LightningDataModule):
         reference = batch_reference_logps(pairs) if REFERENCE_LOGPS in pairs[0] else None
         pad = self.tokenizer.pad_token_id
         if self.seq2seq:
-            return Seq2SeqPairs.from_pairs(triples, pad, self.tokenizer.eos_token_id, reference_logps=reference)
-        if self.packing:
-            return PackedPairs.from_pairs(triples, pad, reference_logps=reference)
-        return PlainPairs.from_pairs(triples, pad, self.padding_side, reference_logps=reference)
+            batch = Seq2SeqPairs.from_pairs(triples, pad, self.tokenizer.eos_token_id, reference_logps=reference)
+        elif self.packing:
+            batch = PackedPairs.from_pairs(triples, pad, reference_logps=reference)
+        else:
+            batch = PlainPairs.from_pairs(triples, pad, self.padding_side, reference_logps=reference)
+        if OFFSET in pairs[0]:
+            batch = dataclasses.replace(batch, offset=torch.tensor([p[OFFSET] for p in pairs], dtype=torch.float32))
+        return batch
 
 
 def pad_rows(rows: list[tuple[list[int], list[int]]], pad_id: int, side: str = "right") -> dict[str, torch.Tensor]:

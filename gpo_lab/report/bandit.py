@@ -18,6 +18,7 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
+from hydra.utils import instantiate
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import FixedLocator, FormatStrFormatter, NullFormatter
@@ -67,7 +68,7 @@ def load_runs(sweep_dir: Path) -> list[BanditRun]:
         cfg = OmegaConf.load(run_dir / "config.yaml")
         if "bandit" not in cfg:
             continue
-        loss = GPOLoss(cfg.loss.fn, check=False)
+        loss = instantiate(cfg.loss) if cfg.loss.get("name") else GPOLoss(cfg.loss.fn, check=False)
         curve: dict[str, list[tuple[int, float]]] = {}
         for record in read_metrics(run_dir / METRICS_FILE):
             for key, value in record.items():

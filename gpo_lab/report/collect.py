@@ -140,7 +140,9 @@ def read_job(job_dir: Path) -> dict[str, Any]:
         "status": status,
         "partial": status == RUNNING,
         "name": summary.get("name", config.get("name")),
-        "loss": canonical_loss(_first(summary.get("loss"), _select(config, "loss.fn"), named.get("loss"))),
+        "loss": canonical_loss(
+            _first(summary.get("loss"), _select(config, "loss.name"), _select(config, "loss.fn"), named.get("loss"))
+        ),
         "beta": _number(_first(summary.get("beta"), config.get("beta"), named.get("beta"))),
         "lr": _number(_first(summary.get("lr"), _select(config, "optim.lr"), named.get("optim.lr"))),
         "seed": _integer(_first(summary.get("seed"), config.get("seed"), named.get("seed"))),

@@ -19,7 +19,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
-from gpo_lab.losses import MEMBERS, derivatives_of, resolve_function
+from gpo_lab.losses import FIELD, MEMBERS, derivatives_of, resolve_function
 from gpo_lab.report.aggregate import EVAL_SE, SEED_SD, pareto_frontier, regularization_ratio
 from gpo_lab.report.axes import REGULARIZER, Metric, MissingMetric
 
@@ -122,7 +122,7 @@ def quality_vs_beta(configs: pd.DataFrame, y: Metric) -> Figure:
         if ratio > 0:
             panels.append((scaled, "scaled_beta"))
         else:
-            omitted.append(f"{loss}: f''(0) = 0" if not math.isnan(ratio) else f"{loss}: f unknown here")
+            omitted.append(_omission(loss, ratio))
         for ax, column in panels:
             ax.errorbar(group[column], group[f"{y.spec} mean"], yerr=_err(group, y), label=label, **style)
             running = group[group["partial"]]
@@ -153,7 +153,7 @@ def quality_vs_beta(configs: pd.DataFrame, y: Metric) -> Figure:
     if kinds:
         notes.append("error bars:\n" + kinds.replace("; ", "\n"))
     if omitted:
-        notes.append("not in the right panel\n(no second-order term):\n" + "\n".join(sorted(set(omitted))))
+        notes.append("not in the right panel\n(no second-order term in β·ρ):\n" + "\n".join(sorted(set(omitted))))
     for note in notes:
         handles.append(Line2D([], [], ls="none"))
         labels.append(note)
@@ -205,6 +205,13 @@ def dynamics(histories: dict[str, tuple[str, pd.DataFrame]], kl: Metric | None) 
     missing = "" if kl is not None and kl in metrics else " (no KL metric logged: regularizer only)"
     axes[0].set_title("Regularization during training" + missing)
     return figure
+
+
+def _omission(loss: str, ratio: float) -> str:
+    """Why a loss has no point in the rescaled panel."""
+    if math.isnan(ratio):
+        return f"{loss}: not f(β·ρ), no f''(0)" if loss in FIELD else f"{loss}: f unknown here"
+    return f"{loss}: f''(0) = 0" if ratio == 0 else f"{loss}: f''(0)/|f'(0)| = {ratio:.3g} ≤ 0"
 
 
 def loss_functions(losses: Iterable[str] = PAPER_LOSSES) -> Figure:

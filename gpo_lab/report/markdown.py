@@ -27,7 +27,8 @@ CAPTIONS = {
         "Quality against β",
         "Left: against β. Right: against β·f''(0)/|f'(0)|, the weight of the offline "
         "regularizer E_μ[ρ²]/2 in the second-order expansion of the loss; where this theory holds, the losses' "
-        "curves line up on the right. The hinge loss has f''(0) = 0 and is left out on the right.",
+        "curves line up on the right. The hinge loss has f''(0) = 0 and is left out on the right, as are "
+        "losses that are not f(β·ρ) (SimPO, the length-normalised and two-argument losses): no f''(0).",
     ),
     "dynamics": (
         "Regularization during training",

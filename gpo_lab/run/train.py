@@ -47,7 +47,7 @@ def describe_run(cfg: DictConfig, config_fingerprint: str | None = None) -> dict
     """The identifying numbers of a run, as the report and sweep tools read them."""
     described = {
         "name": cfg.get("name"),
-        "loss": OmegaConf.select(cfg, "loss.fn"),
+        "loss": OmegaConf.select(cfg, "loss.name") or OmegaConf.select(cfg, "loss.fn"),  # a field loss has a name
         "beta": cfg.beta,
         "lr": OmegaConf.select(cfg, "optim.lr"),
         "seed": cfg.seed,

@@ -34,6 +34,7 @@ class PairBatch:
     """What every layout has: the device move, the number of pairs and ``score``."""
 
     reference_logps: torch.Tensor | None
+    offset: torch.Tensor | None
 
     def to(self, device: torch.device | str, non_blocking: bool = False):
         """The same batch with every tensor on ``device``."""
@@ -56,6 +57,10 @@ class PairBatch:
         """log pi(y|x) of every response, shape (2B,): chosen first, then rejected (float32)."""
         raise NotImplementedError
 
+    def response_lengths(self) -> torch.Tensor:
+        """The number of scored tokens of every response, shape (2B,), in the order of ``score``."""
+        raise NotImplementedError
+
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class PlainPairs(PairBatch):
@@ -69,6 +74,7 @@ class PlainPairs(PairBatch):
     attention_mask: torch.Tensor
     response_mask: torch.Tensor
     reference_logps: torch.Tensor | None = None
+    offset: torch.Tensor | None = None  # (B,) a per-pair margin offset from the data (ODPO)
 
     @classmethod
     def from_rows(
@@ -105,29 +111,51 @@ class PlainPairs(PairBatch):
     def score(self, model) -> torch.Tensor:
         return sequence_logprobs(model, self.input_ids, self.attention_mask, self.response_mask)
 
+    def response_lengths(self) -> torch.Tensor:
+        return self.response_mask.sum(-1)
+
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class PairLogps:
-    """log pi and log pi_ref of a batch's chosen and rejected responses, one value per pair each."""
+    """log pi and log pi_ref of a batch's chosen and rejected responses, one value per pair each.
+
+    The responses' token counts (``chosen_length``, ``rejected_length``) ride along for the losses
+    that normalise by length or shift by it; ``offset`` is a per-pair margin offset (ODPO).
+    """
 
     policy_chosen: torch.Tensor
     policy_rejected: torch.Tensor
     reference_chosen: torch.Tensor
     reference_rejected: torch.Tensor
+    chosen_length: torch.Tensor | None = None
+    rejected_length: torch.Tensor | None = None
+    offset: torch.Tensor | None = None
 
     @classmethod
-    def from_scores(cls, policy: torch.Tensor, reference: torch.Tensor) -> PairLogps:
-        """From two (2B,) scores in batch order (chosen first, then rejected)."""
+    def from_scores(
+        cls, policy: torch.Tensor, reference: torch.Tensor, lengths: torch.Tensor | None = None
+    ) -> PairLogps:
+        """From (2B,) scores (and token counts) in batch order (chosen first, then rejected)."""
         half = policy.shape[0] // 2
-        return cls(policy[:half], policy[half:], reference[:half], reference[half:])
+        chosen_length, rejected_length = (None, None) if lengths is None else (lengths[:half], lengths[half:])
+        return cls(policy[:half], policy[half:], reference[:half], reference[half:], chosen_length, rejected_length)
 
     @classmethod
     def cat(cls, parts: Sequence[PairLogps]) -> PairLogps:
         """Several batches' values as one (an evaluation set's, for exact statistics)."""
-        return cls(*(torch.cat([getattr(p, f.name) for p in parts]) for f in dataclasses.fields(cls)))
+        values = {f.name: [getattr(p, f.name) for p in parts] for f in dataclasses.fields(cls)}
+        joined = {k: None if any(v is None for v in vs) else torch.cat(vs) for k, vs in values.items()}
+        return cls(**joined)  # type: ignore[arg-type]  # the four log-prob fields are never None
 
     def detach(self) -> PairLogps:
-        return PairLogps(*(getattr(self, f.name).detach() for f in dataclasses.fields(self)))
+        return dataclasses.replace(
+            self,
+            **{
+                f.name: getattr(self, f.name).detach()
+                for f in dataclasses.fields(self)
+                if getattr(self, f.name) is not None
+            },
+        )
 
     @property
     def chosen_log_ratio(self) -> torch.Tensor:

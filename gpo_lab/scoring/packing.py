@@ -36,6 +36,7 @@ class PackedPairs(PairBatch):
     position_ids: torch.Tensor
     segment_ids: torch.Tensor
     reference_logps: torch.Tensor | None = None
+    offset: torch.Tensor | None = None  # (B,) a per-pair margin offset from the data (ODPO)
 
     @classmethod
     def from_pairs(cls, pairs: Sequence[Pair], pad_id: int, reference_logps: torch.Tensor | None = None) -> PackedPairs:
@@ -66,6 +67,9 @@ class PackedPairs(PairBatch):
     def score_shared(self, model) -> torch.Tensor:
         """log pi(y|x) from the packed rows themselves, whether or not the model honours them."""
         return packed_sequence_logprobs(model, self.input_ids, self.position_ids, self.segment_ids)
+
+    def response_lengths(self) -> torch.Tensor:
+        return torch.cat([(self.segment_ids == CHOSEN).sum(-1), (self.segment_ids == REJECTED).sum(-1)])
 
     def unpack(self) -> PlainPairs:
         """The same pairs as plain right-padded rows, for models that cannot share prefixes."""

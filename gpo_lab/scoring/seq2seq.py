@@ -36,6 +36,7 @@ class Seq2SeqPairs(PairBatch):
     response_ids: torch.Tensor
     response_mask: torch.Tensor
     reference_logps: torch.Tensor | None = None
+    offset: torch.Tensor | None = None  # (B,) a per-pair margin offset from the data (ODPO)
 
     @classmethod
     def from_rows(
@@ -65,6 +66,9 @@ class Seq2SeqPairs(PairBatch):
         return seq2seq_sequence_logprobs(
             model, self.input_ids, self.attention_mask, self.response_ids, self.response_mask
         )
+
+    def response_lengths(self) -> torch.Tensor:
+        return self.response_mask.sum(-1)
 
 
 def decoder_inputs(model, response_ids: torch.Tensor, response_mask: torch.Tensor) -> torch.Tensor:

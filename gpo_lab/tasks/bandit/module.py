@@ -162,6 +162,12 @@ def build_bandit_task(cfg: DictConfig, loss: GPOLoss, beta: float) -> tuple[Band
     settings = cfg.get("bandit")
     if settings is None:
         raise ConfigError("The bandit builder needs a `bandit:` block in the config; run with +experiment=bandit.")
+    if not getattr(loss, "on_rho", False):
+        raise ConfigError(
+            f"The bandit is defined on pairs through rho alone, but loss {getattr(loss, 'name', loss)!r} is not a "
+            "function of beta * rho (it uses lengths, the reference-free scores, the two log-ratios apart or the "
+            "batch). Pick a GPO loss or one of cdpo, robust, exo_pair, discopop."
+        )
     problem = build_problem(settings, cfg.seed)
     module = BanditModule(problem, loss, beta, **optimisation_options(cfg))
     datamodule = BanditDataModule(

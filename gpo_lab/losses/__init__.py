@@ -1,10 +1,16 @@
-"""The GPO loss family: E_mu[f(beta * rho)] for a convex f with f'(0) < 0.
+"""The GPO loss family: E_mu[f(beta * rho)] for a convex f with f'(0) < 0, and the field around it.
 
 Each f of the paper's table is a plain function of a tensor ``z`` so that users and notebooks
 can plot it, and one entry of :data:`MEMBERS`, the registry every list of losses in gpo_lab is
 read from (adding a loss: docs/losses.md). :class:`GPOLoss` wraps any such f (a member or a
 user's own, named by its dotted path in a config file), checks at start-up that it really
 defines a GPO loss, and applies it to the policy/reference log-ratio margins of a batch.
+
+The other offline preference losses researchers compare against (SimPO, cDPO, TRL's loss types,
+...) are built from parts (:mod:`gpo_lab.losses.margins`, :mod:`gpo_lab.losses.parts`) and named
+in :mod:`gpo_lab.losses.field`; every loss maps a batch's
+:class:`~gpo_lab.scoring.batches.PairLogps` and beta to per-example losses with
+``loss.pair_loss(logps, beta)``. The start-up check is :mod:`gpo_lab.losses.check`.
 """
 
 from __future__ import annotations
@@ -19,8 +25,7 @@ from hydra.core.config_store import ConfigStore
 from hydra.utils import get_method
 
 from gpo_lab.errors import ConfigError
-
-LossFunction = Callable[[torch.Tensor], torch.Tensor]
+from gpo_lab.losses.check import InvalidGPOLoss, LossFunction, check_gpo_function, numerical_derivatives
 
 
 def logistic(z: torch.Tensor) -> torch.Tensor:
@@ -95,7 +100,7 @@ class GPOMember:
 MEMBERS: dict[str, GPOMember] = {
     member.name: member
     for member in (
-        GPOMember("logistic", logistic, Derivatives(math.log(2.0), -0.5, 0.25), "DPO", ("dpo",)),
+        GPOMember("logistic", logistic, Derivatives(math.log(2.0), -0.5, 0.25), "DPO", ("dpo", "sigmoid")),
         GPOMember("hinge", hinge, Derivatives(1.0, -1.0, 0.0), "SLiC", ("slic",)),
         GPOMember("squared", squared, Derivatives(1.0, -2.0, 2.0), "IPO", ("ipo",)),
         GPOMember("exponential", exponential, Derivatives(1.0, -1.0, 1.0), "GPO", linestyle="--"),
@@ -146,9 +151,19 @@ def member(name: str) -> GPOMember | None:
 
 
 def derivatives_of(name: str) -> Derivatives:
-    """Exact values for a member, central differences for an importable user function."""
+    """Exact values for a member, central differences for a field loss of beta * rho or a user function.
+
+    Raises :class:`NotOnRho` for a field loss that is not f(beta * rho): it has no f''(0).
+    """
     known = member(name)
-    return known.derivatives if known is not None else numerical_derivatives(resolve_function(name)[1])
+    if known is not None:
+        return known.derivatives
+    if name in FIELD:
+        built = FIELD[name].build(**({"allow_nonconvex": True} if FIELD[name].nonconvex else {}))
+        if built.derivatives is None:
+            raise NotOnRho(f"Loss {name!r} is not a function of beta * rho: it has no f''(0).")
+        return built.derivatives  # type: ignore[return-value]  # a Derivatives, set by every field loss
+    return numerical_derivatives(resolve_function(name)[1])
 
 
 def register_loss_configs() -> None:
@@ -162,14 +177,17 @@ def register_loss_configs() -> None:
         store.store(group="loss", name=alias, node={"defaults": [name]}, provider="gpo_lab")
 
 
-class InvalidGPOLoss(ConfigError):
-    """Raised at start-up when a function does not define a GPO loss."""
-
-
 def resolve_function(fn: str | LossFunction) -> tuple[str, LossFunction]:
-    """Turn a table name, an alias or a dotted import path into (name, f)."""
+    """Turn a table name, an alias or a dotted import path into (name, f).
+
+    A user's function keeps its own name unless that name is a member's: then it is named by its
+    import path, so that it is never mistaken for (or trusted as) the member.
+    """
     if callable(fn):
-        return getattr(fn, "__name__", "custom"), fn
+        name = getattr(fn, "__name__", "custom")
+        if _is_taken(name, fn):
+            name = f"{getattr(fn, '__module__', '')}.{getattr(fn, '__qualname__', name)}".lstrip(".")
+        return name, fn
     known = member(fn)
     if known is not None:
         return known.name, known.function
@@ -183,63 +201,48 @@ def resolve_function(fn: str | LossFunction) -> tuple[str, LossFunction]:
         function = get_method(fn)
     except Exception as error:  # hydra wraps import errors in its own types
         raise InvalidGPOLoss(f"Cannot import the loss function {fn!r}: {error}") from error
-    return fn.rsplit(".", 1)[-1], function
+    name = fn.rsplit(".", 1)[-1]
+    return (fn if _is_taken(name, function) else name), function
 
 
-def numerical_derivatives(f: LossFunction, h: float = 1e-4) -> Derivatives:
-    """Central finite differences at 0 in float64; exact enough to check signs and ratios."""
-    z = torch.tensor([-h, 0.0, h], dtype=torch.float64)
-    lo, mid, hi = (float(v) for v in f(z))
-    return Derivatives(mid, (hi - lo) / (2 * h), (hi - 2 * mid + lo) / h**2)
+def _is_taken(name: str, function: LossFunction) -> bool:
+    """True when ``name`` is a member's (or an alias) but ``function`` is not that member's f."""
+    known = member(name)
+    return known is not None and known.function is not function
 
 
-def check_gpo_function(name: str, f: LossFunction, grid_radius: float = 10.0, points: int = 2001) -> None:
-    """Refuse f unless it is finite, convex on a grid and decreasing at 0 (f'(0) < 0)."""
-    z = torch.linspace(-grid_radius, grid_radius, points, dtype=torch.float64)
-    try:
-        values = f(z)
-    except Exception as error:
-        raise InvalidGPOLoss(f"Loss {name!r} fails on a float64 tensor: {error}") from error
-    if not isinstance(values, torch.Tensor) or values.shape != z.shape:
-        raise InvalidGPOLoss(f"Loss {name!r} must map a tensor z to a tensor of the same shape, elementwise.")
-    values = values.to(torch.float64)
-    if not torch.isfinite(values).all():
-        bad = z[~torch.isfinite(values)][0].item()
-        raise InvalidGPOLoss(f"Loss {name!r} is not finite at z={bad:.3g}.")
-    second_differences = values[2:] - 2 * values[1:-1] + values[:-2]
-    tolerance = 1e-9 * (1 + values.abs().max().item())
-    if (second_differences < -tolerance).any():
-        where = z[1:-1][second_differences < -tolerance][0].item()
-        raise InvalidGPOLoss(
-            f"Loss {name!r} is not convex: its second difference is negative near z={where:.3g}. "
-            "A GPO loss needs a convex f with f'(0) < 0."
-        )
-    slope = numerical_derivatives(f).d1
-    if not slope < 0:
-        raise InvalidGPOLoss(
-            f"Loss {name!r} has f'(0) = {slope:.4g}, but a GPO loss needs f'(0) < 0 "
-            "(it must reward a larger preference margin)."
-        )
+def builtin_member(name: str, function: LossFunction) -> GPOMember | None:
+    """The member whose f *is* ``function`` (identity, not name): the only functions trusted unchecked."""
+    known = MEMBERS.get(name)
+    return known if known is not None and known.function is function else None
 
 
 class GPOLoss(torch.nn.Module):
-    """f(beta * rho) averaged over a batch, for f given by name or dotted path.
+    """f(beta * rho) for f given by name or dotted path: the GPO member of the loss interface.
 
     Built from the ``loss`` config group; ``fn`` is a table name (``logistic``), an alias
-    (``dpo``) or the import path of any user function (``mypkg.losses.my_f``). User functions
-    are checked at start-up (convex on a grid, f'(0) < 0); the paper's table is trusted as is.
+    (``dpo``) or the import path of any user function (``mypkg.losses.my_f``). Every user function
+    is checked at start-up (finite, convex, f'(0) < 0; ``allow_nonconvex`` waives convexity) and its
+    derivatives at 0 are measured; only the table's own functions (by identity) are trusted as they are.
     """
 
-    def __init__(self, fn: str | LossFunction, check: bool | None = None):
+    uses_reference = True  # rho is reference-normalised
+    on_rho = True  # a function of rho alone: the bandit can take it
+
+    def __init__(self, fn: str | LossFunction, check: bool | None = None, allow_nonconvex: bool = False):
         super().__init__()
         self.name, self.function = resolve_function(fn)
-        known = MEMBERS.get(self.name)  # the table's members are trusted as they are
+        known = builtin_member(self.name, self.function)
         if check if check is not None else known is None:
-            check_gpo_function(self.name, self.function)
+            check_gpo_function(self.name, self.function, allow_nonconvex=allow_nonconvex)
         self.derivatives = known.derivatives if known is not None else numerical_derivatives(self.function)
 
     def per_example(self, rho: torch.Tensor, beta: float) -> torch.Tensor:
         return self.function(beta * _at_least_float32(rho))
+
+    def pair_loss(self, logps, beta: float) -> torch.Tensor:
+        """The loss interface: per-example losses of a batch's :class:`PairLogps`."""
+        return self.per_example(logps.rho, beta)
 
     def forward(self, rho: torch.Tensor, beta: float) -> torch.Tensor:
         return self.per_example(rho, beta).mean()
@@ -253,3 +256,31 @@ def validate_beta(beta: float) -> float:
     if not isinstance(beta, (int, float)) or isinstance(beta, bool) or not math.isfinite(beta) or beta <= 0:
         raise ConfigError(f"beta must be a finite number > 0, got {beta!r}. Set e.g. beta=0.1.")
     return float(beta)
+
+
+# The rest of the field, built from parts (imported last: they use the family above).
+from gpo_lab.losses.field import FIELD, FieldEntry, describe  # noqa: E402
+from gpo_lab.losses.margins import MarginLoss  # noqa: E402
+from gpo_lab.losses.parts import AOTLoss, ChosenNLL, NotOnRho, PairFunctionLoss, WeightedSum  # noqa: E402
+
+__all__ = [
+    "ALIASES",
+    "AOTLoss",
+    "BUILTIN_FUNCTIONS",
+    "ChosenNLL",
+    "Derivatives",
+    "EXACT_DERIVATIVES",
+    "FIELD",
+    "FieldEntry",
+    "GPOLoss",
+    "GPOMember",
+    "InvalidGPOLoss",
+    "MEMBERS",
+    "MarginLoss",
+    "NotOnRho",
+    "PairFunctionLoss",
+    "WeightedSum",
+    "check_gpo_function",
+    "describe",
+    "numerical_derivatives",
+]

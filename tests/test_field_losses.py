@@ -1,0 +1,201 @@
+"""The field's named losses against their closed forms, computed by hand on a few pairs (float64).
+
+Two pairs with hand-picked log-probs and lengths: chosen log-ratios c = (1, -1), rejected
+r = (-1, 1), so rho = (2, -2); lengths |y_w| = (2, 4), |y_l| = (4, 2), so the averaged margins
+are (1/2 + 1/4, -1/4 - 1/2) = (3/4, -3/4). Every expected value below is written from the paper's
+formula with ``math``, never from gpo_lab's code.
+"""
+
+import math
+
+import pytest
+import torch
+import yaml
+
+from gpo_lab.errors import ConfigError
+from gpo_lab.losses import FIELD, GPOLoss, NotOnRho
+from gpo_lab.scoring.batches import PairLogps
+from tests.helpers import CONF_DIR
+
+
+def t(*values):
+    return torch.tensor(values, dtype=torch.float64)
+
+
+LOGPS = PairLogps(
+    policy_chosen=t(-4.0, -10.0),
+    policy_rejected=t(-6.0, -7.0),
+    reference_chosen=t(-5.0, -9.0),
+    reference_rejected=t(-5.0, -8.0),
+    chosen_length=t(2.0, 4.0),
+    rejected_length=t(4.0, 2.0),
+    offset=t(0.5, -1.0),
+)
+C, R, RHO = (1.0, -1.0), (-1.0, 1.0), (2.0, -2.0)
+AVG_MARGIN = (0.75, -0.75)
+LEN_W, LEN_L = (2.0, 4.0), (4.0, 2.0)
+PI_W, PI_L = (-4.0, -10.0), (-6.0, -7.0)
+
+
+def softplus(x):
+    return math.log1p(math.exp(x))
+
+
+def sigmoid(x):
+    return 1 / (1 + math.exp(-x))
+
+
+def log_sigmoid(x):
+    return -softplus(-x)
+
+
+def build(name, **overrides):
+    return FIELD[name].build(**overrides)
+
+
+BETA = 0.7
+EPS = 0.1
+HAND = {
+    "sigmoid_norm": [softplus(-BETA * m) for m in AVG_MARGIN],
+    "ipo_avg": [(m - 1 / (2 * BETA)) ** 2 for m in AVG_MARGIN],
+    "simpo": [softplus(-(BETA * (w / lw - v / lv) - 0.5)) for w, v, lw, lv in zip(PI_W, PI_L, LEN_W, LEN_L)],
+    "cdpo": [(1 - EPS) * softplus(-BETA * x) + EPS * softplus(BETA * x) for x in RHO],
+    "robust": [((1 - EPS) * softplus(-BETA * x) - EPS * softplus(BETA * x)) / (1 - 2 * EPS) for x in RHO],
+    "exo_pair": [
+        sigmoid(BETA * x) * (log_sigmoid(BETA * x) - math.log(1 - 1e-3))
+        + sigmoid(-BETA * x) * (log_sigmoid(-BETA * x) - math.log(1e-3))
+        for x in RHO
+    ],
+    "discopop": [
+        (1 - sigmoid(BETA * x / 0.05)) * softplus(-BETA * x) + sigmoid(BETA * x / 0.05) * math.exp(-BETA * x)
+        for x in RHO
+    ],
+    "nca_pair": [
+        -log_sigmoid(BETA * c) - 0.5 * log_sigmoid(-BETA * c) - 0.5 * log_sigmoid(-BETA * r) for c, r in zip(C, R)
+    ],
+    "bco_pair": [-log_sigmoid(BETA * c) - log_sigmoid(-BETA * r) for c, r in zip(C, R)],
+    "sppo_hard": [(c - 0.5 / BETA) ** 2 + (r + 0.5 / BETA) ** 2 for c, r in zip(C, R)],
+    "apo_zero": [1 - sigmoid(BETA * c) + sigmoid(BETA * r) for c, r in zip(C, R)],
+    "apo_down": [sigmoid(BETA * c) + 1 - sigmoid(BETA * (c - r)) for c, r in zip(C, R)],
+    "dpop": [-log_sigmoid(BETA * (c - r - 50 * max(0.0, -c))) for c, r in zip(C, R)],
+    "sft": [-(PI_W[0] + PI_W[1]) / (LEN_W[0] + LEN_W[1])] * 2,  # 14/6 for both pairs
+    "rpo": [softplus(-BETA * x) - w / lw for x, w, lw in zip(RHO, PI_W, LEN_W)],
+    "odpo": [softplus(-(BETA * x - o)) for x, o in zip(RHO, (0.5, -1.0))],
+    "rdpo": [softplus(-(BETA * x - 0.01 * (lw - ll))) for x, lw, ll in zip(RHO, LEN_W, LEN_L)],
+}
+HAND["orpo"] = [
+    14 / 6
+    + BETA
+    * softplus(
+        -(
+            (w / lw - math.log(1 - math.exp(w / lw)))  # log odds of the mean token probability
+            - (v / lv - math.log(1 - math.exp(v / lv)))
+        )
+    )
+    for w, v, lw, lv in zip(PI_W, PI_L, LEN_W, LEN_L)
+]
+NONCONVEX = {"exo_pair", "discopop"}
+
+
+def test_a_few_values_by_hand():
+    """Spot checks with numbers, not formulas: the first pair's averaged margin is 3/4, its rho 2."""
+    assert build("sigmoid_norm").pair_loss(LOGPS, 1.0)[0].item() == pytest.approx(math.log(1 + math.exp(-0.75)))
+    assert build("ipo_avg").pair_loss(LOGPS, 0.5)[0].item() == pytest.approx(0.0625)  # (3/4 - 1)^2
+    assert build("sppo_hard").pair_loss(LOGPS, 0.5)[0].item() == pytest.approx(0.0)  # (1 - 1)^2 + (-1 + 1)^2
+    assert build("sft").pair_loss(LOGPS, 1.0)[1].item() == pytest.approx(14 / 6)
+    # -4/2 - (-6/4) = -1/2: SimPO's margin times beta = 2 is -1, minus gamma = 1/2 gives z = -3/2
+    assert build("simpo").pair_loss(LOGPS, 2.0)[0].item() == pytest.approx(math.log(1 + math.exp(1.5)))
+
+
+@pytest.mark.parametrize("name", sorted(HAND))
+def test_matches_its_closed_form(name):
+    loss = build(name, **({"allow_nonconvex": True} if name in NONCONVEX else {}))
+    torch.testing.assert_close(loss.pair_loss(LOGPS, BETA), t(*HAND[name]), rtol=1e-10, atol=1e-12)
+
+
+def test_aot_sorts_the_batch():
+    """Policy margins (2, -3) sort to (-3, 2); reference margins (0, -1) sort to (-1, 0): delta = (-2, 2)."""
+    logps = PairLogps(t(-4.0, -10.0), t(-6.0, -7.0), t(-5.0, -9.0), t(-5.0, -8.0))
+    values = build("aot").pair_loss(logps, BETA)
+    torch.testing.assert_close(values, t(softplus(2 * BETA), softplus(-2 * BETA)), rtol=1e-12, atol=0)
+    smoothed = build("aot", label_smoothing=EPS).pair_loss(logps, BETA)
+    expected = [(1 - EPS) * softplus(-BETA * d) + EPS * softplus(BETA * d) for d in (-2.0, 2.0)]
+    torch.testing.assert_close(smoothed, t(*expected), rtol=1e-12, atol=0)
+
+
+def test_every_field_loss_has_its_yaml_and_no_yaml_is_unknown():
+    files = {p.stem: yaml.safe_load(p.read_text()) for p in (CONF_DIR / "loss").glob("*.yaml")}
+    for name, entry in FIELD.items():
+        assert files[name] == entry.config, name
+
+
+def test_reference_free_losses_say_so():
+    assert {n for n, e in FIELD.items() if not build(n, **_allow(n)).uses_reference} == {"simpo", "orpo", "sft"}
+    # ...and need no reference values at all: NaN references leave them finite
+    nan = torch.full((2,), float("nan"), dtype=torch.float64)
+    blind = PairLogps(LOGPS.policy_chosen, LOGPS.policy_rejected, nan, nan, LOGPS.chosen_length, LOGPS.rejected_length)
+    for name in ("simpo", "orpo", "sft"):
+        assert torch.isfinite(build(name).pair_loss(blind, BETA)).all()
+
+
+def _allow(name):
+    return {"allow_nonconvex": True} if name in NONCONVEX else {}
+
+
+def test_nonconvex_losses_need_the_explicit_switch():
+    for name in NONCONVEX:
+        with pytest.raises(Exception, match="not convex.*allow_nonconvex=true"):
+            build(name)
+        build(name, allow_nonconvex=True)
+
+
+def test_on_rho_losses_are_their_g_of_beta_rho():
+    """cdpo, robust, exo and discopop are g(beta * rho): the bandit and the report can use them."""
+    on_rho = {n for n in FIELD if build(n, **_allow(n)).on_rho}
+    assert on_rho == {"cdpo", "robust", "exo_pair", "discopop"}
+    # cDPO's slope at 0 is (1 - 2 eps) f'(0) = -0.4, its curvature f''(0) = 1/4, by hand
+    d = build("cdpo").derivatives
+    assert (d.f0, d.d1, d.d2) == pytest.approx((math.log(2), -0.4, 0.25), rel=1e-6)
+    with pytest.raises(NotOnRho):
+        build("simpo").per_example(t(1.0), 1.0)
+
+
+def test_length_losses_need_lengths():
+    bare = PairLogps(LOGPS.policy_chosen, LOGPS.policy_rejected, LOGPS.reference_chosen, LOGPS.reference_rejected)
+    with pytest.raises(ConfigError, match="token counts"):
+        build("simpo").pair_loss(bare, 1.0)
+    GPOLoss("logistic").pair_loss(bare, 1.0)  # GPO needs none
+
+
+def test_sigmoid_is_logistic():
+    assert GPOLoss("sigmoid").name == "logistic"
+    torch.testing.assert_close(GPOLoss("sigmoid").pair_loss(LOGPS, BETA), t(*[softplus(-BETA * x) for x in RHO]))
+
+
+def test_user_f_of_a_margin_loss_is_checked():
+    with pytest.raises(Exception, match="not convex"):
+        build("cdpo", fn="tests.test_losses.not_convex")
+    with pytest.raises(Exception, match=r"f'\(0\) = 0.6"):  # (1 - 2 eps) * 1 = 0.6 for exp(z)
+        FIELD["cdpo"].build(label_smoothing=0.2, fn="tests.test_losses.increasing_at_zero")
+
+
+def test_the_docs_table_is_the_field():
+    text = (CONF_DIR.parent / "docs" / "losses.md").read_text()
+    section = text.split("## The rest of the field", 1)[1].split("\n## ", 1)[0]
+    rows = [[cell.strip() for cell in line.split(" | ")] for line in section.splitlines() if line.startswith("| `")]
+    rows = rows[1:]  # after the header
+    assert [row[0].strip("| `") for row in rows] == list(FIELD)
+    for row in rows:
+        entry = FIELD[row[0].strip("| `")]
+        assert row[1] == f"`{entry.formula}`" and row[2] == entry.paper
+        assert row[3] == (entry.trl or "—") and row[4].rstrip(" |") == entry.beta
+
+
+def test_the_report_rescales_only_losses_of_beta_rho():
+    from gpo_lab.report import aggregate, figures
+
+    assert math.isnan(aggregate.regularization_ratio("simpo"))  # no f''(0): left out of the rescaled panel
+    assert "not f(β·ρ)" in figures._omission("simpo", math.nan)
+    # cDPO: f''(0) = 1/4 and |f'(0)| = (1 - 2 eps)/2 = 0.4 by hand
+    assert aggregate.regularization_ratio("cdpo") == pytest.approx(0.25 / 0.4, rel=1e-6)
+    assert aggregate.regularization_ratio("sigmoid") == 0.5  # the alias is logistic
