@@ -9,7 +9,6 @@ so evaluating never changes the training run's random stream.
 
 from __future__ import annotations
 
-import inspect
 import math
 from dataclasses import dataclass
 
@@ -18,7 +17,8 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from gpo_lab.data.tokenization import is_conversation, prompt_start_token, render_texts
-from gpo_lab.eval.seq2seq_sampling import is_encoder_decoder, sample_seq2seq_responses, score_seq2seq_responses
+from gpo_lab.eval.seq2seq_sampling import sample_seq2seq_responses, score_seq2seq_responses
+from gpo_lab.models.hf import cache_keyword, cache_of, is_encoder_decoder
 from gpo_lab.scoring.batches import PlainPairs
 from gpo_lab.scoring.logprobs import (
     position_ids_from_mask,
@@ -52,16 +52,6 @@ def encode_prompts(tokenizer, prompts: list) -> list[list[int]]:
     return encoded
 
 
-def _cache_keyword(model) -> str:
-    """The name under which this model takes its KV cache (``cache`` from transformers 5.2x on)."""
-    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
-
-
-def _cache_of(output):
-    cache = output.get("cache")
-    return cache if cache is not None else output.get("past_key_values")
-
-
 @torch.no_grad()
 def sample_responses(
     model,
@@ -86,7 +76,7 @@ def sample_responses(
         input_ids, mask = prompts_only.input_ids, prompts_only.attention_mask
         positions = position_ids_from_mask(mask)
         output = model(input_ids=input_ids, attention_mask=mask, position_ids=positions, use_cache=True)
-        cache_keyword = _cache_keyword(model)
+        keyword = cache_keyword(model)
         next_position = positions[:, -1:] + 1
         finished = torch.zeros(len(chunk), dtype=torch.bool, device=device)
         lengths = torch.full((len(chunk),), max_new_tokens, dtype=torch.long, device=device)
@@ -107,7 +97,7 @@ def sample_responses(
                 attention_mask=mask,
                 position_ids=next_position,
                 use_cache=True,
-                **{cache_keyword: _cache_of(output)},
+                **{keyword: cache_of(output)},
             )
             next_position = next_position + 1
         drawn = torch.stack(tokens, dim=1).cpu()

@@ -9,29 +9,13 @@ uses the encoder-decoder log-prob path of training (:mod:`gpo_lab.scoring.seq2se
 
 from __future__ import annotations
 
-import inspect
-
 import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from gpo_lab.models.hf import cache_keyword, cache_of
 from gpo_lab.scoring.logprobs import row_sums, summed_logprobs
 from gpo_lab.scoring.seq2seq import Seq2SeqPairs, seq2seq_response_logits
-
-
-def is_encoder_decoder(model) -> bool:
-    return bool(getattr(getattr(model, "config", None), "is_encoder_decoder", False))
-
-
-def _cache_keyword(model) -> str:
-    """The name under which the model (or, behind a peft wrapper, its base model) takes its KV cache."""
-    forward = model.get_base_model().forward if hasattr(model, "get_base_model") else model.forward
-    return "cache" if "cache" in inspect.signature(forward).parameters else "past_key_values"
-
-
-def _cache_of(output):
-    cache = output.get("cache")
-    return cache if cache is not None else output.get("past_key_values")
 
 
 @torch.no_grad()
@@ -48,7 +32,7 @@ def sample_seq2seq_responses(
     """One response per prompt, drawn token by token from softmax(logits) of the decoder."""
     device = next(model.parameters()).device
     start = model.config.decoder_start_token_id
-    keyword = _cache_keyword(model)
+    keyword = cache_keyword(model)
     responses: list[list[int]] = []
     bar = tqdm(total=len(prompts), desc=progress, leave=False, disable=progress is None, dynamic_ncols=True)
     for first in range(0, len(prompts), batch_size):
@@ -77,7 +61,7 @@ def sample_seq2seq_responses(
                 attention_mask=encoder.attention_mask,
                 decoder_input_ids=token[:, None],
                 use_cache=True,
-                **{keyword: _cache_of(output)},
+                **{keyword: cache_of(output)},
             )
         drawn = torch.stack(tokens, dim=1).cpu()
         responses.extend(drawn[i, :n].tolist() for i, n in enumerate(lengths.tolist()))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import inspect
+
 import torch
 from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer, PreTrainedModel
 
@@ -84,3 +86,21 @@ def hf_seq2seq_lm(
     if model.config.decoder_start_token_id is None:
         model.config.decoder_start_token_id = model.config.pad_token_id
     return model
+
+
+def is_encoder_decoder(model) -> bool:
+    """What the model's own config says (a LoRA wrapper passes its base model's config through)."""
+    return bool(getattr(getattr(model, "config", None), "is_encoder_decoder", False))
+
+
+def cache_keyword(model) -> str:
+    """The name under which the model (behind a peft wrapper, its base model) takes its KV cache:
+    ``cache`` from transformers 5.2x on, ``past_key_values`` before."""
+    forward = model.get_base_model().forward if hasattr(model, "get_base_model") else model.forward
+    return "cache" if "cache" in inspect.signature(forward).parameters else "past_key_values"
+
+
+def cache_of(output):
+    """The KV cache a forward pass returned, under either name."""
+    cache = output.get("cache")
+    return cache if cache is not None else output.get("past_key_values")

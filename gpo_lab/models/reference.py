@@ -12,7 +12,6 @@
 from __future__ import annotations
 
 import copy
-import inspect
 import logging
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -22,6 +21,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from gpo_lab.errors import ConfigError
+from gpo_lab.models.hf import cache_keyword
 from gpo_lab.models.lora import ADAPTER_PARAMETERS, adapters_off_problems, is_lora_model
 
 log = logging.getLogger(__name__)
@@ -90,8 +90,7 @@ class AdaptersDisabled(torch.nn.Module):
                 + ". Or use reference=copy, which copies the whole policy."
             )
         self._policy = (policy,)
-        base_forward = inspect.signature(policy.get_base_model().forward).parameters
-        self._cache_keyword = "cache" if "cache" in base_forward else "past_key_values"
+        self._cache_keyword = cache_keyword(policy)
 
     @property
     def policy(self) -> torch.nn.Module:

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import pytorch_lightning as pl
-import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from gpo_lab.losses import GPOLoss
-from gpo_lab.models.hf import disable_dropout
+from gpo_lab.models.hf import disable_dropout, is_encoder_decoder
 from gpo_lab.models.reference import LazyReference
 from gpo_lab.models.reference_cache import ReferenceLogpCache, attach_reference_logps
 from gpo_lab.module import GPOModule
@@ -63,8 +62,3 @@ def build_language_task(cfg: DictConfig, loss: GPOLoss, beta: float) -> tuple[GP
         reference = LazyReference(reference)  # training reads the cached log-probs; evaluations may still use it
     module = GPOModule(policy, reference, loss, beta, **optimisation_options(cfg))
     return module, datamodule
-
-
-def is_encoder_decoder(model: torch.nn.Module) -> bool:
-    """What the model's own config says (a LoRA wrapper passes its base model's config through)."""
-    return bool(getattr(getattr(model, "config", None), "is_encoder_decoder", False))
