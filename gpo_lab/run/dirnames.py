@@ -24,7 +24,7 @@ from gpo_lab.run.redaction import is_secret_name, secret_environment_values
 
 DEFAULT = "default"  # the name of a run without overrides
 MAX_VALUE = 48  # a longer value is shortened to a hint and a hash
-MAX_NAME = 200  # below the 255 bytes of most file systems, leaving room for suffixes
+MAX_NAME = 240  # ASCII, so below the 255 bytes a file name may have on most file systems
 HINT = 24
 READABLE_KEY = re.compile(r"[+~]{0,2}[A-Za-z0-9_.@-]+")
 READABLE_VALUE = re.compile(r"[A-Za-z0-9_.:@%+-]*")
