@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from gpo_lab.eval.draw import draw_next
 from gpo_lab.models.hf import cache_keyword, cache_of
 from gpo_lab.scoring.logprobs import row_sums, summed_logprobs
 from gpo_lab.scoring.seq2seq import Seq2SeqPairs, seq2seq_response_logits
@@ -47,13 +48,8 @@ def sample_seq2seq_responses(
         lengths = torch.full((len(chunk),), max_new_tokens, dtype=torch.long, device=device)
         tokens = []
         for step in range(max_new_tokens):
-            probs = torch.softmax(output.logits[:, -1].float(), dim=-1)
-            token = torch.multinomial(probs, 1, generator=generator).squeeze(1)
-            token = torch.where(finished, torch.full_like(token, pad_token_id), token)
+            token = draw_next(output.logits[:, -1], generator, finished, lengths, step, pad_token_id, eos_token_id)
             tokens.append(token)
-            ended = (token == eos_token_id) & ~finished
-            lengths[ended] = step + 1
-            finished |= ended
             if bool(finished.all()) or step + 1 == max_new_tokens:
                 break
             output = model(
