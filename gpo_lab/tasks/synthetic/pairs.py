@@ -4,7 +4,9 @@ For each prompt two responses are drawn (from the SFT policy, as in the paper, o
 behaviour generator) and the first is preferred with probability sigmoid((r1 - r2) / T): noisy
 labels, like human raters'. ``label_temperature=0`` labels deterministically (the better one wins,
 a tie by a fair coin). Pairs whose two responses are the same carry no preference and are
-dropped. Training pairs use fresh prompts; validation pairs use the held-out evaluation prompts.
+dropped. The prompts are split by topic set: a fraction of the topic sets of every size is held out,
+the validation pairs (and the evaluation prompts the callbacks sample on) come from those, and the
+training pairs never do.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from gpo_lab.tasks.synthetic.task import TopicTask
 log = logging.getLogger(__name__)
 
 PAIRS_FILE = "pairs.json"
-PAIRS_VERSION = 1
+PAIRS_VERSION = 2  # 2: evaluation prompts disjoint from training prompts (by topic set)
 SOURCES = ("policy", "behaviour")
 
 
@@ -37,6 +39,7 @@ SOURCES = ("policy", "behaviour")
 class PairSettings:
     num_train_prompts: int = 8000
     num_eval_prompts: int = 512
+    held_out_fraction: float = 0.25  # of the topic sets of each size, reserved for evaluation
     source: str = "policy"  # who writes the two responses: the SFT policy or the behaviour generator
     label_temperature: float = 0.5  # T of the Bradley-Terry labels; 0 = deterministic
     seed: int = 0
@@ -49,6 +52,8 @@ class PairSettings:
             raise ConfigError(f"synthetic.pairs.label_temperature must be >= 0, got {self.label_temperature}.")
         if self.num_train_prompts < 1 or self.num_eval_prompts < 1:
             raise ConfigError("synthetic.pairs.num_train_prompts and num_eval_prompts must be >= 1.")
+        if not 0 < self.held_out_fraction < 1:
+            raise ConfigError(f"synthetic.pairs.held_out_fraction must be in (0, 1), got {self.held_out_fraction}.")
 
 
 def preference_probability(reward_a: float, reward_b: float, temperature: float) -> float:
@@ -117,9 +122,10 @@ def generate_pairs(
     """Train and validation rows (prompt, chosen, rejected, and their golden rewards) plus statistics."""
     rng = random.Random(settings.seed)
     generator = torch.Generator(device=next(policy.parameters()).device).manual_seed(settings.seed)
-    eval_prompts = task.prompts(settings.num_eval_prompts, seed=settings.seed + 1)
-    train_prompts = [task.render_prompt(task.sample_prompt_topics(rng)) for _ in range(settings.num_train_prompts)]
-    out: dict[str, Any] = {"stats": {}}
+    held_out = task.held_out_topic_sets(settings.held_out_fraction, seed=settings.seed)
+    eval_prompts = task.prompts(settings.num_eval_prompts, seed=settings.seed + 1, held_out=held_out)
+    train_prompts = task.training_prompts(settings.num_train_prompts, rng, held_out)
+    out: dict[str, Any] = {"stats": {"mu_held_out_topic_sets": len(held_out)}}
     for split, prompts in (("train", train_prompts), ("validation", eval_prompts)):
         first = _responses(
             settings, task, behaviour, policy, tokenizer, prompts, generator, rng, f"pairs: {split} responses 1/2"

@@ -16,8 +16,10 @@ drifting off topic or repeating costs more, and a policy pushed far from a sensi
 
 from __future__ import annotations
 
+import itertools
 import random
 from dataclasses import dataclass
+from functools import cache
 
 from gpo_lab.errors import ConfigError
 from gpo_lab.models.tokenizers import word_tokenizer
@@ -115,22 +117,43 @@ class TopicTask:
             raise ValueError(f"Not a prompt of the synthetic task: {prompt!r}")
         return tuple(words[1:-1])
 
-    def prompts(self, count: int, seed: int, exclude: set[str] = frozenset()) -> list[str]:
-        """``count`` distinct prompts, none of them in ``exclude`` (to hold prompts out)."""
+    # ----------------------------------------------------------------- held-out prompts
+    def held_out_topic_sets(self, fraction: float, seed: int) -> frozenset[frozenset[str]]:
+        """The topic sets reserved for evaluation: ``fraction`` of the sets of each size, chosen by ``seed``.
+
+        The partition is of topic *sets*, not of prompts: ``about apple river :`` and ``about river
+        apple :`` ask for the same response, so both are held out or neither is. Every size gets its
+        share (at least one set, never all), so the small two-topic space is held out in proportion.
+        """
+        return _held_out_topic_sets(self.topics, self.min_prompt_topics, self.max_prompt_topics, fraction, seed)
+
+    def prompts(self, count: int, seed: int, held_out: frozenset[frozenset[str]] | None = None) -> list[str]:
+        """``count`` distinct prompts whose topic sets are all in ``held_out`` (all prompts when None)."""
         rng = random.Random(seed)
-        seen, prompts = set(exclude), []
+        seen, prompts = set(), []
         for _ in range(100 * count + 1000):
             if len(prompts) == count:
                 break
-            prompt = self.render_prompt(self.sample_prompt_topics(rng))
-            if prompt not in seen:
+            topics = self.sample_prompt_topics(rng)
+            prompt = self.render_prompt(topics)
+            if prompt not in seen and (held_out is None or frozenset(topics) in held_out):
                 seen.add(prompt)
                 prompts.append(prompt)
         else:
             raise ConfigError(
-                f"Cannot draw {count} distinct prompts from {self.num_topics} topics; "
-                "raise synthetic.task.num_topics or lower the number of prompts."
+                f"Cannot draw {count} distinct prompts from {self.num_topics} topics"
+                + (" within the held-out topic sets; raise synthetic.pairs.held_out_fraction" if held_out else "")
+                + "; raise synthetic.task.num_topics or lower the number of prompts."
             )
+        return prompts
+
+    def training_prompts(self, count: int, rng: random.Random, held_out: frozenset[frozenset[str]]) -> list[str]:
+        """``count`` prompts drawn i.i.d. from the prompt distribution restricted to the sets not held out."""
+        prompts = []
+        while len(prompts) < count:
+            topics = self.sample_prompt_topics(rng)
+            if frozenset(topics) not in held_out:
+                prompts.append(self.render_prompt(topics))
         return prompts
 
     # ----------------------------------------------------------------- golden reward
@@ -161,3 +184,19 @@ class TopicTask:
 
     def max_reward(self, prompt: str) -> float:
         return len(self.prompt_topics(prompt)) * (self.coverage - self.length)
+
+
+@cache
+def _held_out_topic_sets(
+    topics: tuple[str, ...], smallest: int, largest: int, fraction: float, seed: int
+) -> frozenset[frozenset[str]]:
+    if not 0 < fraction < 1:
+        raise ConfigError(f"synthetic.pairs.held_out_fraction must be in (0, 1), got {fraction}.")
+    rng = random.Random(seed)
+    held_out: set[frozenset[str]] = set()
+    for size in range(smallest, largest + 1):
+        sets = [frozenset(c) for c in itertools.combinations(topics, size)]
+        rng.shuffle(sets)
+        share = min(len(sets) - 1, max(1, round(fraction * len(sets))))
+        held_out.update(sets[:share])
+    return frozenset(held_out)
