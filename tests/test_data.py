@@ -2,6 +2,7 @@
 
 import json
 import logging
+import random
 
 import datasets
 import pytest
@@ -10,7 +11,7 @@ from lightning_fabric.utilities.apply_func import move_data_to_device
 
 from gpo_lab.data.module import DataError, PreferenceDataModule, pad_rows
 from gpo_lab.data.sources import load
-from gpo_lab.data.tokenization import Truncation, encode_pair
+from gpo_lab.data.tokenization import Truncation, encode_pair, encode_pairs
 from gpo_lab.errors import ConfigError
 from gpo_lab.models.reference_cache import COLUMN
 from gpo_lab.models.tokenizers import byte_tokenizer, word_tokenizer
@@ -190,3 +191,27 @@ def test_data_files_from_a_hydra_config(tmp_path):
     files = OmegaConf.create({split: str(tmp_path / f"{split}.jsonl") for split in ("train", "validation")})
     data = load("json", data_files=files)
     assert sorted(data) == ["train", "validation"] and len(data["train"]) == 1
+
+
+def test_batched_encoding_equals_text_by_text(words):
+    """The one-call-per-column encoding gives each pair the ids of tokenizing its texts one by one."""
+    rng = random.Random(0)
+    vocabulary = ["p1", "p2", "p3", "good", "fine", "bad"]
+
+    def text():
+        return " ".join(rng.choice(vocabulary) for _ in range(rng.randint(0, 7)))
+
+    triples = [(text(), text(), text()) for _ in range(300)]
+    truncation, start = Truncation(max_length=9, max_prompt_length=4), (words.bos_token_id, False)
+    batched = encode_pairs(*(list(column) for column in zip(*triples)), words, truncation, start)
+    for (prompt, chosen, rejected), pair in zip(triples, batched):
+        if not chosen or not rejected:
+            assert pair is None
+            continue
+        prompt_ids = (ids(words, prompt) or [words.bos_token_id])[-4:]
+        assert pair == {
+            "prompt_ids": prompt_ids,
+            "chosen_ids": (ids(words, chosen) + [words.eos_token_id])[: 9 - len(prompt_ids)],
+            "rejected_ids": (ids(words, rejected) + [words.eos_token_id])[: 9 - len(prompt_ids)],
+        }
+    assert sum(pair is None for pair in batched) > 10 and sum(pair is not None for pair in batched) > 100

@@ -11,12 +11,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import datasets
 import torch
 
+from gpo_lab.data.columns import column_values
 
-def pair_lengths(pairs, packed: bool) -> list[int]:
+
+def pair_lengths(pairs: datasets.Dataset, packed: bool) -> list[int]:
     """Width of each encoded pair in a batch: prompt + chosen + rejected when packed, else its longer row."""
-    columns = zip(pairs["prompt_ids"], pairs["chosen_ids"], pairs["rejected_ids"])
+    columns = zip(*(column_values(pairs, name) for name in ("prompt_ids", "chosen_ids", "rejected_ids")))
     if packed:
         return [len(p) + len(c) + len(r) for p, c, r in columns]
     return [len(p) + max(len(c), len(r)) for p, c, r in columns]

@@ -11,14 +11,13 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader
 
+from gpo_lab.data.columns import REFERENCE_LOGPS, batch_reference_logps
 from gpo_lab.data.length_grouping import LengthGroupedOrder, pair_lengths
 from gpo_lab.data.resumable import ResumableDataLoader
 from gpo_lab.data.sources import DataError
 from gpo_lab.data.splits import prompts_in_both, split_by_prompt
-from gpo_lab.data.tokenization import Truncation, encode_pair, is_conversation, prompt_start_token, render_texts
+from gpo_lab.data.tokenization import Truncation, encode_pairs, is_conversation, prompt_start_token, render_texts
 from gpo_lab.errors import ConfigError
-from gpo_lab.models.reference_cache import COLUMN as REFERENCE_LOGPS
-from gpo_lab.models.reference_cache import batch_reference_logps
 from gpo_lab.scoring.batches import PairBatch, PlainPairs
 from gpo_lab.scoring.packing import PackedPairs
 from gpo_lab.scoring.seq2seq import Seq2SeqPairs
@@ -143,13 +142,17 @@ class PreferenceDataModule(pl.LightningDataModule):
         return data.rename_columns({column: field for field, column in self.columns.items() if column != field})
 
     def _encode(self, data: datasets.Dataset, split: str) -> datasets.Dataset:
-        start = prompt_start_token(self.tokenizer)
-        encoded, identical, dropped, informative = [], 0, 0, 0
-        for row in data:
+        columns = data.to_dict()
+        rows = [dict(zip(columns, values)) for values in zip(*columns.values())]
+        for row in rows:
             self._check_types(row)
-            prompt, chosen, rejected = render_texts(row["prompt"], row["chosen"], row["rejected"], self.tokenizer)
+        texts = [render_texts(row["prompt"], row["chosen"], row["rejected"], self.tokenizer) for row in rows]
+        prompts, chosen_texts, rejected_texts = (list(column) for column in zip(*texts)) if texts else ([], [], [])
+        start = prompt_start_token(self.tokenizer)
+        pairs = encode_pairs(prompts, chosen_texts, rejected_texts, self.tokenizer, self.truncation, start)
+        encoded, identical, dropped, informative = [], 0, 0, 0
+        for row, (_, chosen, rejected), pair in zip(rows, texts, pairs):
             identical += chosen == rejected
-            pair = encode_pair(prompt, chosen, rejected, self.tokenizer, self.truncation, start)
             if pair is None:
                 dropped += 1
             else:

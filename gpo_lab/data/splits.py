@@ -17,6 +17,7 @@ import math
 import datasets
 import numpy as np
 
+from gpo_lab.data.columns import column_values
 from gpo_lab.data.sources import DataError
 
 log = logging.getLogger(__name__)
@@ -48,7 +49,7 @@ def split_by_prompt(
     """
     target = validation_target(val_size, len(data))
     groups: dict[str, list[int]] = {}
-    for index, prompt in enumerate(data["prompt"]):
+    for index, prompt in enumerate(column_values(data, "prompt")):
         groups.setdefault(prompt_key(prompt), []).append(index)
     if len(groups) == 1:
         log.warning("Every pair has the same prompt: the validation split holds out pairs, not prompts.")
@@ -67,8 +68,8 @@ def split_by_prompt(
 
 def prompts_in_both(train: datasets.Dataset, validation: datasets.Dataset) -> dict[str, int]:
     """Distinct prompts on each side and how many validation prompts also occur in training."""
-    train_prompts = {prompt_key(p) for p in train["prompt"]}
-    validation_prompts = {prompt_key(p) for p in validation["prompt"]}
+    train_prompts = {prompt_key(p) for p in column_values(train, "prompt")}
+    validation_prompts = {prompt_key(p) for p in column_values(validation, "prompt")}
     return {
         "train_prompts": len(train_prompts),
         "validation_prompts": len(validation_prompts),

@@ -73,17 +73,39 @@ def encode_pair(
     prompt: str, chosen: str, rejected: str, tokenizer, truncation: Truncation, start: tuple[int, bool]
 ) -> dict | None:
     """Token ids of a pair after truncation, or None when a response ends up empty."""
-    prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    return encode_pairs([prompt], [chosen], [rejected], tokenizer, truncation, start)[0]
+
+
+def encode_pairs(
+    prompts: list[str],
+    chosen: list[str],
+    rejected: list[str],
+    tokenizer,
+    truncation: Truncation,
+    start: tuple[int, bool],
+) -> list[dict | None]:
+    """:func:`encode_pair` of every pair, with one tokenizer call per column (the fast tokenizers
+    encode a list at once, several times faster than text by text)."""
+
+    def ids(texts: list[str]) -> list[list[int]]:
+        return tokenizer(texts, add_special_tokens=False)["input_ids"] if texts else []
+
     start_id, always = start
-    if not prompt_ids or (always and prompt_ids[0] != start_id):
-        prompt_ids = [start_id, *prompt_ids]
-    if truncation.max_prompt_length is not None:
-        prompt_ids = prompt_ids[-truncation.max_prompt_length :]
-    budget = truncation.max_length - len(prompt_ids)
-    encoded = {"prompt_ids": prompt_ids}
-    for key, text in (("chosen_ids", chosen), ("rejected_ids", rejected)):
-        ids = tokenizer(text, add_special_tokens=False)["input_ids"]
-        if not ids or budget < 1:
-            return None
-        encoded[key] = (ids + [tokenizer.eos_token_id])[:budget]
+    encoded: list[dict | None] = []
+    for prompt_ids, chosen_ids, rejected_ids in zip(ids(prompts), ids(chosen), ids(rejected)):
+        if not prompt_ids or (always and prompt_ids[0] != start_id):
+            prompt_ids = [start_id, *prompt_ids]
+        if truncation.max_prompt_length is not None:
+            prompt_ids = prompt_ids[-truncation.max_prompt_length :]
+        budget = truncation.max_length - len(prompt_ids)
+        if not chosen_ids or not rejected_ids or budget < 1:
+            encoded.append(None)
+            continue
+        encoded.append(
+            {
+                "prompt_ids": prompt_ids,
+                "chosen_ids": (chosen_ids + [tokenizer.eos_token_id])[:budget],
+                "rejected_ids": (rejected_ids + [tokenizer.eos_token_id])[:budget],
+            }
+        )
     return encoded

@@ -9,6 +9,7 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.trainer.states import TrainerFn
 
+from gpo_lab.data.columns import column_values
 from gpo_lab.errors import ConfigError
 from gpo_lab.eval.sampling import SampleBank, encode_prompts, generate_bank, mean_and_se
 
@@ -35,7 +36,7 @@ def held_out_prompts(datamodule, limit: int, tokenizer) -> tuple[list, list[list
             "module has none (val_set); give it validation data or an eval_prompts attribute."
         )
     seen, ids = set(), []
-    for prompt in val_set["prompt_ids"]:
+    for prompt in column_values(val_set, "prompt_ids"):
         key = tuple(prompt)
         if key not in seen:
             seen.add(key)

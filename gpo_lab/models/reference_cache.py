@@ -30,6 +30,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from gpo_lab.data.columns import REFERENCE_LOGPS, column_values
 from gpo_lab.models.reference import LazyReference
 from gpo_lab.run.cache import ContentCache, spec_key
 from gpo_lab.scoring.batches import PlainPairs
@@ -41,7 +42,7 @@ log = logging.getLogger(__name__)
 
 CACHE_ENV = "GPO_LAB_CACHE"
 FORMAT_VERSION = 3  # 2: entries of the shared content cache (directories); 3: keyed by attention, precision, layout
-COLUMN = "reference_logps"  # per pair: [log pi_ref(chosen|x), log pi_ref(rejected|x)]
+COLUMN = REFERENCE_LOGPS
 SPLITS = {"train": "train_set", "validation": "val_set"}
 
 
@@ -77,7 +78,7 @@ def pairs_fingerprint(pairs) -> str:
     """A hash of the pairs' token ids, in order (the encoded dataset: prompt_ids, chosen_ids, rejected_ids)."""
     digest = _hasher()
     for column in ("prompt_ids", "chosen_ids", "rejected_ids"):
-        for ids in pairs[column]:
+        for ids in column_values(pairs, column):
             array = np.asarray(ids, dtype=np.int64)
             digest.update(np.int64(array.size).tobytes())
             digest.update(array.tobytes())
@@ -193,7 +194,7 @@ def compute_reference_logps(
     the training batches; else plain rows. Pairs are batched longest first, so each batch holds
     pairs of similar length (little padding).
     """
-    prompts, chosen, rejected = pairs["prompt_ids"], pairs["chosen_ids"], pairs["rejected_ids"]
+    prompts, chosen, rejected = (column_values(pairs, c) for c in ("prompt_ids", "chosen_ids", "rejected_ids"))
     order = sorted(range(len(prompts)), key=lambda i: -(len(prompts[i]) + len(chosen[i]) + len(rejected[i])))
     device = next(reference.parameters()).device
     out = torch.empty((len(order), 2), dtype=torch.float32)
@@ -210,12 +211,6 @@ def compute_reference_logps(
     finally:
         reference.train(was_training)
     return out
-
-
-def batch_reference_logps(pairs: list[dict]) -> torch.Tensor:
-    """The cached values of a list of pairs as GPOModule reads them: (2B,), chosen first, then rejected."""
-    values = torch.tensor([p[COLUMN] for p in pairs], dtype=torch.float32)
-    return torch.cat([values[:, 0], values[:, 1]])
 
 
 def attach_reference_logps(
