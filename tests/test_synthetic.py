@@ -19,10 +19,16 @@ from gpo_lab.eval.sample_bank import find_bank
 from gpo_lab.run.cache import cached_entry
 from gpo_lab.run.records import read_metrics
 from gpo_lab.tasks.synthetic import NoisyBehaviour, TopicTask
-from gpo_lab.tasks.synthetic.pairs import label_pairs, preference_probability
+from gpo_lab.tasks.synthetic.pairs import (
+    PAIRS_VERSION,
+    PairSettings,
+    generate_pairs,
+    label_pairs,
+    preference_probability,
+)
 from gpo_lab.tasks.synthetic.sft import SFTSettings, sft_policy
 from gpo_lab.tasks.synthetic.task import FILLER_WORDS
-from tests.helpers.runs import run_training
+from tests.helpers.runs import TINY_STUDY, run_training
 
 TASK = TopicTask()
 PROMPT = "about apple river stone :"
@@ -78,6 +84,31 @@ def test_prompts_are_seeded_distinct_and_in_the_vocabulary():
         assert tokenizer.unk_token_id not in tokenizer(prompt, add_special_tokens=False)["input_ids"]
     with pytest.raises(ValueError):
         TASK.prompt_topics("apple river")
+
+
+def test_held_out_topic_sets_take_a_share_of_every_size():
+    held_out = TASK.held_out_topic_sets(0.25, seed=0)
+    assert held_out == TASK.held_out_topic_sets(0.25, seed=0) != TASK.held_out_topic_sets(0.25, seed=1)
+    for size in range(TASK.min_prompt_topics, TASK.max_prompt_topics + 1):
+        total = math.comb(TASK.num_topics, size)  # 120, 560 and 1820 sets of 2, 3 and 4 of the 16 topics
+        assert sum(len(s) == size for s in held_out) == round(0.25 * total)
+    with pytest.raises(ConfigError, match="held_out_fraction"):
+        TASK.held_out_topic_sets(1.0, seed=0)
+
+
+def test_evaluation_prompts_are_disjoint_from_training_prompts():
+    """No validation prompt shares its topic set (so its best response) with any training prompt."""
+    settings = PairSettings(num_train_prompts=3000, num_eval_prompts=256, source="behaviour", seed=3)
+    pairs = generate_pairs(TASK, NoisyBehaviour(), torch.nn.Linear(1, 1), None, settings)
+    train = {frozenset(TASK.prompt_topics(r["prompt"])) for r in pairs["train"]}
+    held_out = {frozenset(TASK.prompt_topics(r["prompt"])) for r in pairs["validation"]}
+    assert len(pairs["train"]) > 2500 and len(held_out) > 150
+    assert not train & held_out
+    sizes = {len(s) for s in held_out}
+    assert sizes == {2, 3, 4}  # the two-topic prompts are held out too, in their share
+    assert held_out <= TASK.held_out_topic_sets(settings.held_out_fraction, seed=3)
+    assert pairs["stats"]["mu_held_out_topic_sets"] == len(TASK.held_out_topic_sets(0.25, seed=3))
+    assert PAIRS_VERSION >= 2  # caches of pairs drawn before the split are not reused
 
 
 def test_task_refuses_settings_without_a_trade_off():
@@ -201,20 +232,6 @@ def test_callbacks_name_what_is_missing():
 
 
 # ----------------------------------------------------------------- the whole study path
-TINY_STUDY = [
-    "+experiment=synthetic",
-    "synthetic.sft.steps=20",
-    "synthetic.sft.batch_size=16",
-    "model.policy.hidden_size=16",
-    "model.policy.num_layers=1",
-    "model.policy.num_heads=2",
-    "synthetic.pairs.num_train_prompts=64",
-    "synthetic.pairs.num_eval_prompts=12",
-    "synthetic.pairs.batch_size=64",
-    "data.batch_size=8",
-    "callbacks.sample_bank.num_prompts=12",
-    "callbacks.progress=null",
-]
 REGULARIZATION_KEYS = ("val/win_rate", "val/kl_seq", "val/kl_token", "val/offline_reg")
 
 
@@ -228,9 +245,9 @@ def test_study_writes_every_measure_to_the_summary_and_reuses_the_sft(tmp_path, 
         return real_generate_bank(*args, **kwargs)
 
     monkeypatch.setattr(sample_bank_module, "generate_bank", counting_generate_bank)
-    cache = f"synthetic.cache_dir={tmp_path / 'cache'}"
+    cache = [f"synthetic.cache_dir={tmp_path / 'cache'}", f"reference_cache.dir={tmp_path / 'reference_logps'}"]
     summary = run_training(
-        [*TINY_STUDY, cache, "trainer.max_steps=4", "trainer.val_check_interval=2"], tmp_path / "first"
+        [*TINY_STUDY, *cache, "trainer.max_steps=4", "trainer.val_check_interval=2"], tmp_path / "first"
     )
     assert summary["status"] == "completed"
     for key in REGULARIZATION_KEYS:
@@ -244,7 +261,7 @@ def test_study_writes_every_measure_to_the_summary_and_reuses_the_sft(tmp_path, 
     assert draws == [2, 4]  # one bank per evaluation, shared by the KL and win-rate callbacks
     data = summary["data"]
     assert data["sft_trained_now"] and data["pairs_generated_now"] and data["validation_pairs"] >= 10
-    assert data["reference_logps"].startswith("not used: the synthetic task scores its small reference")
+    assert data["reference_logps_train"] == data["reference_logps_validation"] == "computed"
 
     # A second run on the same cache trains no SFT and generates no pairs; a bank only every 4 steps.
     draws.clear()
@@ -252,7 +269,7 @@ def test_study_writes_every_measure_to_the_summary_and_reuses_the_sft(tmp_path, 
     summary = run_training(
         [
             *TINY_STUDY,
-            cache,
+            *cache,
             "loss=squared",
             "trainer.max_steps=6",
             "trainer.val_check_interval=2",
@@ -262,6 +279,7 @@ def test_study_writes_every_measure_to_the_summary_and_reuses_the_sft(tmp_path, 
     )
     assert not summary["data"]["sft_trained_now"] and not summary["data"]["pairs_generated_now"]
     assert summary["data"]["sft_key"] == data["sft_key"]
+    assert summary["data"]["reference_logps_train"] == "cached"  # the same reference and pairs: one computation
     assert draws == [4, 6]  # multiples of 4, and the end
     records = read_metrics(tmp_path / "second" / "metrics.jsonl")
     assert [r["step"] for r in records if "val/offline_reg" in r] == [2, 4, 6]

@@ -7,8 +7,12 @@ import logging
 from typing import Any
 
 import pytorch_lightning as pl
+import torch
 from hydra.utils import get_method, instantiate
 from omegaconf import DictConfig
+
+from gpo_lab.models.reference import LazyReference
+from gpo_lab.models.reference_cache import ReferenceLogpCache, attach_reference_logps
 
 log = logging.getLogger(__name__)
 
@@ -39,3 +43,20 @@ def reference_cache_not_used(cfg: DictConfig, stats: dict[str, Any], why: str) -
         return
     log.warning("reference_cache.enabled=true is not used: %s.", why)
     stats[REFERENCE_LOGPS] = f"not used: {why}"
+
+
+def with_reference_cache(cfg: DictConfig, datamodule, reference: torch.nn.Module) -> torch.nn.Module:
+    """The reference a module should hold: with ``reference_cache.enabled``, the data's pairs get their
+    cached (or once-computed) reference log-probs and training never runs the reference, which is then
+    loaded lazily for the evaluations that still need it."""
+    cache = enabled_reference_cache(cfg)
+    if cache is None:
+        return reference
+    attach_reference_logps(
+        datamodule,
+        reference,
+        ReferenceLogpCache(cache.get("dir")),
+        cache.get("batch_size", 16),
+        precision=cfg.get("trainer", {}).get("precision", "32-true"),
+    )
+    return LazyReference(reference)

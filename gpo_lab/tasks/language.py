@@ -8,12 +8,10 @@ from omegaconf import DictConfig
 
 from gpo_lab.losses import GPOLoss
 from gpo_lab.models.hf import disable_dropout, is_encoder_decoder
-from gpo_lab.models.reference import LazyReference
-from gpo_lab.models.reference_cache import ReferenceLogpCache, attach_reference_logps
 from gpo_lab.module import GPOModule
 from gpo_lab.optimisation import optimisation_options
 from gpo_lab.scoring.startup import check_fast_paths
-from gpo_lab.tasks.common import enabled_reference_cache, reference_cache_not_used
+from gpo_lab.tasks.common import reference_cache_not_used, with_reference_cache
 
 FAST_PATHS = "fast_paths"  # summary.json's ``data.fast_paths``: each scoring fast path, on or off and why
 ENCODER_DECODER_CACHE = "the reference cache scores causal rows; an encoder-decoder reference runs at every step"
@@ -48,17 +46,9 @@ def build_language_task(cfg: DictConfig, loss: GPOLoss, beta: float) -> tuple[GP
         "policy": check_fast_paths(policy, precision),
         "reference": check_fast_paths(reference, precision),
     }
-    cache = enabled_reference_cache(cfg)
     if encoder_decoder:
         reference_cache_not_used(cfg, datamodule.stats, ENCODER_DECODER_CACHE)
-    elif cache is not None:
-        attach_reference_logps(
-            datamodule,
-            reference,
-            ReferenceLogpCache(cache.get("dir")),
-            cache.get("batch_size", 16),
-            precision=precision,
-        )
-        reference = LazyReference(reference)  # training reads the cached log-probs; evaluations may still use it
+    else:
+        reference = with_reference_cache(cfg, datamodule, reference)
     module = GPOModule(policy, reference, loss, beta, **optimisation_options(cfg))
     return module, datamodule

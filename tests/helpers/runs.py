@@ -11,6 +11,23 @@ from omegaconf import OmegaConf, open_dict
 import gpo_lab.__main__  # noqa: F401  (registers the config resolvers)
 from tests.helpers import CONF_DIR
 
+# The synthetic study shrunk to seconds: a one-layer SFT policy of width 16 trained 20 steps, 64 training
+# prompts and 12 held-out ones.
+TINY_STUDY = [
+    "+experiment=synthetic",
+    "synthetic.sft.steps=20",
+    "synthetic.sft.batch_size=16",
+    "model.policy.hidden_size=16",
+    "model.policy.num_layers=1",
+    "model.policy.num_heads=2",
+    "synthetic.pairs.num_train_prompts=64",
+    "synthetic.pairs.num_eval_prompts=12",
+    "synthetic.pairs.batch_size=64",
+    "data.batch_size=8",
+    "callbacks.sample_bank.num_prompts=12",
+    "callbacks.progress=null",
+]
+
 
 def compose_config(overrides: list[str], run_dir: Path | None = None):
     """The config ``python -m gpo_lab OVERRIDES`` would run, with its Hydra runtime set up."""

@@ -11,13 +11,9 @@ from omegaconf import DictConfig, OmegaConf
 from gpo_lab.losses import GPOLoss
 from gpo_lab.module import GPOModule
 from gpo_lab.optimisation import optimisation_options
-from gpo_lab.tasks.common import reference_cache_not_used
+from gpo_lab.tasks.common import with_reference_cache
 from gpo_lab.tasks.synthetic.pairs import PairSettings, offline_pairs
 from gpo_lab.tasks.synthetic.sft import SFTSettings, sft_policy
-
-# Cached log-probs come from packed rows and differ from the per-step ones in the last float bits:
-# the study's numbers would move, to save the cost of a model this small.
-REFERENCE_CACHE = "the synthetic task scores its small reference at every step, as its study's numbers were made"
 
 
 def build_synthetic_task(cfg: DictConfig, loss: GPOLoss, beta: float) -> tuple[GPOModule, pl.LightningDataModule]:
@@ -47,6 +43,7 @@ def build_synthetic_task(cfg: DictConfig, loss: GPOLoss, beta: float) -> tuple[G
     datamodule.stats |= {k: v for k, v in (sft_info | pair_info).items() if k != "sft_path"}
     policy.train()
     reference = instantiate(cfg.reference, policy=policy, tokenizer=tokenizer)
-    reference_cache_not_used(cfg, datamodule.stats, REFERENCE_CACHE)
+    datamodule.setup("fit")
+    reference = with_reference_cache(cfg, datamodule, reference)
     module = GPOModule(policy, reference, loss, beta, **optimisation_options(cfg))
     return module, datamodule
