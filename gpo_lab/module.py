@@ -90,6 +90,8 @@ class GPOModule(pl.LightningModule):
         logps = self.batch_logprobs(batch, reference=not self.skips_reference)
         losses = self.per_example_loss(logps)
         check_finite_loss(self.global_step, losses, logps.rho)
+        if not self.writes_step_metrics():
+            return losses.mean()
         metrics = preference_metrics(logps.detach(), losses.detach(), beta=self.beta)
         if self.skips_reference and batch.reference_logps is None:
             metrics = {k: v for k, v in metrics.items() if k not in REFERENCE_METRICS}
@@ -103,7 +105,17 @@ class GPOModule(pl.LightningModule):
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
         total = check_finite_gradients(self.global_step, self.policy.named_parameters())
-        self.log("train/grad_norm", total, on_step=True, on_epoch=False)
+        if self.writes_step_metrics():
+            self.log("train/grad_norm", total, on_step=True, on_epoch=False)
+
+    def writes_step_metrics(self) -> bool:
+        """Whether the loggers write this step's training metrics (every ``trainer.log_every_n_steps``).
+
+        Computing and logging them costs more than a small model's whole step, so the steps whose
+        values no logger would write skip it; the logged steps get exactly the values they had.
+        """
+        connector = getattr(self._trainer, "_logger_connector", None)
+        return connector is None or bool(connector.should_update_logs)
 
     # ----------------------------------------------------------------- validation
     def validation_step(self, batch: PairBatch, batch_idx: int) -> None:

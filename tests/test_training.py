@@ -173,3 +173,18 @@ def test_cli_multirun_gives_four_complete_runs(tmp_path):
         summary = json.loads(path.read_text())
         assert summary["status"] == "completed" and summary["steps"] == 10 and "val/loss" in summary["final"]
         assert (path.parent / "metrics.jsonl").is_file() and (path.parent / "checkpoints" / "last.ckpt").is_file()
+
+
+@pytest.mark.slow
+def test_steps_between_logged_ones_skip_their_metrics_and_change_nothing(tmp_path):
+    """With trainer.log_every_n_steps=3 the logged steps carry the values they have when every step is logged."""
+    base = ["+experiment=smoke", "trainer.max_steps=7", "trainer.val_check_interval=7", "callbacks.progress=null"]
+    run_training(base, tmp_path / "every")
+    run_training([*base, "trainer.log_every_n_steps=3"], tmp_path / "third")
+    every = read_metrics(tmp_path / "every" / "metrics.jsonl")
+    third = read_metrics(tmp_path / "third" / "metrics.jsonl")
+    train_every = {r["step"]: r for r in every if "train/loss" in r}
+    train_third = [r for r in third if "train/loss" in r]
+    assert sorted(train_every) == list(range(7)) and [r["step"] for r in train_third] == [2, 5]
+    assert all(r == train_every[r["step"]] for r in train_third)
+    assert [r for r in third if "val/loss" in r] == [r for r in every if "val/loss" in r]
