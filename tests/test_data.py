@@ -215,3 +215,23 @@ def test_batched_encoding_equals_text_by_text(words):
             "rejected_ids": (ids(words, rejected) + [words.eos_token_id])[: 9 - len(prompt_ids)],
         }
     assert sum(pair is None for pair in batched) > 10 and sum(pair is not None for pair in batched) > 100
+
+
+@pytest.mark.parametrize("side", ["right", "left"])
+def test_rows_of_lists_pad_like_rows_of_tensors(side):
+    """The one-call path for the data loader's list rows builds the tensors the row-by-row path builds."""
+    rng = random.Random(1)
+    rows = [
+        ([rng.randrange(9) for _ in range(rng.randint(0, 6))], [rng.randrange(9) for _ in range(rng.randint(0, 9))])
+        for _ in range(40)
+    ] + [([1, 2], [3])]
+    from_lists = PlainPairs.from_rows(rows, 0, side)
+    from_tensors = PlainPairs.from_rows(
+        [(torch.tensor(p, dtype=torch.long), torch.tensor(r)) for p, r in rows], 0, side
+    )
+    for name in ("input_ids", "attention_mask", "response_mask"):
+        assert torch.equal(getattr(from_lists, name), getattr(from_tensors, name)), name
+    width = from_lists.input_ids.shape[1]
+    by_hand = [1, 2, 3] + [0] * (width - 3) if side == "right" else [0] * (width - 3) + [1, 2, 3]
+    assert from_lists.input_ids[-1].tolist() == by_hand  # the row ([1, 2], [3]), padded with 0
+    assert from_lists.response_mask[-1].tolist() == [int(i == 3) for i in by_hand]

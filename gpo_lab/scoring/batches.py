@@ -30,6 +30,25 @@ def as_ids(ids: Sequence[int] | torch.Tensor) -> torch.Tensor:
     return torch.as_tensor(ids, dtype=torch.long)
 
 
+def _padded_lists(rows: Sequence[Row], width: int, pad_id: int, side: str) -> tuple[torch.Tensor, ...]:
+    """input_ids, attention_mask and response_mask of list rows, each built by one ``torch.tensor`` call."""
+    ids, attention, response = [], [], []
+    for prompt, answer in rows:
+        padding = width - len(prompt) - len(answer)
+        row_ids = [*prompt, *answer]
+        row_attention = [1] * len(row_ids)
+        row_response = [0] * len(prompt) + [1] * len(answer)
+        if side == "right":
+            ids.append(row_ids + [pad_id] * padding)
+            attention.append(row_attention + [0] * padding)
+            response.append(row_response + [0] * padding)
+        else:
+            ids.append([pad_id] * padding + row_ids)
+            attention.append([0] * padding + row_attention)
+            response.append([0] * padding + row_response)
+    return tuple(torch.tensor(rows_, dtype=torch.long) for rows_ in (ids, attention, response))
+
+
 class PairBatch:
     """What every layout has: the device move, the number of pairs and ``score``."""
 
@@ -87,6 +106,8 @@ class PlainPairs(PairBatch):
     ) -> PlainPairs:
         """Pad (prompt, response) rows on ``side``; ids may be lists or tensors (then built on ``device``)."""
         width = max(len(prompt) + len(response) for prompt, response in rows)
+        if all(isinstance(ids, list) for row in rows for ids in row):  # the data loader's rows: one tensor each
+            return cls(*_padded_lists(rows, width, pad_id, side), reference_logps)
         input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long, device=device)
         attention_mask = torch.zeros((len(rows), width), dtype=torch.long, device=device)
         response_mask = torch.zeros((len(rows), width), dtype=torch.long, device=device)
