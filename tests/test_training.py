@@ -13,6 +13,7 @@ from gpo_lab.models.reference import frozen_copy
 from gpo_lab.models.tiny import tiny_causal_lm
 from gpo_lab.models.tokenizers import byte_tokenizer
 from gpo_lab.module import GPOModule
+from gpo_lab.run.guards import NonFiniteError, check_finite_gradients
 from gpo_lab.run.records import read_metrics
 from gpo_lab.scoring.batches import PairLogps, PlainPairs
 from tests.helpers.cli import run_cli
@@ -188,3 +189,14 @@ def test_steps_between_logged_ones_skip_their_metrics_and_change_nothing(tmp_pat
     assert sorted(train_every) == list(range(7)) and [r["step"] for r in train_third] == [2, 5]
     assert all(r == train_every[r["step"]] for r in train_third)
     assert [r for r in third if "val/loss" in r] == [r for r in every if "val/loss" in r]
+
+
+def test_gradient_check_gives_the_global_norm_and_names_a_non_finite_parameter():
+    a, b, frozen = (torch.nn.Parameter(torch.zeros(n)) for n in (2, 3, 1))
+    a.grad, b.grad = torch.tensor([3.0, 0.0]), torch.tensor([0.0, 4.0, 12.0])
+    named = [("a", a), ("b", b), ("frozen", frozen)]  # frozen: no gradient
+    assert check_finite_gradients(0, named).item() == pytest.approx(13.0)  # sqrt(9 + 16 + 144)
+    b.grad[1] = float("nan")
+    with pytest.raises(NonFiniteError, match=r"step 7 in 1 parameters, e\.g\. b\."):
+        check_finite_gradients(7, named)
+    assert check_finite_gradients(0, [("frozen", frozen)]).item() == 0.0

@@ -21,18 +21,20 @@ def check_finite_loss(step: int, losses: torch.Tensor, rho: torch.Tensor) -> Non
 
 
 def check_finite_gradients(step: int, named_parameters) -> torch.Tensor:
-    """The global gradient norm, after making sure no gradient holds a NaN or an infinity."""
-    norms, bad = [], []
-    for name, parameter in named_parameters:
-        if parameter.grad is None:
-            continue
-        norm = parameter.grad.detach().norm(2)
-        norms.append(norm)
-        if not torch.isfinite(norm):
-            bad.append(name)
-    if bad:
-        raise NonFiniteError(
-            f"Non-finite gradient at step {step} in {len(bad)} parameters, e.g. {', '.join(bad[:4])}. The update "
-            "was not applied and the last good checkpoint is kept; lower optim.lr or set trainer.gradient_clip_val."
-        )
-    return torch.linalg.vector_norm(torch.stack(norms)) if norms else torch.zeros(())
+    """The global gradient norm, after making sure no gradient holds a NaN or an infinity.
+
+    The norms come from one fused call (as ``clip_grad_norm_`` computes them); the parameters are
+    named only when one is not finite.
+    """
+    named = [(name, parameter.grad.detach()) for name, parameter in named_parameters if parameter.grad is not None]
+    if not named:
+        return torch.zeros(())
+    norms = torch._foreach_norm([grad for _, grad in named], 2)
+    total = torch.linalg.vector_norm(torch.stack(norms))
+    if torch.isfinite(total):
+        return total
+    bad = [name for (name, _), norm in zip(named, norms) if not torch.isfinite(norm)]
+    raise NonFiniteError(
+        f"Non-finite gradient at step {step} in {len(bad)} parameters, e.g. {', '.join(bad[:4])}. The update "
+        "was not applied and the last good checkpoint is kept; lower optim.lr or set trainer.gradient_clip_val."
+    )
