@@ -48,8 +48,11 @@ def fabricated_sweep(root: Path) -> Path:
     return sweep
 
 
-def table_rows(markdown: str, first_cell: str) -> list[list[str]]:
+def table_rows(markdown: str, first_cell: str, section: str | None = None) -> list[list[str]]:
+    """Rows of the tables whose first cell is ``first_cell`` (under the heading ``section`` only, if given)."""
     rows = []
+    if section is not None:
+        markdown = markdown.split(section, 1)[1].split("\n## ", 1)[0]
     for line in markdown.splitlines():
         cells = [c.strip() for c in line.strip().strip("|").split(" | ")]
         if line.startswith("|") and cells[0] == first_cell:
@@ -87,8 +90,11 @@ def test_report_table_matches_the_summaries(tmp_path):
     assert best.loc["hinge", "sd"] == pytest.approx(math.sqrt(2 * 0.01**2))
     # f''(0)/|f'(0)| of the paper's table: logistic 1/2, hinge 0.
     assert best.loc["logistic", "scaled_beta"] == pytest.approx(0.05) and best.loc["hinge", "scaled_beta"] == 0
-    assert table_rows(text, "logistic") == [["logistic", "0.1", "1e-05", "0.65 ± 0.07071 (sd)", "2", "0.5", "0.05", ""]]
-    assert table_rows(text, "hinge") == [["hinge", "1", "1e-05", "0.65 ± 0.01414 (sd)", "2", "0", "0", ""]]
+    sec = "\n## Best β per loss\n"
+    assert table_rows(text, "logistic", sec) == [
+        ["logistic", "0.1", "1e-05", "0.65 ± 0.07071 (sd)", "2", "0.5", "0.05", ""]
+    ]
+    assert table_rows(text, "hinge", sec) == [["hinge", "1", "1e-05", "0.65 ± 0.01414 (sd)", "2", "0", "0", ""]]
 
     # Every job is listed with its own final values.
     for (loss, beta, seed), (win, kl, reg) in FINALS.items():

@@ -17,6 +17,7 @@ from gpo_lab.errors import ConfigError
 from gpo_lab.report import figures
 from gpo_lab.report.aggregate import aggregate, best_beta
 from gpo_lab.report.axes import KL_CANDIDATES, QUALITY_CANDIDATES, REGULARIZER, Metric, MissingMetric, choose
+from gpo_lab.report.claims import REPLICATES, Claims, judge
 from gpo_lab.report.collect import COMPLETED, Sweep, collect
 from gpo_lab.report.markdown import render
 
@@ -43,6 +44,7 @@ class Report:
     figures: dict[str, Path] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     path: Path | None = None
+    claims: Claims | None = None
 
 
 def make_report(
@@ -105,7 +107,12 @@ def _write(report: Report, drawers: dict, out: Path) -> None:
 
 
 def analyse(
-    sweep: Sweep, x: str | None = None, y: str | None = None, value: str = "final", jobs: list[str] | None = None
+    sweep: Sweep,
+    x: str | None = None,
+    y: str | None = None,
+    value: str = "final",
+    jobs: list[str] | None = None,
+    replicates: int = REPLICATES,
 ) -> Report:
     """Everything the report shows except the figures: metrics chosen, seeds aggregated, best beta."""
     if value not in ("final", "best"):
@@ -134,7 +141,15 @@ def analyse(
     if unknown:
         raise ValueError(f"Unknown job(s) {', '.join(unknown)}; jobs of this sweep: {', '.join(sweep.jobs['job'])}")
     return Report(
-        sweep=sweep, x=x_metric, y=y_metric, value=value, configs=configs, best=best, dynamics_jobs=chosen, notes=notes
+        sweep=sweep,
+        x=x_metric,
+        y=y_metric,
+        value=value,
+        configs=configs,
+        best=best,
+        dynamics_jobs=chosen,
+        notes=notes,
+        claims=judge(sweep.jobs, y_metric, x_metric, value, replicates=replicates),
     )
 
 

@@ -11,6 +11,7 @@ import pandas as pd
 
 from gpo_lab.report.aggregate import EVAL_SE, SEED_SD
 from gpo_lab.report.axes import REGULARIZER, Metric
+from gpo_lab.report.claims import Claims
 from gpo_lab.report.collect import DAMAGED, FAILED, RUNNING
 
 if TYPE_CHECKING:
@@ -57,6 +58,8 @@ def render(report: Report) -> str:
     if report.notes:
         lines += ["**Missing or substituted:**", ""] + [f"- {_text(note)}" for note in report.notes] + [""]
     lines += _best(report) + [""]
+    if report.claims is not None:
+        lines += claims_section(report.claims, report.y, report.x, report.sweep.partial) + [""]
     lines += ["## Figures", ""]
     for number, (key, (title, caption)) in enumerate(CAPTIONS.items(), start=1):
         lines.append(f"### {number}. {title}")
@@ -139,6 +142,148 @@ def _best(report: Report) -> list[str]:
         ],
         rows,
     )
+
+
+def verdict(claims: Claims) -> str:
+    """What the sweep shows on the paper's two claims, whichever way it falls."""
+    gap, ratio, k = claims.gap, claims.ratio, claims.overlap_se
+    if gap is None:
+        one = "cannot be judged: no two losses' frontiers share a range of KL (or no KL was logged)."
+    elif gap.z <= k:
+        one = (
+            f"the frontiers overlap within {k:g} SE: the largest gap between two losses' frontiers is "
+            f"{gap.z:.2f} SE ({gap.higher} above {gap.lower} by {gap.gap:.3g} at KL {gap.kl:.3g})."
+        )
+    else:
+        one = (
+            f"the frontiers do not overlap within {k:g} SE: {gap.higher}'s frontier lies {gap.z:.2f} SE above "
+            f"{gap.lower}'s (by {gap.gap:.3g} at KL {gap.kl:.3g})."
+        )
+    if ratio is None:
+        two = "cannot be judged: the sweep has no losses of two different f''(0)/|f'(0)| groups."
+    elif not ratio.judged:
+        two = f"cannot be judged: {ratio.problem}; extend the grid."
+    else:
+        measured = (
+            f"the best β of {', '.join(ratio.low_group[1])} is {ratio.measured:.3g}× that of "
+            f"{', '.join(ratio.high_group[1])}"
+        )
+        if ratio.contains_theory is None:
+            two = f"{measured} (exact values, no interval); theory predicts {ratio.theory:.3g}."
+        elif ratio.contains_theory:
+            two = (
+                f"consistent with theory: {measured} ({claims.level:.0%} interval {ratio.low:.3g}–{ratio.high:.3g}), "
+                f"which contains theory's {ratio.theory:.3g}."
+            )
+        else:
+            two = (
+                f"not consistent with theory: {measured} ({claims.level:.0%} interval "
+                f"{ratio.low:.3g}–{ratio.high:.3g}), which excludes theory's {ratio.theory:.3g}."
+            )
+    edges = [b.loss for b in claims.bests if not b.claimable]
+    tail = f" Best β at an edge of its grid (no shift claimed): {', '.join(edges)}." if edges else ""
+    return f"**Verdict.** Claim 1 (similar trade-offs): {one} Claim 2 (best β moves as f''(0)/|f'(0)|): {two}{tail}"
+
+
+def claims_section(claims: Claims, y: Metric | None, x: Metric | None, partial: bool = False) -> list[str]:
+    """The claims section of report.md: verdict, fitted best β, the ratio, the frontiers' gap."""
+    lines = ["## The paper's claims", ""]
+    if partial:
+        lines += ["_The sweep is still running: the claims count completed jobs only and may change._", ""]
+    lines += [verdict(claims), ""]
+    for b in claims.bests:
+        if b.note and not b.claimable:
+            lines.append(f"> **⚠ {b.loss}: {b.note}.**")
+    if any(not b.claimable for b in claims.bests):
+        lines.append("")
+    quality = f"`{y.spec}`" if y is not None else "the quality metric"
+    if claims.replicates:
+        how = (
+            f"Interval: {claims.level:.0%} bootstrap ({claims.replicates} replicates) over the seeds of each "
+            f"configuration and the evaluation prompts ({claims.bootstrap}), the fit redone per replicate."
+        )
+    else:
+        how = "Exact values: no interval."
+    lines += [
+        "### Best β per loss, fitted",
+        "",
+        f"Fit: a quadratic in log β through the highest mean {quality} over seeds and its two neighbours on "
+        f"the grid; its vertex (clamped to the neighbours' range) is the fitted best β. {how}",
+        "",
+    ]
+    rows = []
+    for b in claims.bests:
+        interval = f"{_num(b.low)} – {_num(b.high)}" if math.isfinite(b.low) else "—"
+        rows.append(
+            [
+                b.loss,
+                _num(b.lr),
+                ", ".join(f"{v:g}" for v in b.betas),
+                str(b.seeds),
+                _num(b.grid_best),
+                _num(b.best) if b.claimable else "—" if len(b.betas) < 3 else f"({_num(b.best)}: edge)",
+                interval,
+                _num(b.ratio),
+                _num(b.best * b.ratio) if b.claimable else "—",
+                b.note,
+            ]
+        )
+    lines += _table(
+        [
+            "loss",
+            "lr",
+            "β run",
+            "seeds",
+            "highest mean at β",
+            "fitted best β",
+            f"{claims.level:.0%} interval",
+            "f''(0)/|f'(0)|",
+            "fitted β·f''(0)/|f'(0)|",
+            "note",
+        ],
+        rows,
+    )
+    lines += ["", "### Best-β ratio between the f''(0)/|f'(0)| groups", ""]
+    ratio = claims.ratio
+    if ratio is None:
+        lines.append("_Not measured: the sweep has no losses of two different f''(0)/|f'(0)| groups._")
+    else:
+        lines += [
+            f"Theory: equal regularisation at equal β·f''(0)/|f'(0)|, so the best β of the group with "
+            f"f''(0)/|f'(0)| = {ratio.low_group[0]:g} is {ratio.theory:g}× that of the group with "
+            f"{ratio.high_group[0]:g}. Measured: the geometric mean of each group's fitted best β (per replicate).",
+            "",
+            f"- Group f''(0)/|f'(0)| = {ratio.low_group[0]:g}: {', '.join(ratio.low_group[1]) or '—'}",
+            f"- Group f''(0)/|f'(0)| = {ratio.high_group[0]:g}: {', '.join(ratio.high_group[1]) or '—'}",
+        ]
+        if ratio.judged:
+            interval = ""
+            if math.isfinite(ratio.low):
+                interval = f" ({claims.level:.0%} interval {_num(ratio.low)} – {_num(ratio.high)})"
+            lines.append(f"- **Measured ratio: {_num(ratio.measured)}{interval}; theory: {_num(ratio.theory)}.**")
+        else:
+            lines.append(f"- **No ratio is claimed: {ratio.problem}.** Theory: {_num(ratio.theory)}.")
+        lines += [f"- Left out: {loss} ({why})" for loss, why in ratio.excluded.items()]
+    if claims.replicates or claims.gap is not None:
+        lines += ["", "### Do the frontiers overlap?", ""]
+        gap = claims.gap
+        if gap is None:
+            lines.append("_Not measured: no two losses' frontiers share a range of KL, or no KL metric was logged._")
+        else:
+            kl = f"`{x.spec}`" if x is not None else "KL"
+            lines += [
+                f"Each loss's frontier (its configurations no other of its configurations beats on {kl} and "
+                f"{quality}) is interpolated linearly in KL; on the common KL range of every pair, the gap is "
+                "divided by the two frontiers' standard errors there, sqrt(se₁² + se₂²) (a point's SE: the "
+                "larger of sd over seeds/√n and its evaluation SE/√n).",
+                "",
+                f"- **Largest gap: {gap.z:.2f} SE**: {gap.higher} above {gap.lower} by {_num(gap.gap)} at KL "
+                f"{_num(gap.kl)} (SE {_num(gap.se)}), over {gap.pairs} pair(s) of losses.",
+            ]
+            if gap.skipped:
+                lines.append(f"- No common KL range: {', '.join(gap.skipped)}.")
+    lines += [f"- {note}" for note in claims.notes]
+    return lines
 
 
 def _all_jobs(report: Report) -> list[str]:
