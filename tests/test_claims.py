@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from gpo_lab.report import analyse, collect, make_report
-from gpo_lab.report.axes import Metric
+from gpo_lab.report.axes import Metric, MissingMetric
+from gpo_lab.report.build import completed_jobs, histories
 from gpo_lab.report.claims import (
     Frontier,
     best_betas,
@@ -20,8 +21,9 @@ from gpo_lab.report.claims import (
     frontiers,
     grids,
 )
+from gpo_lab.report.figures import departure, regularizer_vs_kl
 from gpo_lab.run.per_prompt import PER_PROMPT_FILE
-from tests.helpers.sweeps import write_job
+from tests.helpers.sweeps import synthetic_sweep, write_job
 
 GRID = (0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
 WIN = Metric("val/win_rate")
@@ -184,3 +186,19 @@ def test_exact_claims_have_no_interval():
     assert best["logistic"].best == pytest.approx(0.6) and math.isnan(best["logistic"].low)
     assert claims.ratio.measured == pytest.approx(2.0) and claims.ratio.contains_theory is None
     assert beta_ratio(claims.bests[:1]) is None  # one group only: nothing to compare
+
+
+def test_where_the_offline_regularizer_stops_tracking_the_kl():
+    kl = [0.0, 1.0, 2.0, 4.0, 8.0]
+    # R_mu / KL: 0.5, 0.5, 0.3, 0.1625: more than 2x below its start at the last validation only.
+    assert departure(kl, [0.0, 0.5, 1.0, 1.2, 1.3]) == 4
+    assert departure(kl, [0.0, 0.5, 1.1, 2.5, 4.5]) is None  # within 2x all along
+    assert departure(kl, [0.0, 0.5, 3.0, 2.0, 4.0]) == 2  # either way
+
+
+def test_the_regularizer_figure_draws_every_completed_job(tmp_path):
+    sweep = collect(synthetic_sweep(tmp_path / "sweep", losses=("logistic", "squared"), betas=(0.1, 1.0), seeds=(0,)))
+    figure = regularizer_vs_kl(histories(sweep, completed_jobs(sweep)), Metric("val/kl_token"))
+    assert len([line for line in figure.axes[0].get_lines() if len(line.get_xdata()) > 1]) == 4
+    with pytest.raises(MissingMetric):
+        regularizer_vs_kl(histories(sweep, completed_jobs(sweep)), None)

@@ -21,7 +21,7 @@ from gpo_lab.report.wandb_io import attach_to_wandb
 from tests.helpers.cli import run_cli
 from tests.helpers.sweeps import synthetic_sweep, write_job
 
-PNGS = ("tradeoff.png", "beta.png", "dynamics.png", "loss_functions.png")
+PNGS = ("tradeoff.png", "beta.png", "kl_beta.png", "regularizer_kl.png", "dynamics.png", "loss_functions.png")
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 # (loss, beta, seed) -> (final win rate, final token KL, final offline regularizer), chosen by hand.
@@ -224,7 +224,7 @@ def test_partial_sweep_is_reported_and_drawn(tmp_path):
     assert report.sweep.partial and report.sweep.status_counts == {"completed": 4, "running": 3}
     assert "**Status: PARTIAL.** 3 of 7 jobs are still running" in text
     assert table_rows(text, "hinge") == [["hinge"] + ["—"] * 6 + ["1 still running"]]
-    assert set(report.figures) == {"tradeoff", "beta", "dynamics", "loss_functions"}
+    assert set(report.figures) == {"tradeoff", "beta", "kl_beta", "regularizer_kl", "dynamics", "loss_functions"}
     for png in PNGS:
         assert (sweep / png).read_bytes().startswith(PNG_SIGNATURE)
     running = table_rows(text, "`beta=0.3,loss=squared,optim.lr=1e-05`")
@@ -296,7 +296,7 @@ def test_report_on_a_real_smoke_sweep(tmp_path):
     assert "Figure 'tradeoff' not drawn: no KL metric was logged" in text
     assert "val/win_rate was not logged; the quality axis uses val/rewards/accuracies instead." in text
     assert not (sweep / "tradeoff.png").exists()
-    for png in PNGS[1:]:
+    for png in ("beta.png", "dynamics.png", "loss_functions.png"):
         assert (sweep / png).read_bytes().startswith(PNG_SIGNATURE)
     for job in ("beta=0.1,loss=hinge", "beta=0.1,loss=logistic", "beta=1,loss=hinge", "beta=1,loss=logistic"):
         summary = json.loads((sweep / job / "summary.json").read_text())
@@ -342,6 +342,8 @@ def test_figures_are_attached_to_the_sweeps_wandb_group_when_online(tmp_path, mo
     assert {key for key, value in run.logged.items() if isinstance(value, wandb.Image)} == {
         "report/tradeoff",
         "report/beta",
+        "report/kl_beta",
+        "report/regularizer_kl",
         "report/dynamics",
         "report/loss_functions",
     }

@@ -26,6 +26,8 @@ log = logging.getLogger(__name__)
 FIGURES = {
     "tradeoff": "tradeoff.png",
     "beta": "beta.png",
+    "kl_beta": "kl_beta.png",
+    "regularizer_kl": "regularizer_kl.png",
     "dynamics": "dynamics.png",
     "loss_functions": "loss_functions.png",
 }
@@ -66,6 +68,8 @@ def make_report(
             report.configs, _need(report.x, "KL", KL_CANDIDATES), _need(report.y, "quality", QUALITY_CANDIDATES)
         ),
         "beta": lambda: figures.quality_vs_beta(report.configs, _need(report.y, "quality", QUALITY_CANDIDATES)),
+        "kl_beta": lambda: figures.quality_vs_beta(report.configs, _need(report.x, "KL", KL_CANDIDATES)),
+        "regularizer_kl": lambda: figures.regularizer_vs_kl(histories(sweep, completed_jobs(sweep)), report.x),
         "dynamics": lambda: figures.dynamics(histories(sweep, report.dynamics_jobs), report.x),
         "loss_functions": lambda: figures.loss_functions(_losses(sweep)),
     }
@@ -170,6 +174,10 @@ def default_dynamics_jobs(sweep: Sweep, configs: pd.DataFrame, y: Metric | None)
         usable = sweep.jobs[sweep.jobs["status"] != "failed"]
         chosen = usable.groupby("loss", sort=True)["job"].first().tolist() or usable["job"].tolist()
     return chosen[:MAX_DYNAMICS_JOBS]
+
+
+def completed_jobs(sweep: Sweep) -> list[str]:
+    return sweep.jobs[sweep.jobs["status"] == COMPLETED]["job"].tolist()
 
 
 def histories(sweep: Sweep, jobs: list[str]) -> dict[str, tuple[str, pd.DataFrame]]:

@@ -31,6 +31,19 @@ CAPTIONS = {
         "curves line up on the right. The hinge loss has f''(0) = 0 and is left out on the right, as are "
         "losses that are not f(β·ρ) (SimPO, the length-normalised and two-argument losses): no f''(0).",
     ),
+    "kl_beta": (
+        "KL against β",
+        "The divergence at the end of training (mean over seeds) against β and against β·f''(0)/|f'(0)|; "
+        "where the second-order theory holds, the losses' curves line up on the right.",
+    ),
+    "regularizer_kl": (
+        "The offline regularizer against KL over training",
+        "R_mu = E_μ[ρ²]/2 on held-out pairs against the KL from the reference at every validation, one "
+        "line per completed job (one colour per loss), in step order. Near the reference both grow as the "
+        "square of the policy's change, so R_mu/KL starts out steady; an × marks the first validation where "
+        "it has moved by more than 2× from its first value: from there the offline regularizer no longer "
+        "tracks the KL (mass moves where μ does not look).",
+    ),
     "dynamics": (
         "Regularization during training",
         "KL from the reference and the offline regularizer "
