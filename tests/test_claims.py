@@ -9,7 +9,9 @@ import numpy as np
 import pytest
 
 from gpo_lab.report import analyse, collect, make_report
+from gpo_lab.report.aggregate import regularization_ratio
 from gpo_lab.report.axes import Metric, MissingMetric
+from gpo_lab.report.bandit import BanditRun, claims_markdown
 from gpo_lab.report.build import completed_jobs, histories
 from gpo_lab.report.claims import (
     Frontier,
@@ -202,3 +204,26 @@ def test_the_regularizer_figure_draws_every_completed_job(tmp_path):
     assert len([line for line in figure.axes[0].get_lines() if len(line.get_xdata()) > 1]) == 4
     with pytest.raises(MissingMetric):
         regularizer_vs_kl(histories(sweep, completed_jobs(sweep)), None)
+
+
+def bandit_run(loss, beta, win, mu="full"):
+    ratio = regularization_ratio(loss)
+    curve = {"val/win_rate": [(0, 0.5), (100, win)], "val/kl": [(0, 0.0), (100, 1.0 / beta)]}
+    return BanditRun(loss, beta, "bradley_terry", mu, ratio, curve)
+
+
+def test_the_bandit_claims_use_the_same_fit_on_exact_values():
+    betas = (0.1, 0.2, 0.4, 0.8, 1.6)
+    runs = [bandit_run("logistic", b, 0.9 - 0.1 * math.log(b / 0.5) ** 2) for b in betas]
+    runs += [bandit_run("exponential", b, 0.9 - 0.1 * math.log(b / 0.25) ** 2) for b in betas]
+    runs += [bandit_run("squared", b, 0.9 - 0.1 * math.log(b / 0.01) ** 2) for b in betas]  # below the grid
+    runs += [bandit_run("hinge", b, 0.7) for b in betas]
+    text = claims_markdown(runs)
+    assert "## bradley-terry labels, mu = full" in text
+    assert "| logistic | — | 0.1, 0.2, 0.4, 0.8, 1.6 | 1 | 0.4 | 0.5 | — |" in text  # the vertex, exactly
+    assert "> **⚠ squared: best β at the grid's lower edge: extend the grid below 0.1;" in text
+    assert "- **Measured ratio: 2; theory: 2.**" in text  # logistic 0.5 over exponential 0.25; squared left out
+    assert "- Left out: squared (best β at an edge of the grid)" in text
+    assert "(exact values, no interval)" in text
+    single = claims_markdown([bandit_run("squared", 0.5, 0.8)])  # one run: no fit, no ratio
+    assert "only 1 β run: no fit" in single and "Measured ratio" not in single

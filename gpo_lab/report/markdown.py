@@ -159,7 +159,7 @@ def _best(report: Report) -> list[str]:
 
 def verdict(claims: Claims) -> str:
     """What the sweep shows on the paper's two claims, whichever way it falls."""
-    gap, ratio, k = claims.gap, claims.ratio, claims.overlap_se
+    gap, k = claims.gap, claims.overlap_se
     if gap is None:
         one = "cannot be judged: no two losses' frontiers share a range of KL (or no KL was logged)."
     elif gap.z <= k:
@@ -172,6 +172,17 @@ def verdict(claims: Claims) -> str:
             f"the frontiers do not overlap within {k:g} SE: {gap.higher}'s frontier lies {gap.z:.2f} SE above "
             f"{gap.lower}'s (by {gap.gap:.3g} at KL {gap.kl:.3g})."
         )
+    edges = [b.loss for b in claims.bests if not b.claimable]
+    tail = f" Best β at an edge of its grid (no shift claimed): {', '.join(edges)}." if edges else ""
+    return (
+        f"**Verdict.** Claim 1 (similar trade-offs): {one} Claim 2 (best β moves as f''(0)/|f'(0)|): "
+        f"{claim_two(claims)}{tail}"
+    )
+
+
+def claim_two(claims: Claims) -> str:
+    """What the sweep shows on the best-β shift: consistent with theory or not, or why it cannot tell."""
+    ratio = claims.ratio
     if ratio is None:
         two = "cannot be judged: the sweep has no losses of two different f''(0)/|f'(0)| groups."
     elif not ratio.judged:
@@ -193,9 +204,7 @@ def verdict(claims: Claims) -> str:
                 f"not consistent with theory: {measured} ({claims.level:.0%} interval "
                 f"{ratio.low:.3g}–{ratio.high:.3g}), which excludes theory's {ratio.theory:.3g}."
             )
-    edges = [b.loss for b in claims.bests if not b.claimable]
-    tail = f" Best β at an edge of its grid (no shift claimed): {', '.join(edges)}." if edges else ""
-    return f"**Verdict.** Claim 1 (similar trade-offs): {one} Claim 2 (best β moves as f''(0)/|f'(0)|): {two}{tail}"
+    return two
 
 
 def claims_section(claims: Claims, y: Metric | None, x: Metric | None, partial: bool = False) -> list[str]:
@@ -203,13 +212,23 @@ def claims_section(claims: Claims, y: Metric | None, x: Metric | None, partial: 
     lines = ["## The paper's claims", ""]
     if partial:
         lines += ["_The sweep is still running: the claims count completed jobs only and may change._", ""]
-    lines += [verdict(claims), ""]
-    for b in claims.bests:
-        if b.note and not b.claimable:
-            lines.append(f"> **⚠ {b.loss}: {b.note}.**")
-    if any(not b.claimable for b in claims.bests):
-        lines.append("")
     quality = f"`{y.spec}`" if y is not None else "the quality metric"
+    lines += [verdict(claims), ""] + edge_warnings(claims) + best_beta_lines(claims, quality)
+    lines += ["", "### Best-β ratio between the f''(0)/|f'(0)| groups", ""] + ratio_lines(claims)
+    if claims.replicates or claims.gap is not None:
+        lines += ["", "### Do the frontiers overlap?", ""] + gap_lines(claims, quality, x)
+    lines += [f"- {note}" for note in claims.notes]
+    return lines
+
+
+def edge_warnings(claims: Claims) -> list[str]:
+    """One loud line per loss whose best β is at an edge of its grid (or that has too few β)."""
+    lines = [f"> **⚠ {b.loss}: {b.note}.**" for b in claims.bests if b.note and not b.claimable]
+    return lines + [""] if lines else []
+
+
+def best_beta_lines(claims: Claims, quality: str) -> list[str]:
+    """The fitted best β of each loss, with its interval and note."""
     if claims.replicates:
         how = (
             f"Interval: {claims.level:.0%} bootstrap ({claims.replicates} replicates) over the seeds of each "
@@ -217,7 +236,7 @@ def claims_section(claims: Claims, y: Metric | None, x: Metric | None, partial: 
         )
     else:
         how = "Exact values: no interval."
-    lines += [
+    lines = [
         "### Best β per loss, fitted",
         "",
         f"Fit: a quadratic in log β through the highest mean {quality} over seeds and its two neighbours on "
@@ -256,8 +275,12 @@ def claims_section(claims: Claims, y: Metric | None, x: Metric | None, partial: 
         ],
         rows,
     )
-    lines += ["", "### Best-β ratio between the f''(0)/|f'(0)| groups", ""]
-    ratio = claims.ratio
+    return lines
+
+
+def ratio_lines(claims: Claims) -> list[str]:
+    """The two groups, the measured ratio of their best β and theory's, and what was left out."""
+    ratio, lines = claims.ratio, []
     if ratio is None:
         lines.append("_Not measured: the sweep has no losses of two different f''(0)/|f'(0)| groups._")
     else:
@@ -277,25 +300,26 @@ def claims_section(claims: Claims, y: Metric | None, x: Metric | None, partial: 
         else:
             lines.append(f"- **No ratio is claimed: {ratio.problem}.** Theory: {_num(ratio.theory)}.")
         lines += [f"- Left out: {loss} ({why})" for loss, why in ratio.excluded.items()]
-    if claims.replicates or claims.gap is not None:
-        lines += ["", "### Do the frontiers overlap?", ""]
-        gap = claims.gap
-        if gap is None:
-            lines.append("_Not measured: no two losses' frontiers share a range of KL, or no KL metric was logged._")
-        else:
-            kl = f"`{x.spec}`" if x is not None else "KL"
-            lines += [
-                f"Each loss's frontier (its configurations no other of its configurations beats on {kl} and "
-                f"{quality}) is interpolated linearly in KL; on the common KL range of every pair, the gap is "
-                "divided by the two frontiers' standard errors there, sqrt(se₁² + se₂²) (a point's SE: the "
-                "larger of sd over seeds/√n and its evaluation SE/√n).",
-                "",
-                f"- **Largest gap: {gap.z:.2f} SE**: {gap.higher} above {gap.lower} by {_num(gap.gap)} at KL "
-                f"{_num(gap.kl)} (SE {_num(gap.se)}), over {gap.pairs} pair(s) of losses.",
-            ]
-            if gap.skipped:
-                lines.append(f"- No common KL range: {', '.join(gap.skipped)}.")
-    lines += [f"- {note}" for note in claims.notes]
+    return lines
+
+
+def gap_lines(claims: Claims, quality: str, x: Metric | None) -> list[str]:
+    """The largest gap between two losses' frontiers, in standard errors."""
+    gap = claims.gap
+    if gap is None:
+        return ["_Not measured: no two losses' frontiers share a range of KL, or no KL metric was logged._"]
+    kl = f"`{x.spec}`" if x is not None else "KL"
+    lines = [
+        f"Each loss's frontier (its configurations no other of its configurations beats on {kl} and "
+        f"{quality}) is interpolated linearly in KL; on the common KL range of every pair, the gap is "
+        "divided by the two frontiers' standard errors there, sqrt(se₁² + se₂²) (a point's SE: the "
+        "larger of sd over seeds/√n and its evaluation SE/√n).",
+        "",
+        f"- **Largest gap: {gap.z:.2f} SE**: {gap.higher} above {gap.lower} by {_num(gap.gap)} at KL "
+        f"{_num(gap.kl)} (SE {_num(gap.se)}), over {gap.pairs} pair(s) of losses.",
+    ]
+    if gap.skipped:
+        lines.append(f"- No common KL range: {', '.join(gap.skipped)}.")
     return lines
 
 
