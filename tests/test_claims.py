@@ -224,6 +224,8 @@ def test_the_bandit_claims_use_the_same_fit_on_exact_values():
     assert "> **⚠ squared: best β at the grid's lower edge: extend the grid below 0.1;" in text
     assert "- **Measured ratio: 2; theory: 2.**" in text  # logistic 0.5 over exponential 0.25; squared left out
     assert "- Left out: squared (best β at an edge of the grid)" in text
+    flat = "| hinge | — | 0.1, 0.2, 0.4, 0.8, 1.6 | 1 | 0.1 | — | — | 0 | — | the quality is the same at every β"
+    assert flat in text  # a flat curve has no best β, not one at the lower edge
     assert "(exact values, no interval)" in text
     single = claims_markdown([bandit_run("squared", 0.5, 0.8)])  # one run: no fit, no ratio
     assert "only 1 β run: no fit" in single and "Measured ratio" not in single

@@ -180,7 +180,7 @@ def bootstrap_means(
     paired = [job for job in every if job.scores is not None and len(job.scores) == prompts]
     if paired:
         counts = rng.multinomial(prompts, np.full(prompts, 1.0 / prompts), size=replicates).astype(float)
-        resampled = counts @ np.stack([job.scores for job in paired], axis=1) / prompts
+        resampled = counts @ np.stack([job.scores for job in paired if job.scores is not None], axis=1) / prompts
         values.update({job.job: resampled[:, i] for i, job in enumerate(paired)})
     parametric = [job for job in every if job.job not in values]
     for job in parametric:
@@ -226,6 +226,8 @@ class BestBeta:
     def note(self) -> str:
         if len(self.betas) < 3:
             return f"only {len(self.betas)} β run: no fit; extend the grid; no β shift is claimed for this loss"
+        if self.flat:
+            return "the quality is the same at every β of the grid: no best β; no β shift is claimed for this loss"
         if self.edge < 0:
             return (
                 f"best β at the grid's lower edge: extend the grid below {self.betas[0]:g}; "
@@ -241,8 +243,12 @@ class BestBeta:
         return ""
 
     @property
+    def flat(self) -> bool:
+        return bool(np.ptp(self.means) == 0)
+
+    @property
     def claimable(self) -> bool:
-        return len(self.betas) >= 3 and self.edge == 0
+        return len(self.betas) >= 3 and self.edge == 0 and not self.flat
 
 
 def best_betas(
@@ -326,7 +332,9 @@ def beta_ratio(bests: Sequence[BestBeta], level: float = LEVEL) -> BetaRatio | N
     for r in (low_ratio, high_ratio):
         for b in by_ratio[r]:
             if not b.claimable:
-                excluded[b.loss] = "best β at an edge of the grid" if len(b.betas) >= 3 else "fewer than 3 β"
+                excluded[b.loss] = "best β at an edge of the grid"
+                if len(b.betas) < 3 or b.flat:
+                    excluded[b.loss] = "fewer than 3 β" if len(b.betas) < 3 else "flat: no best β"
         groups[r] = [b for b in by_ratio[r] if b.claimable]
     result = BetaRatio(
         (low_ratio, [b.loss for b in by_ratio[low_ratio]]),
@@ -344,7 +352,7 @@ def beta_ratio(bests: Sequence[BestBeta], level: float = LEVEL) -> BetaRatio | N
 
     def log_geomean(members: list[BestBeta], draws: bool) -> np.ndarray:
         if draws:
-            return np.mean([b.replicates for b in members], axis=0)
+            return np.mean([b.replicates for b in members if b.replicates is not None], axis=0)
         return np.array([np.mean([math.log(b.best) for b in members])])
 
     result.measured = float(np.exp(log_geomean(groups[low_ratio], False) - log_geomean(groups[high_ratio], False))[0])

@@ -173,7 +173,7 @@ def verdict(claims: Claims) -> str:
             f"{gap.lower}'s (by {gap.gap:.3g} at KL {gap.kl:.3g})."
         )
     edges = [b.loss for b in claims.bests if not b.claimable]
-    tail = f" Best β at an edge of its grid (no shift claimed): {', '.join(edges)}." if edges else ""
+    tail = f" No β shift is claimed for {', '.join(edges)} (see the notes below)." if edges else ""
     return (
         f"**Verdict.** Claim 1 (similar trade-offs): {one} Claim 2 (best β moves as f''(0)/|f'(0)|): "
         f"{claim_two(claims)}{tail}"
@@ -253,7 +253,7 @@ def best_beta_lines(claims: Claims, quality: str) -> list[str]:
                 ", ".join(f"{v:g}" for v in b.betas),
                 str(b.seeds),
                 _num(b.grid_best),
-                _num(b.best) if b.claimable else "—" if len(b.betas) < 3 else f"({_num(b.best)}: edge)",
+                _num(b.best) if b.claimable else "—" if len(b.betas) < 3 or b.flat else f"({_num(b.best)}: edge)",
                 interval,
                 _num(b.ratio),
                 _num(b.best * b.ratio) if b.claimable else "—",
