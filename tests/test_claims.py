@@ -229,3 +229,12 @@ def test_the_bandit_claims_use_the_same_fit_on_exact_values():
     assert "(exact values, no interval)" in text
     single = claims_markdown([bandit_run("squared", 0.5, 0.8)])  # one run: no fit, no ratio
     assert "only 1 β run: no fit" in single and "Measured ratio" not in single
+
+
+def test_a_lower_is_better_quality_is_fitted_at_its_minimum(tmp_path):
+    sweep = tmp_path / "sweep"
+    for beta in GRID:
+        loss = 0.2 + 0.05 * (math.log(beta) - math.log(0.13)) ** 2  # val/loss: lower is better, least at 0.13
+        write_job(sweep, loss="logistic", beta=beta, history=[(10, {"val/loss": loss, "val/kl_token": 1 / beta})])
+    (best,), _ = best_betas(grids(collect(sweep).jobs, Metric("val/loss"))[0], replicates=0)
+    assert best.best == pytest.approx(0.13) and best.claimable

@@ -107,8 +107,9 @@ def grids(
     """Each loss's grid of completed jobs with a value; where a loss ran several lr, the lr of its
     best configuration. Returns the grids and notes on what was left out or substituted."""
     notes: list[str] = []
+    sign = 1.0 if metric.higher_is_better else -1.0  # the fit looks for a maximum
     done = jobs[jobs["status"] == COMPLETED].copy()
-    done["_v"] = metric.values(done, value)
+    done["_v"] = sign * metric.values(done, value)
     done["_se"] = metric.standard_errors(done, value)
     done = done[done["_v"].notna() & done["loss"].notna() & done["beta"].notna()]
     out = []
@@ -123,7 +124,7 @@ def grids(
         for beta in betas:
             cell = []
             for _, row in group[group["beta"] == beta].iterrows():
-                scores = _scores(row, metric, value) if per_prompt else None
+                scores = _scores(row, metric, value, sign) if per_prompt else None
                 cell.append(JobValue(str(row["job"]), float(row["_v"]), float(row["_se"]), scores))
             cells.append(cell)
         out.append(Grid(str(loss), float(lr) if pd.notna(lr) else math.nan, betas, cells))
@@ -138,7 +139,7 @@ def _loss_order() -> list[str]:
     return list(MEMBERS)
 
 
-def _scores(row: pd.Series, metric: Metric, value: str) -> np.ndarray | None:
+def _scores(row: pd.Series, metric: Metric, value: str, sign: float = 1.0) -> np.ndarray | None:
     """The job's per-prompt values at the step of its value, if written and consistent with it."""
     path = row.get("path")
     if not isinstance(path, str) or not Path(path).is_dir():
@@ -157,7 +158,7 @@ def _scores(row: pd.Series, metric: Metric, value: str) -> np.ndarray | None:
     raw = steps[step][name]
     if any(v is None for v in raw) or len(raw) < 2:
         return None
-    scores = np.asarray(raw, dtype=float) * (-1.0 if metric.negate else 1.0)
+    scores = np.asarray(raw, dtype=float) * (-1.0 if metric.negate else 1.0) * sign
     return scores if abs(scores.mean() - float(row["_v"])) <= MATCH_TOLERANCE else None
 
 
@@ -409,7 +410,7 @@ def frontiers(jobs: pd.DataFrame, x: Metric, y: Metric, value: str = "final") ->
         rms = cells["_s"].apply(lambda s: float(np.sqrt(np.mean(np.square(s.dropna())))) if s.notna().any() else 0.0)
         se = np.maximum(sd / np.sqrt(n), rms.to_numpy() / np.sqrt(n))
         kl, quality = cells["_x"].mean().to_numpy(), cells["_y"].mean().to_numpy()
-        keep = pareto_frontier(kl, quality, True)
+        keep = pareto_frontier(kl, quality, y.higher_is_better)
         out.append(Frontier(str(loss), kl[keep], quality[keep], se[keep]))
     order = {name: i for i, name in enumerate(_loss_order())}
     out.sort(key=lambda f: (order.get(f.loss, len(order)), f.loss))

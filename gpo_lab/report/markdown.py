@@ -245,7 +245,7 @@ def best_beta_lines(claims: Claims, quality: str) -> list[str]:
     ]
     rows = []
     for b in claims.bests:
-        interval = f"{_num(b.low)} – {_num(b.high)}" if math.isfinite(b.low) else "—"
+        interval = f"{_num(b.low)} – {_num(b.high)}" if math.isfinite(b.low) and b.claimable else "—"
         rows.append(
             [
                 b.loss,
@@ -317,6 +317,8 @@ def gap_lines(claims: Claims, quality: str, x: Metric | None) -> list[str]:
         "",
         f"- **Largest gap: {gap.z:.2f} SE**: {gap.higher} above {gap.lower} by {_num(gap.gap)} at KL "
         f"{_num(gap.kl)} (SE {_num(gap.se)}), over {gap.pairs} pair(s) of losses.",
+        "- It is the largest of many comparisons (every pair, every frontier point), so a value somewhat "
+        "above 2 can arise by chance alone when the frontiers are the same.",
     ]
     if gap.skipped:
         lines.append(f"- No common KL range: {', '.join(gap.skipped)}.")
