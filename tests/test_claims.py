@@ -238,3 +238,13 @@ def test_a_lower_is_better_quality_is_fitted_at_its_minimum(tmp_path):
         write_job(sweep, loss="logistic", beta=beta, history=[(10, {"val/loss": loss, "val/kl_token": 1 / beta})])
     (best,), _ = best_betas(grids(collect(sweep).jobs, Metric("val/loss"))[0], replicates=0)
     assert best.best == pytest.approx(0.13) and best.claimable
+
+
+def test_per_prompt_scores_that_disagree_with_the_logged_value_are_not_used(tmp_path):
+    sweep = peaked_sweep(tmp_path / "sweep", {"logistic": 0.13}, betas=(0.05, 0.1, 0.2), seeds=(0,), prompts=64)
+    job = sorted(sweep.iterdir())[0]
+    (job / PER_PROMPT_FILE).write_text(json.dumps({"step": 100, "win_rate": [1.0] * 64}) + "\n")  # mean 1
+    grid_list, _ = grids(collect(sweep).jobs, WIN)
+    used = [value.scores is not None for cell in grid_list[0].jobs for value in cell]
+    assert used.count(False) == 1 and used.count(True) == 2
+    assert "for 2 jobs, N(value, se) for the rest" in best_betas(grid_list, replicates=10)[1]

@@ -40,7 +40,7 @@ REPLICATES = 2000
 SEED = 0
 LEVEL = 0.95
 OVERLAP_SE = 2.0  # frontiers within this many standard errors "overlap"
-MATCH_TOLERANCE = 1e-6  # per-prompt scores must average to the logged value
+MATCH_TOLERANCE = 1e-6  # per-prompt scores must average to the logged value (relative, above 1)
 
 
 # ---------------------------------------------------------------------------- the fit
@@ -159,7 +159,8 @@ def _scores(row: pd.Series, metric: Metric, value: str, sign: float = 1.0) -> np
     if any(v is None for v in raw) or len(raw) < 2:
         return None
     scores = np.asarray(raw, dtype=float) * (-1.0 if metric.negate else 1.0) * sign
-    return scores if abs(scores.mean() - float(row["_v"])) <= MATCH_TOLERANCE else None
+    logged = float(row["_v"])  # logged through float32: agree to a relative 1e-6
+    return scores if abs(scores.mean() - logged) <= MATCH_TOLERANCE * max(1.0, abs(logged)) else None
 
 
 # ---------------------------------------------------------------------------- bootstrap
@@ -346,7 +347,7 @@ def beta_ratio(bests: Sequence[BestBeta], level: float = LEVEL) -> BetaRatio | N
     empty = [r for r in (low_ratio, high_ratio) if not groups[r]]
     if empty:
         edges = [b.loss for r in empty for b in by_ratio[r]]
-        result.problem = f"best β at an edge (or too few β) for {', '.join(edges)}"
+        result.problem = f"best β at an edge of the grid, or no fit, for {', '.join(edges)}"
         return result
     result.low_group = (low_ratio, [b.loss for b in groups[low_ratio]])
     result.high_group = (high_ratio, [b.loss for b in groups[high_ratio]])
