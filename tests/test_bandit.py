@@ -319,4 +319,4 @@ def test_bandit_experiment_end_to_end(tmp_path):
     written = draw(tmp_path / "sweep")
     assert [p.name for p in written] == [TRAINING_FIGURE, KL_FIGURE, CLAIMS_FILE]
     assert all(p.stat().st_size > 10_000 for p in written[:2])
-    assert "only 1 β run: no fit" in written[2].read_text()
+    assert "only 1 β with a value: no fit" in written[2].read_text()

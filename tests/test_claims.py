@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from gpo_lab.report import analyse, collect, make_report
+from gpo_lab.report.__main__ import main as report_main
 from gpo_lab.report.aggregate import regularization_ratio
 from gpo_lab.report.axes import Metric, MissingMetric
 from gpo_lab.report.bandit import BanditRun, claims_markdown
@@ -228,7 +229,7 @@ def test_the_bandit_claims_use_the_same_fit_on_exact_values():
     assert flat in text  # a flat curve has no best β, not one at the lower edge
     assert "(exact values, no interval)" in text
     single = claims_markdown([bandit_run("squared", 0.5, 0.8)])  # one run: no fit, no ratio
-    assert "only 1 β run: no fit" in single and "Measured ratio" not in single
+    assert "only 1 β with a value: no fit" in single and "Measured ratio" not in single
 
 
 def test_a_lower_is_better_quality_is_fitted_at_its_minimum(tmp_path):
@@ -248,3 +249,13 @@ def test_per_prompt_scores_that_disagree_with_the_logged_value_are_not_used(tmp_
     used = [value.scores is not None for cell in grid_list[0].jobs for value in cell]
     assert used.count(False) == 1 and used.count(True) == 2
     assert "for 2 jobs, N(value, se) for the rest" in best_betas(grid_list, replicates=10)[1]
+
+
+def test_the_command_prints_the_verdict_and_the_best_beta_table_flags_edges(tmp_path, capsys):
+    sweep = peaked_sweep(tmp_path / "sweep", {"logistic": 0.002, "squared": 0.1}, betas=(0.01, 0.03, 0.1, 0.3, 1.0))
+    assert report_main([str(sweep), "--wandb", "off"]) == 0
+    out = capsys.readouterr().out
+    assert "Verdict. Claim 1 (similar trade-offs):" in out and "No β shift is claimed for logistic" in out
+    text = (sweep / "report.md").read_text()
+    best = text.split("\n## Best β per loss\n", 1)[1].split("\n## ", 1)[0]
+    assert "| logistic | 0.01 |" in best and "best β at the grid's lower edge: extend the grid below 0.01 |" in best

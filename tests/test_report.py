@@ -92,9 +92,11 @@ def test_report_table_matches_the_summaries(tmp_path):
     assert best.loc["logistic", "scaled_beta"] == pytest.approx(0.05) and best.loc["hinge", "scaled_beta"] == 0
     sec = "\n## Best β per loss\n"
     assert table_rows(text, "logistic", sec) == [
-        ["logistic", "0.1", "1e-05", "0.65 ± 0.07071 (sd)", "2", "0.5", "0.05", ""]
+        ["logistic", "0.1", "1e-05", "0.65 ± 0.07071 (sd)", "2", "0.5", "0.05", "only 2 β with a value: no fit"]
     ]
-    assert table_rows(text, "hinge", sec) == [["hinge", "1", "1e-05", "0.65 ± 0.01414 (sd)", "2", "0", "0", ""]]
+    assert table_rows(text, "hinge", sec) == [
+        ["hinge", "1", "1e-05", "0.65 ± 0.01414 (sd)", "2", "0", "0", "only 2 β with a value: no fit"]
+    ]
 
     # Every job is listed with its own final values.
     for (loss, beta, seed), (win, kl, reg) in FINALS.items():
@@ -231,7 +233,7 @@ def test_partial_sweep_is_reported_and_drawn(tmp_path):
     assert running[0][1] == "running (partial)" and running[0][7] == "0.95" and running[0][6] == "25"
     # The best beta counts completed jobs only, and says that one configuration is still running.
     squared = table_rows(text, "squared")[0]
-    assert squared[1] != "0.3" and squared[-1] == "1 still running"
+    assert squared[1] != "0.3" and squared[-1] == "only 2 β with a value: no fit; 1 still running"
     assert report.configs.set_index("config").loc["beta=0.3,loss=squared,optim.lr=1e-05", "partial"]
 
 

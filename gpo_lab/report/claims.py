@@ -227,7 +227,8 @@ class BestBeta:
     @property
     def note(self) -> str:
         if len(self.betas) < 3:
-            return f"only {len(self.betas)} β run: no fit; extend the grid; no β shift is claimed for this loss"
+            count = len(self.betas)
+            return f"only {count} β with a value: no fit; extend the grid; no β shift is claimed for this loss"
         if self.flat:
             return "the quality is the same at every β of the grid: no best β; no β shift is claimed for this loss"
         if self.edge < 0:

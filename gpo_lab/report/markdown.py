@@ -128,8 +128,10 @@ def _best(report: Report) -> list[str]:
         "",
     ]
     rows = []
+    edges = {b.loss: b.note.split(";")[0] for b in report.claims.bests if not b.claimable} if report.claims else {}
     for _, row in report.best.iterrows():
         pending = int(row["pending"]) if _present(row["pending"]) else 0
+        note = "; ".join(n for n in (edges.get(row["loss"], ""), f"{pending} still running" if pending else "") if n)
         rows.append(
             [
                 row["loss"],
@@ -139,7 +141,7 @@ def _best(report: Report) -> list[str]:
                 _int(row["n"]),
                 _num(row["ratio"]),
                 _num(row["scaled_beta"]),
-                f"{pending} still running" if pending else "",
+                note,
             ]
         )
     return lines + _table(
