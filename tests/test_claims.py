@@ -25,6 +25,7 @@ from gpo_lab.report.claims import (
     grids,
 )
 from gpo_lab.report.figures import departure, regularizer_vs_kl
+from gpo_lab.report.markdown import verdict
 from gpo_lab.run.per_prompt import PER_PROMPT_FILE
 from tests.helpers.sweeps import synthetic_sweep, write_job
 
@@ -118,6 +119,8 @@ def test_the_ratio_of_two_known_peaks_is_measured_against_theory(tmp_path):
     assert ratio.low_group == (0.5, ["logistic"]) and ratio.high_group == (1.0, ["squared"])
     assert abs(math.log(ratio.measured / 2)) < math.log(1.3)
     assert ratio.low < 2 < ratio.high and ratio.contains_theory
+    assert ratio.low > 1 and "consistent with theory" in verdict(report.claims)
+    assert "also contains 1" not in verdict(report.claims)
     assert "hinge" in ratio.excluded and "f''(0) = 0" in ratio.excluded["hinge"]
 
 
@@ -259,3 +262,10 @@ def test_the_command_prints_the_verdict_and_the_best_beta_table_flags_edges(tmp_
     text = (sweep / "report.md").read_text()
     best = text.split("\n## Best β per loss\n", 1)[1].split("\n## ", 1)[0]
     assert "| logistic | 0.01 |" in best and "best β at the grid's lower edge: extend the grid below 0.01 |" in best
+
+
+def test_an_interval_that_holds_both_theory_and_no_shift_says_it_does_not_resolve_the_shift(tmp_path):
+    sweep = synthetic_sweep(tmp_path / "sweep", losses=("logistic", "savage", "squared"))
+    claims = analyse(collect(sweep)).claims
+    assert claims.ratio.low < 1 < 2 < claims.ratio.high
+    assert "It also contains 1 (no shift): the sweep does not resolve the shift" in verdict(claims)

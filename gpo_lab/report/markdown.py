@@ -201,11 +201,15 @@ def claim_two(claims: Claims) -> str:
                 f"consistent with theory: {measured} ({claims.level:.0%} interval {ratio.low:.3g}–{ratio.high:.3g}), "
                 f"which contains theory's {ratio.theory:.3g}."
             )
+            if ratio.low <= 1 <= ratio.high:
+                two += " It also contains 1 (no shift): the sweep does not resolve the shift."
         else:
             two = (
                 f"not consistent with theory: {measured} ({claims.level:.0%} interval "
                 f"{ratio.low:.3g}–{ratio.high:.3g}), which excludes theory's {ratio.theory:.3g}."
             )
+            if ratio.low <= 1 <= ratio.high:
+                two += " It contains 1: no shift at all."
     return two
 
 
