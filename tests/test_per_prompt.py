@@ -54,3 +54,19 @@ def test_only_global_rank_zero_writes_from_a_callback(tmp_path):
         write_from_callback(callback, trainer, ["kl_token"], {"kl_token": torch.tensor([0.5, float("nan")])})
     assert not (tmp_path / "other" / PER_PROMPT_FILE).exists()
     assert lines(tmp_path / "zero") == [{"step": 7, "kl_token": [0.5, None]}]
+
+
+def test_a_restart_from_step_zero_and_a_rerun_move_the_file_aside(tmp_path):
+    from gpo_lab.run.metrics_file import MetricsFileLogger
+    from gpo_lab.run.train import archive_previous_run, resume_point
+
+    for name in ("metrics.jsonl", PER_PROMPT_FILE):
+        (tmp_path / name).write_text('{"step": 10, "val/loss": 0.5}\n')
+    assert resume_point(tmp_path, MetricsFileLogger(tmp_path)) == (None, 0)  # no checkpoint: from step 0
+    (previous,) = tmp_path.glob("previous-*")
+    assert (previous / PER_PROMPT_FILE).exists() and not (tmp_path / PER_PROMPT_FILE).exists()
+    rerun = tmp_path / "rerun"
+    rerun.mkdir()
+    (rerun / PER_PROMPT_FILE).write_text('{"step": 10, "win_rate": [1.0]}\n')
+    archive = archive_previous_run(rerun)  # skip_completed=false on a completed run
+    assert (archive / PER_PROMPT_FILE).exists() and not (rerun / PER_PROMPT_FILE).exists()

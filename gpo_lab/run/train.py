@@ -127,6 +127,8 @@ def resume_point(run_dir: Path, metrics_file: MetricsFileLogger) -> tuple[Path |
         archive = run_dir / f"previous-{time.strftime('%Y%m%d-%H%M%S')}"
         archive.mkdir(exist_ok=True)
         shutil.move(str(metrics_file.path), archive / METRICS_FILE)
+        if (run_dir / PER_PROMPT_FILE).exists():
+            shutil.move(str(run_dir / PER_PROMPT_FILE), archive / PER_PROMPT_FILE)
         log.info(
             "No usable checkpoint in %s: training from step 0; the earlier attempt's %s is in %s.",
             run_dir,
