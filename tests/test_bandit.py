@@ -12,7 +12,7 @@ from omegaconf import OmegaConf
 
 from gpo_lab.errors import ConfigError
 from gpo_lab.losses import GPOLoss
-from gpo_lab.report.bandit import KL_FIGURE, TRAINING_FIGURE, draw
+from gpo_lab.report.bandit import CLAIMS_FILE, KL_FIGURE, TRAINING_FIGURE, draw
 from gpo_lab.tasks.bandit import BanditModule, build_problem
 from gpo_lab.tasks.bandit.problem import DTYPE
 from tests.helpers import CONF_DIR
@@ -317,5 +317,6 @@ def test_bandit_experiment_end_to_end(tmp_path):
         assert summary["final"][name] == pytest.approx(float(exact[name.removeprefix("val/")]), abs=1e-9), name
 
     written = draw(tmp_path / "sweep")
-    assert [p.name for p in written] == [TRAINING_FIGURE, KL_FIGURE]
-    assert all(p.stat().st_size > 10_000 for p in written)
+    assert [p.name for p in written] == [TRAINING_FIGURE, KL_FIGURE, CLAIMS_FILE]
+    assert all(p.stat().st_size > 10_000 for p in written[:2])
+    assert "only 1 β with a value: no fit" in written[2].read_text()

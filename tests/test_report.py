@@ -21,7 +21,7 @@ from gpo_lab.report.wandb_io import attach_to_wandb
 from tests.helpers.cli import run_cli
 from tests.helpers.sweeps import synthetic_sweep, write_job
 
-PNGS = ("tradeoff.png", "beta.png", "dynamics.png", "loss_functions.png")
+PNGS = ("tradeoff.png", "beta.png", "kl_beta.png", "regularizer_kl.png", "dynamics.png", "loss_functions.png")
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 # (loss, beta, seed) -> (final win rate, final token KL, final offline regularizer), chosen by hand.
@@ -48,8 +48,11 @@ def fabricated_sweep(root: Path) -> Path:
     return sweep
 
 
-def table_rows(markdown: str, first_cell: str) -> list[list[str]]:
+def table_rows(markdown: str, first_cell: str, section: str | None = None) -> list[list[str]]:
+    """Rows of the tables whose first cell is ``first_cell`` (under the heading ``section`` only, if given)."""
     rows = []
+    if section is not None:
+        markdown = markdown.split(section, 1)[1].split("\n## ", 1)[0]
     for line in markdown.splitlines():
         cells = [c.strip() for c in line.strip().strip("|").split(" | ")]
         if line.startswith("|") and cells[0] == first_cell:
@@ -87,8 +90,13 @@ def test_report_table_matches_the_summaries(tmp_path):
     assert best.loc["hinge", "sd"] == pytest.approx(math.sqrt(2 * 0.01**2))
     # f''(0)/|f'(0)| of the paper's table: logistic 1/2, hinge 0.
     assert best.loc["logistic", "scaled_beta"] == pytest.approx(0.05) and best.loc["hinge", "scaled_beta"] == 0
-    assert table_rows(text, "logistic") == [["logistic", "0.1", "1e-05", "0.65 ± 0.07071 (sd)", "2", "0.5", "0.05", ""]]
-    assert table_rows(text, "hinge") == [["hinge", "1", "1e-05", "0.65 ± 0.01414 (sd)", "2", "0", "0", ""]]
+    sec = "\n## Best β per loss\n"
+    assert table_rows(text, "logistic", sec) == [
+        ["logistic", "0.1", "1e-05", "0.65 ± 0.07071 (sd)", "2", "0.5", "0.05", "only 2 β with a value: no fit"]
+    ]
+    assert table_rows(text, "hinge", sec) == [
+        ["hinge", "1", "1e-05", "0.65 ± 0.01414 (sd)", "2", "0", "0", "only 2 β with a value: no fit"]
+    ]
 
     # Every job is listed with its own final values.
     for (loss, beta, seed), (win, kl, reg) in FINALS.items():
@@ -218,14 +226,14 @@ def test_partial_sweep_is_reported_and_drawn(tmp_path):
     assert report.sweep.partial and report.sweep.status_counts == {"completed": 4, "running": 3}
     assert "**Status: PARTIAL.** 3 of 7 jobs are still running" in text
     assert table_rows(text, "hinge") == [["hinge"] + ["—"] * 6 + ["1 still running"]]
-    assert set(report.figures) == {"tradeoff", "beta", "dynamics", "loss_functions"}
+    assert set(report.figures) == {"tradeoff", "beta", "kl_beta", "regularizer_kl", "dynamics", "loss_functions"}
     for png in PNGS:
         assert (sweep / png).read_bytes().startswith(PNG_SIGNATURE)
     running = table_rows(text, "`beta=0.3,loss=squared,optim.lr=1e-05`")
     assert running[0][1] == "running (partial)" and running[0][7] == "0.95" and running[0][6] == "25"
     # The best beta counts completed jobs only, and says that one configuration is still running.
     squared = table_rows(text, "squared")[0]
-    assert squared[1] != "0.3" and squared[-1] == "1 still running"
+    assert squared[1] != "0.3" and squared[-1] == "only 2 β with a value: no fit; 1 still running"
     assert report.configs.set_index("config").loc["beta=0.3,loss=squared,optim.lr=1e-05", "partial"]
 
 
@@ -290,7 +298,7 @@ def test_report_on_a_real_smoke_sweep(tmp_path):
     assert "Figure 'tradeoff' not drawn: no KL metric was logged" in text
     assert "val/win_rate was not logged; the quality axis uses val/rewards/accuracies instead." in text
     assert not (sweep / "tradeoff.png").exists()
-    for png in PNGS[1:]:
+    for png in ("beta.png", "dynamics.png", "loss_functions.png"):
         assert (sweep / png).read_bytes().startswith(PNG_SIGNATURE)
     for job in ("beta=0.1,loss=hinge", "beta=0.1,loss=logistic", "beta=1,loss=hinge", "beta=1,loss=logistic"):
         summary = json.loads((sweep / job / "summary.json").read_text())
@@ -336,6 +344,8 @@ def test_figures_are_attached_to_the_sweeps_wandb_group_when_online(tmp_path, mo
     assert {key for key, value in run.logged.items() if isinstance(value, wandb.Image)} == {
         "report/tradeoff",
         "report/beta",
+        "report/kl_beta",
+        "report/regularizer_kl",
         "report/dynamics",
         "report/loss_functions",
     }

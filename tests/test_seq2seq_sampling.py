@@ -15,6 +15,7 @@ from gpo_lab.eval.sampling import encode_prompts, generate_bank
 from gpo_lab.models.reference import freeze
 from gpo_lab.models.tiny import tiny_seq2seq_lm
 from gpo_lab.models.tokenizers import word_tokenizer
+from gpo_lab.run.per_prompt import read_per_prompt
 from tests.test_kl import every_response
 
 HORIZON = 3
@@ -149,6 +150,12 @@ def test_a_t5_policy_logs_kl_and_win_rate(setting, tmp_path):
     ]
     assert metrics["val/win_rate"] == pytest.approx(sum(wins) / len(wins), abs=1e-6)
     assert 0 < metrics["val/win_rate"] < 1
+    # Each prompt's values, in the bank's prompt order, in the run directory's per_prompt.jsonl.
+    (values,) = read_per_prompt(tmp_path).values()
+    assert values["win_rate"] == wins
+    assert values["kl_token"] == pytest.approx(drawn.token_kl.tolist())
+    for name in ("kl_seq", "kl_token", "win_rate"):
+        assert sum(values[name]) / len(values[name]) == pytest.approx(metrics[f"val/{name}"], abs=1e-6)
 
 
 def test_a_lora_t5_and_its_adapters_off_reference_sample_through_peft(setting):

@@ -1,8 +1,9 @@
 """Turn a sweep into the paper's plots and tables: ``python -m gpo_lab.report SWEEP_DIR``.
 
 The same functions serve the notebooks: :func:`collect` reads a sweep directory into a table of
-jobs, :func:`analyse` aggregates seeds and finds each loss's best beta, the functions of
-:mod:`~gpo_lab.report.figures` draw, and :func:`make_report` does all of it and writes report.md.
+jobs, :func:`analyse` aggregates seeds, finds each loss's best beta and judges the paper's claims
+(:mod:`~gpo_lab.report.claims`: ``report.claims``), the functions of :mod:`~gpo_lab.report.figures`
+draw, and :func:`make_report` does all of it and writes report.md.
 """
 
 from gpo_lab.report.axes import Metric, MissingMetric

@@ -13,6 +13,7 @@ import sys
 from gpo_lab.errors import ConfigError
 from gpo_lab.report.axes import KL_CANDIDATES, QUALITY_CANDIDATES
 from gpo_lab.report.build import make_report
+from gpo_lab.report.markdown import verdict
 from gpo_lab.report.wandb_io import attach_to_wandb
 
 log = logging.getLogger("gpo_lab.report")
@@ -73,6 +74,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{report.path} ({state}: {counts}); figures: {', '.join(p.name for p in report.figures.values()) or 'none'}")
     for note in report.notes:
         print(f"note: {note}")
+    if report.claims is not None:
+        print(verdict(report.claims).replace("**", ""))
     if args.wandb == "auto":
         attach_to_wandb(report)
     return 0

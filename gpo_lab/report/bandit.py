@@ -9,6 +9,10 @@ writes into that directory
   beta * f''(0)/|f'(0)|, the weight of the offline regularizer in the Taylor expansion. If the
   expansion explains how the losses regularize, the curves line up in the second panel.
 One row per kind of labels found in the sweep.
+- ``bandit_claims.md``: the report's claims on exact values (:mod:`gpo_lab.report.claims`): per
+  kind of labels and of mu, each loss's best beta by the same fit of the final win rate against
+  log beta (no bootstrap: nothing is noisy), the edge-of-grid notes, and the ratio of best betas
+  between the f''(0)/|f'(0)| groups against theory's.
 """
 
 from __future__ import annotations
@@ -25,11 +29,15 @@ from matplotlib.ticker import FixedLocator, FormatStrFormatter, NullFormatter
 from omegaconf import OmegaConf
 
 from gpo_lab.losses import MEMBERS, GPOLoss
+from gpo_lab.report.claims import exact_claims
+from gpo_lab.report.markdown import best_beta_lines, claim_two, edge_warnings, ratio_lines
 from gpo_lab.run.records import METRICS_FILE, SUMMARY_FILE, read_json, read_metrics
 from gpo_lab.tasks.bandit.problem import build_problem
 
 TRAINING_FIGURE = "bandit_training.png"
 KL_FIGURE = "bandit_kl_vs_beta.png"
+CLAIMS_FILE = "bandit_claims.md"
+QUALITY = ("val/win_rate", "val/reward")  # the first that every run logged
 LOSS_ORDER = list(MEMBERS)  # the registry's order
 SYMLOG_TICKS = [0, 0.5, 1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000]
 SETTLING_WINDOW = 0.2  # a KL has settled if it moved < 1% over the last 20% of the steps
@@ -218,6 +226,32 @@ def kl_figure(runs: list[BanditRun]) -> Figure:
     return figure
 
 
+def claims_markdown(runs: list[BanditRun]) -> str:
+    """``bandit_claims.md``: best beta per loss (exact values, the report's fit), edge notes and the
+    best-beta ratio against theory, for each kind of labels and of mu in the sweep."""
+    metric = next((m for m in QUALITY if runs and all(m in r.curve for r in runs)), None)
+    lines = ["# Bandit study: the paper's claims on exact values", ""]
+    if metric is None:
+        return "\n".join(lines + [f"_No quality metric ({' or '.join(QUALITY)}) was logged by every run._"]) + "\n"
+    lines += [
+        f"Quality: `{metric}` at the end of training, exact (no sampling, so no error bars). Theory: the best β "
+        "moves as 1 / (f''(0)/|f'(0)|) between losses.",
+        "",
+    ]
+    for kind in _label_kinds(runs):
+        for mu in sorted({r.mu for r in runs if r.labels == kind}):
+            chosen = [r for r in runs if r.labels == kind and r.mu == mu]
+            curves = {}
+            for name in sorted({r.loss for r in chosen}, key=_order):
+                points = sorted((r for r in chosen if r.loss == name), key=lambda r: r.beta)
+                curves[name] = ([r.beta for r in points], [r.final(metric) for r in points])
+            claims = exact_claims(curves)
+            lines += [f"## {kind.replace('_', '-')} labels, mu = {mu}", ""]
+            lines += [f"**Best-β shift:** {claim_two(claims)}", ""] + edge_warnings(claims)
+            lines += best_beta_lines(claims, f"`{metric}`") + [""] + ratio_lines(claims) + [""]
+    return "\n".join(lines).rstrip() + "\n"
+
+
 def draw(sweep_dir: Path, beta: float | None = None) -> list[Path]:
     """Write the bandit figures into ``sweep_dir``; return their paths."""
     sweep_dir = Path(sweep_dir)
@@ -232,6 +266,8 @@ def draw(sweep_dir: Path, beta: float | None = None) -> list[Path]:
         if figure is not None:
             figure.savefig(sweep_dir / name, dpi=110)
             written.append(sweep_dir / name)
+    (sweep_dir / CLAIMS_FILE).write_text(claims_markdown(runs))
+    written.append(sweep_dir / CLAIMS_FILE)
     return written
 
 

@@ -17,6 +17,7 @@ from gpo_lab.errors import ConfigError
 from gpo_lab.report import figures
 from gpo_lab.report.aggregate import aggregate, best_beta
 from gpo_lab.report.axes import KL_CANDIDATES, QUALITY_CANDIDATES, REGULARIZER, Metric, MissingMetric, choose
+from gpo_lab.report.claims import REPLICATES, Claims, judge
 from gpo_lab.report.collect import COMPLETED, Sweep, collect
 from gpo_lab.report.markdown import render
 
@@ -25,6 +26,8 @@ log = logging.getLogger(__name__)
 FIGURES = {
     "tradeoff": "tradeoff.png",
     "beta": "beta.png",
+    "kl_beta": "kl_beta.png",
+    "regularizer_kl": "regularizer_kl.png",
     "dynamics": "dynamics.png",
     "loss_functions": "loss_functions.png",
 }
@@ -43,6 +46,7 @@ class Report:
     figures: dict[str, Path] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     path: Path | None = None
+    claims: Claims | None = None
 
 
 def make_report(
@@ -64,6 +68,8 @@ def make_report(
             report.configs, _need(report.x, "KL", KL_CANDIDATES), _need(report.y, "quality", QUALITY_CANDIDATES)
         ),
         "beta": lambda: figures.quality_vs_beta(report.configs, _need(report.y, "quality", QUALITY_CANDIDATES)),
+        "kl_beta": lambda: figures.quality_vs_beta(report.configs, _need(report.x, "KL", KL_CANDIDATES)),
+        "regularizer_kl": lambda: figures.regularizer_vs_kl(histories(sweep, completed_jobs(sweep)), report.x),
         "dynamics": lambda: figures.dynamics(histories(sweep, report.dynamics_jobs), report.x),
         "loss_functions": lambda: figures.loss_functions(_losses(sweep)),
     }
@@ -105,7 +111,12 @@ def _write(report: Report, drawers: dict, out: Path) -> None:
 
 
 def analyse(
-    sweep: Sweep, x: str | None = None, y: str | None = None, value: str = "final", jobs: list[str] | None = None
+    sweep: Sweep,
+    x: str | None = None,
+    y: str | None = None,
+    value: str = "final",
+    jobs: list[str] | None = None,
+    replicates: int = REPLICATES,
 ) -> Report:
     """Everything the report shows except the figures: metrics chosen, seeds aggregated, best beta."""
     if value not in ("final", "best"):
@@ -134,7 +145,15 @@ def analyse(
     if unknown:
         raise ValueError(f"Unknown job(s) {', '.join(unknown)}; jobs of this sweep: {', '.join(sweep.jobs['job'])}")
     return Report(
-        sweep=sweep, x=x_metric, y=y_metric, value=value, configs=configs, best=best, dynamics_jobs=chosen, notes=notes
+        sweep=sweep,
+        x=x_metric,
+        y=y_metric,
+        value=value,
+        configs=configs,
+        best=best,
+        dynamics_jobs=chosen,
+        notes=notes,
+        claims=judge(sweep.jobs, y_metric, x_metric, value, replicates=replicates),
     )
 
 
@@ -155,6 +174,10 @@ def default_dynamics_jobs(sweep: Sweep, configs: pd.DataFrame, y: Metric | None)
         usable = sweep.jobs[sweep.jobs["status"] != "failed"]
         chosen = usable.groupby("loss", sort=True)["job"].first().tolist() or usable["job"].tolist()
     return chosen[:MAX_DYNAMICS_JOBS]
+
+
+def completed_jobs(sweep: Sweep) -> list[str]:
+    return sweep.jobs[sweep.jobs["status"] == COMPLETED]["job"].tolist()
 
 
 def histories(sweep: Sweep, jobs: list[str]) -> dict[str, tuple[str, pd.DataFrame]]:

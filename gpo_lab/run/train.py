@@ -20,6 +20,7 @@ from gpo_lab.run.checks import check_writable, validate_run_config
 from gpo_lab.run.fingerprint import RunDirectoryHoldsAnotherRun, check_same_run, fingerprint, identity
 from gpo_lab.run.lock import RunLock
 from gpo_lab.run.metrics_file import MetricsFileLogger
+from gpo_lab.run.per_prompt import PER_PROMPT_FILE
 from gpo_lab.run.records import METRICS_FILE, SUMMARY_FILE, atomic_write_text, read_json, read_metrics
 from gpo_lab.run.redaction import redact_hydra_record, redact_override, redact_secrets
 from gpo_lab.run.summary import RunSummary, ValidationTracker
@@ -105,7 +106,7 @@ def archive_previous_run(run_dir: Path) -> Path:
     """Move a finished run's files aside (nothing is deleted) so the directory can train afresh."""
     archive = run_dir / f"previous-{time.strftime('%Y%m%d-%H%M%S')}"
     archive.mkdir()
-    for name in (SUMMARY_FILE, METRICS_FILE, "config.yaml", CHECKPOINT_DIR):
+    for name in (SUMMARY_FILE, METRICS_FILE, PER_PROMPT_FILE, "config.yaml", CHECKPOINT_DIR):
         if (run_dir / name).exists():
             shutil.move(str(run_dir / name), archive / name)
     return archive
@@ -126,6 +127,8 @@ def resume_point(run_dir: Path, metrics_file: MetricsFileLogger) -> tuple[Path |
         archive = run_dir / f"previous-{time.strftime('%Y%m%d-%H%M%S')}"
         archive.mkdir(exist_ok=True)
         shutil.move(str(metrics_file.path), archive / METRICS_FILE)
+        if (run_dir / PER_PROMPT_FILE).exists():
+            shutil.move(str(run_dir / PER_PROMPT_FILE), archive / PER_PROMPT_FILE)
         log.info(
             "No usable checkpoint in %s: training from step 0; the earlier attempt's %s is in %s.",
             run_dir,
