@@ -10,6 +10,7 @@ import datasets
 import pytest
 import torch
 
+from gpo_lab.data.columns import batch_reference_logps
 from gpo_lab.data.module import PreferenceDataModule
 from gpo_lab.data.tokenization import Truncation
 from gpo_lab.data.toy import arithmetic_preferences
@@ -18,7 +19,6 @@ from gpo_lab.models.reference_cache import (
     COLUMN,
     ReferenceLogpCache,
     attach_reference_logps,
-    batch_reference_logps,
     cache_spec,
     compute_reference_logps,
     default_cache_dir,

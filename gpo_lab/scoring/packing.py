@@ -40,20 +40,23 @@ class PackedPairs(PairBatch):
 
     @classmethod
     def from_pairs(cls, pairs: Sequence[Pair], pad_id: int, reference_logps: torch.Tensor | None = None) -> PackedPairs:
+        """One row ``prompt + chosen + rejected`` per pair, right-padded; ids may be lists or tensors."""
         width = max(len(p) + len(c) + len(r) for p, c, r in pairs)
-        input_ids = torch.full((len(pairs), width), pad_id, dtype=torch.long)
-        position_ids = torch.zeros((len(pairs), width), dtype=torch.long)
-        segment_ids = torch.full((len(pairs), width), PAD, dtype=torch.long)
-        for i, (prompt, chosen, rejected) in enumerate(pairs):
-            if not prompt or not chosen or not rejected:
+        ids, positions, segments = [], [], []
+        for prompt, chosen, rejected in pairs:
+            if not len(prompt) or not len(chosen) or not len(rejected):
                 raise ValueError(
                     "A packed pair needs a non-empty prompt (its last position predicts the first "
                     "response token) and non-empty responses."
                 )
             p, c, r = len(prompt), len(chosen), len(rejected)
-            input_ids[i, : p + c + r] = torch.tensor([*prompt, *chosen, *rejected])
-            position_ids[i, : p + c + r] = torch.cat([torch.arange(p + c), torch.arange(p, p + r)])
-            segment_ids[i, : p + c + r] = torch.tensor([PROMPT] * p + [CHOSEN] * c + [REJECTED] * r)
+            padding = width - p - c - r
+            ids.append([*map(int, prompt), *map(int, chosen), *map(int, rejected)] + [pad_id] * padding)
+            positions.append([*range(p + c), *range(p, p + r)] + [0] * padding)
+            segments.append([PROMPT] * p + [CHOSEN] * c + [REJECTED] * r + [PAD] * padding)
+        input_ids, position_ids, segment_ids = (
+            torch.tensor(rows, dtype=torch.long) for rows in (ids, positions, segments)
+        )
         return cls(input_ids, position_ids, segment_ids, reference_logps)
 
     @property

@@ -13,10 +13,12 @@ from omegaconf import DictConfig
 
 from gpo_lab.models.reference import LazyReference
 from gpo_lab.models.reference_cache import ReferenceLogpCache, attach_reference_logps
+from gpo_lab.scoring.startup import check_fast_paths
 
 log = logging.getLogger(__name__)
 
 REFERENCE_LOGPS = "reference_logps"  # the key of summary.json's ``data`` that says why the cache is not used
+FAST_PATHS = "fast_paths"  # summary.json's ``data.fast_paths``: each scoring fast path, on or off and why
 
 
 def build_task(cfg: DictConfig) -> tuple[pl.LightningModule, pl.LightningDataModule]:
@@ -60,3 +62,13 @@ def with_reference_cache(cfg: DictConfig, datamodule, reference: torch.nn.Module
         precision=cfg.get("trainer", {}).get("precision", "32-true"),
     )
     return LazyReference(reference)
+
+
+def record_fast_paths(cfg: DictConfig, datamodule, policy: torch.nn.Module, reference: torch.nn.Module) -> None:
+    """Check the scoring fast paths on both models now, under the run's precision, and record in the data
+    stats (summary.json's ``data.fast_paths``) which are on and why any is off."""
+    precision = cfg.get("trainer", {}).get("precision", "32-true")
+    datamodule.stats[FAST_PATHS] = {
+        "policy": check_fast_paths(policy, precision),
+        "reference": check_fast_paths(reference, precision),
+    }

@@ -10,10 +10,8 @@ from gpo_lab.losses import GPOLoss
 from gpo_lab.models.hf import disable_dropout, is_encoder_decoder
 from gpo_lab.module import GPOModule
 from gpo_lab.optimisation import optimisation_options
-from gpo_lab.scoring.startup import check_fast_paths
-from gpo_lab.tasks.common import reference_cache_not_used, with_reference_cache
+from gpo_lab.tasks.common import record_fast_paths, reference_cache_not_used, with_reference_cache
 
-FAST_PATHS = "fast_paths"  # summary.json's ``data.fast_paths``: each scoring fast path, on or off and why
 ENCODER_DECODER_CACHE = "the reference cache scores causal rows; an encoder-decoder reference runs at every step"
 
 
@@ -41,11 +39,7 @@ def build_language_task(cfg: DictConfig, loss: GPOLoss, beta: float) -> tuple[GP
         else:
             policy.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
     reference = instantiate(cfg.reference, policy=policy, tokenizer=tokenizer)
-    precision = cfg.get("trainer", {}).get("precision", "32-true")
-    datamodule.stats[FAST_PATHS] = {
-        "policy": check_fast_paths(policy, precision),
-        "reference": check_fast_paths(reference, precision),
-    }
+    record_fast_paths(cfg, datamodule, policy, reference)
     if encoder_decoder:
         reference_cache_not_used(cfg, datamodule.stats, ENCODER_DECODER_CACHE)
     else:

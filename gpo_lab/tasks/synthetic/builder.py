@@ -11,7 +11,7 @@ from omegaconf import DictConfig, OmegaConf
 from gpo_lab.losses import GPOLoss
 from gpo_lab.module import GPOModule
 from gpo_lab.optimisation import optimisation_options
-from gpo_lab.tasks.common import with_reference_cache
+from gpo_lab.tasks.common import record_fast_paths, with_reference_cache
 from gpo_lab.tasks.synthetic.pairs import PairSettings, offline_pairs
 from gpo_lab.tasks.synthetic.sft import SFTSettings, sft_policy
 
@@ -44,6 +44,7 @@ def build_synthetic_task(cfg: DictConfig, loss: GPOLoss, beta: float) -> tuple[G
     policy.train()
     reference = instantiate(cfg.reference, policy=policy, tokenizer=tokenizer)
     datamodule.setup("fit")
+    record_fast_paths(cfg, datamodule, policy, reference)
     reference = with_reference_cache(cfg, datamodule, reference)
     module = GPOModule(policy, reference, loss, beta, **optimisation_options(cfg))
     return module, datamodule
