@@ -10,6 +10,7 @@ a sweep that follows others in the same process. Times are CPU seconds of that p
 
     python benchmarks/synthetic_job.py                       # this checkout
     python benchmarks/synthetic_job.py --baseline OLD_TREE   # and another checkout of gpo_lab, side by side
+    ... --cache DIR                                          # keep the caches for the next invocation
 """
 
 from __future__ import annotations
@@ -135,6 +136,7 @@ def table(results: dict[str, dict]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--baseline", type=Path, help="another checkout of gpo_lab to measure the same job on")
+    parser.add_argument("--cache", type=Path, help="keep each tree's SFT policy, pairs and reference log-probs here")
     parser.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -147,7 +149,8 @@ def main() -> None:
         for name, tree in trees.items():
             work = Path(base) / name.replace(" ", "_")
             work.mkdir()
-            results[name] = measure(tree, work / "cache", work)
+            cache = (args.cache / work.name) if args.cache else work / "cache"
+            results[name] = measure(tree, cache, work)
     print(table(results))
     if args.baseline:
         ours, theirs = results["this checkout"], results["baseline"]
