@@ -1,7 +1,6 @@
 """Regularization measures against closed forms: both KL estimators against the exact KL of a tiny
 model computed by enumerating every response, and R_mu = E_mu[rho^2]/2 against a hand computation."""
 
-import itertools
 import math
 from functools import partial
 
@@ -18,6 +17,7 @@ from gpo_lab.models.reference import freeze
 from gpo_lab.models.tiny import tiny_causal_lm
 from gpo_lab.models.tokenizers import word_tokenizer
 from gpo_lab.module import GPOModule
+from tests.helpers.exact_kl import enumerated_kl
 
 HORIZON = 4
 
@@ -28,15 +28,6 @@ def peaked_model(tokenizer, seed: int, std: float = 0.15):
     model = tiny_causal_lm(tokenizer, hidden_size=16, num_layers=1, num_heads=2, max_position_embeddings=32)
     torch.nn.init.normal_(model.model.embed_tokens.weight, std=std)
     return freeze(model)
-
-
-def every_response(vocab_size: int, eos: int, horizon: int):
-    """Every response the sampler can return: up to horizon-1 non-EOS tokens then EOS, or horizon non-EOS tokens."""
-    others = [v for v in range(vocab_size) if v != eos]
-    for length in range(horizon):
-        for body in itertools.product(others, repeat=length):
-            yield (*body, eos)
-    yield from itertools.product(others, repeat=horizon)
 
 
 @torch.no_grad()
@@ -58,17 +49,14 @@ def setting():
     policy, reference = peaked_model(tokenizer, 0), peaked_model(tokenizer, 1)
     prompts = ["a", "b a"]  # different lengths: the sampler's left padding is exercised
     prompt_ids = encode_prompts(tokenizer, prompts)
-    exact, table = [], {}
-    for prompt in prompt_ids:
-        responses = list(every_response(len(tokenizer), tokenizer.eos_token_id, HORIZON))
-        by_length = {n: [r for r in responses if len(r) == n] for n in range(1, HORIZON + 1)}
-        for group in by_length.values():
-            pairs = zip(exact_logprobs(policy, prompt, group), exact_logprobs(reference, prompt, group))
-            table.update({(tuple(prompt), r): pair for r, pair in zip(group, pairs)})
-        p = torch.tensor([table[(tuple(prompt), r)][0] for r in responses], dtype=torch.float64)
-        q = torch.tensor([table[(tuple(prompt), r)][1] for r in responses], dtype=torch.float64)
-        assert p.exp().sum().item() == pytest.approx(1.0, abs=1e-5)  # the enumeration covers every response
-        exact.append((p.exp() * (p - q)).sum().item())
+    exact, table = enumerated_kl(
+        prompt_ids,
+        len(tokenizer),
+        tokenizer.eos_token_id,
+        HORIZON,
+        lambda prompt, group: exact_logprobs(policy, prompt, group),
+        lambda prompt, group: exact_logprobs(reference, prompt, group),
+    )
     return tokenizer, policy, reference, prompts, prompt_ids, exact, table
 
 

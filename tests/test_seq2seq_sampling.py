@@ -16,7 +16,7 @@ from gpo_lab.models.reference import freeze
 from gpo_lab.models.tiny import tiny_seq2seq_lm
 from gpo_lab.models.tokenizers import word_tokenizer
 from gpo_lab.run.per_prompt import read_per_prompt
-from tests.test_kl import every_response
+from tests.helpers.exact_kl import enumerated_kl
 
 HORIZON = 3
 
@@ -47,17 +47,14 @@ def setting():
     prompts = ["a", "b a b"]  # different lengths: the encoder's right padding is exercised
     prompt_ids = encode_prompts(tokenizer, prompts)
     eos = tokenizer.eos_token_id
-    exact, table = [], {}
-    for prompt in prompt_ids:
-        responses = list(every_response(len(tokenizer), eos, HORIZON))
-        for n in range(1, HORIZON + 1):
-            group = [r for r in responses if len(r) == n]
-            pairs = zip(exact_logprobs(policy, prompt, group, eos), exact_logprobs(reference, prompt, group, eos))
-            table.update({(tuple(prompt), r): pair for r, pair in zip(group, pairs)})
-        p = torch.tensor([table[(tuple(prompt), r)][0] for r in responses], dtype=torch.float64)
-        q = torch.tensor([table[(tuple(prompt), r)][1] for r in responses], dtype=torch.float64)
-        assert p.exp().sum().item() == pytest.approx(1.0, abs=1e-5)  # the enumeration covers every response
-        exact.append((p.exp() * (p - q)).sum().item())
+    exact, table = enumerated_kl(
+        prompt_ids,
+        len(tokenizer),
+        eos,
+        HORIZON,
+        lambda prompt, group: exact_logprobs(policy, prompt, group, eos),
+        lambda prompt, group: exact_logprobs(reference, prompt, group, eos),
+    )
     return tokenizer, policy, reference, prompts, prompt_ids, exact, table
 
 
