@@ -21,8 +21,9 @@ from gpo_lab.scoring.batches import PlainPairs
 from gpo_lab.scoring.logprobs import projects_hidden_states_linearly
 from gpo_lab.scoring.packing import PackedPairs, supports_prefix_sharing
 from gpo_lab.scoring.startup import check_fast_paths
+from tests.helpers.exact_kl import every_response
 from tests.helpers.families import build
-from tests.test_kl import HORIZON, every_response, exact_logprobs
+from tests.test_kl import HORIZON, exact_logprobs
 
 
 def by_hand(model, rows) -> torch.Tensor:
