@@ -226,3 +226,27 @@ def test_smollm2_experiment_runs_two_steps(tmp_path, shared_data):
     first = json.loads((tmp_path / "metrics.jsonl").read_text().splitlines()[0])
     assert first["train/loss"] == pytest.approx(math.log(2), abs=1e-6)  # a real model: pi = pi_ref at step 0
     assert summary["steps"] == 2 and math.isfinite(summary["final"]["val/loss"])
+
+
+@pytest.mark.parametrize(
+    ("sweep", "losses", "betas", "seeds"),
+    [
+        ("synthetic", PAPER_LOSSES, [2.0**k for k in range(-4, 3)], {0, 1}),  # 84 jobs: 6 x 7 x 2
+        ("synthetic_small", {"logistic", "savage", "squared", "exponential"}, [2.0**k for k in range(-3, 2)], {0, 1}),
+    ],
+)
+def test_synthetic_sweeps_run_their_grid_in_a_pool_of_workers(sweep, losses, betas, seeds):
+    cfg = compose_sweep(sweep)
+    assert cfg.hydra.launcher._target_.endswith("JoblibLauncher") and cfg.hydra.launcher.n_jobs == -1
+    grid = [dict(override.split("=", 1) for override in job) for job in sweep_jobs(cfg)]
+    assert len(grid) == len(losses) * len(betas) * len(seeds)
+    assert {job["loss"] for job in grid} == losses and {int(job["seed"]) for job in grid} == seeds
+    assert sorted({float(job["beta"]) for job in grid}) == betas
+    job = compose_sweep(sweep, [f"{key}={value}" for key, value in grid[0].items()])
+    assert (job.trainer.max_steps, job.optim.lr, job.data.packing, job.trainer.gradient_clip_val) == (
+        300,
+        1e-3,
+        True,
+        10,
+    )
+    assert job.callbacks.progress is None  # the workers share one terminal
