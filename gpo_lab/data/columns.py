@@ -8,6 +8,7 @@ thousands of pairs a job reads at start-up.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import datasets
@@ -16,9 +17,12 @@ import torch
 REFERENCE_LOGPS = "reference_logps"  # per pair: [log pi_ref(chosen|x), log pi_ref(rejected|x)]
 
 
-def column_values(dataset: datasets.Dataset, name: str) -> list[Any]:
-    """The values of column ``name`` in row order (selections and shuffles included)."""
-    return dataset.with_format("arrow")[name].to_pylist()
+def column_values(dataset: datasets.Dataset | Mapping[str, Sequence[Any]], name: str) -> list[Any]:
+    """The values of column ``name`` in row order (selections and shuffles included); a mapping of
+    column names to values passes its column through."""
+    if isinstance(dataset, datasets.Dataset):
+        return dataset.with_format("arrow")[name].to_pylist()
+    return list(dataset[name])
 
 
 def batch_reference_logps(pairs: list[dict]) -> torch.Tensor:
