@@ -74,3 +74,22 @@ class RaiseAtStep(pl.Callback):
     def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
         if trainer.global_step == self.step:
             raise RuntimeError(f"injected crash after step {self.step}")
+
+
+class OnRank(pl.Callback):
+    """Raise, poison the loss (NaN) or SIGKILL on one rank only, after optimizer step ``step``."""
+
+    def __init__(self, rank: int, step: int, fault: str = "raise"):
+        if fault not in ("raise", "nan", "kill"):
+            raise ValueError(f"fault must be raise, nan or kill, got {fault!r}")
+        self.rank, self.step, self.fault = rank, step, fault
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
+        if trainer.global_rank != self.rank or trainer.global_step != self.step:
+            return
+        if self.fault == "raise":
+            raise RuntimeError(f"injected failure on rank {self.rank} after step {self.step}")
+        if self.fault == "kill":
+            os.kill(os.getpid(), signal.SIGKILL)
+        with torch.no_grad():
+            next(module.policy.parameters()).view(-1)[0] = float("nan")
