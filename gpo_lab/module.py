@@ -114,7 +114,7 @@ class GPOModule(pl.LightningModule):
         self._val_outputs.append((logps, self.per_example_loss(logps)))
 
     def on_validation_epoch_end(self) -> None:
-        """Statistics over the whole held-out set at once (every rank's share gathered), so stds and errors are exact."""
+        """Statistics over the whole held-out set at once (all ranks' shares), so stds and errors are exact."""
         distributed = self.trainer.world_size > 1
         if not self._val_outputs and not distributed:
             return

@@ -18,8 +18,8 @@ from gpo_lab.data.splits import prompts_in_both, split_by_prompt
 from gpo_lab.data.tokenization import Truncation, encode_pair, is_conversation, prompt_start_token, render_texts
 from gpo_lab.errors import ConfigError
 from gpo_lab.models.reference_cache import COLUMN as REFERENCE_LOGPS
-from gpo_lab.run.distributed import shard_bounds
 from gpo_lab.models.reference_cache import batch_reference_logps
+from gpo_lab.run.distributed import shard_bounds
 from gpo_lab.scoring.batches import PairBatch, PlainPairs
 from gpo_lab.scoring.packing import PackedPairs
 from gpo_lab.scoring.seq2seq import Seq2SeqPairs

@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import time
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 
 import torch
@@ -154,3 +155,16 @@ def is_communication_error(error: BaseException) -> bool:
     """Whether ``error`` is a collective that failed because another rank went away."""
     text = f"{type(error).__name__}: {error}".lower()
     return any(word in text for word in ("gloo", "connection closed", "connection reset", "nccl", "distbackend"))
+
+
+def full_parameters(trainer) -> AbstractContextManager:
+    """Whole parameters for work outside the training step (sampling), where FSDP keeps them sharded.
+
+    Every rank must enter it at the same point (it gathers the shards); other strategies need nothing.
+    """
+    from torch.distributed.fsdp import FullyShardedDataParallel
+
+    model = getattr(getattr(trainer, "strategy", None), "model", None)
+    if isinstance(model, FullyShardedDataParallel):
+        return FullyShardedDataParallel.summon_full_params(model, writeback=False)
+    return nullcontext()

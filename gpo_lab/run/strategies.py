@@ -12,8 +12,8 @@ from typing import Any
 
 import torch
 from pytorch_lightning.strategies import DDPStrategy
-from pytorch_lightning.strategies import fsdp as lightning_fsdp
 from pytorch_lightning.strategies import FSDPStrategy as LightningFSDPStrategy
+from pytorch_lightning.strategies import fsdp as lightning_fsdp
 
 
 class CPUDDPStrategy(DDPStrategy):

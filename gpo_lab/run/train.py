@@ -212,8 +212,11 @@ def _train_other_rank(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     Rank 0 has taken the lock, written the config and the summary, built the caches and chosen
     the checkpoint to resume from (under srun or torchrun this rank waits for it to say so).
     """
-    if started_together() and not await_decision(run_dir):
-        return RunSummary.read(run_dir) if RunSummary.status_of(run_dir) else {}
+    if started_together():
+        # Started by srun or torchrun, this rank's Hydra wrote its own record too: redacted as rank 0's is.
+        redact_hydra_record(run_dir, typed_overrides(cfg, redact=False))
+        if not await_decision(run_dir):
+            return RunSummary.read(run_dir) if RunSummary.status_of(run_dir) else {}
     trainer = None
     try:
         module, datamodule = build_task(cfg)
