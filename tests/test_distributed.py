@@ -2,8 +2,9 @@
 
 The reference of every comparison is an independent run: one process with the global batch
 (``data.batch_size`` = 2 x the per-rank batch). Measured on 2 CPU cores: the smoke run's final
-``val/*`` agree to about 1.4e-7 relative (DDP) and exactly (FSDP against DDP); the synthetic
-run's, KL and win rate included, to about 4e-6 relative (values near 0: R_mu ~ 0.04).
+``val/*`` agree to about 1.4e-7 relative (DDP) and exactly (FSDP against DDP); LoRA under FSDP to
+about 9e-7; the synthetic run's, KL and win rate included, to about 4e-6 (DDP and FSDP; the
+largest on R_mu ~ 0.04, whose absolute difference is 1e-7).
 """
 
 from __future__ import annotations
@@ -60,6 +61,42 @@ def test_shards_cover_every_item_once():
             assert items == list(range(count))
 
 
+@pytest.mark.parametrize(
+    "env, rank_zero, together",
+    [
+        ({}, True, False),  # one process, or rank 0 before Lightning starts the others
+        ({"LOCAL_RANK": "1", "NODE_RANK": "0", "WORLD_SIZE": "2"}, False, False),  # Lightning's child
+        ({"SLURM_PROCID": "0", "SLURM_NTASKS": "1", "LOCAL_RANK": "1"}, False, False),  # one task, Lightning's child
+        ({"SLURM_PROCID": "1", "SLURM_NTASKS": "2"}, False, True),  # srun's second task
+        ({"SLURM_PROCID": "0", "SLURM_NTASKS": "2"}, True, True),
+        ({"RANK": "3", "WORLD_SIZE": "4", "LOCAL_RANK": "1"}, False, True),  # torchrun
+    ],
+)
+def test_the_launcher_environment_names_rank_zero(monkeypatch, env, rank_zero, together):
+    from gpo_lab.run.distributed import launched_as_rank_zero, started_together
+
+    for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "NODE_RANK", "SLURM_PROCID", "SLURM_NTASKS"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    assert (launched_as_rank_zero(), started_together()) == (rank_zero, together)
+
+
+def test_ranks_started_together_read_rank_zeros_decision_of_this_start_only(tmp_path, monkeypatch):
+    from gpo_lab.run.distributed import announce_decision, await_decision
+
+    monkeypatch.setenv("SLURM_JOB_ID", "7")
+    monkeypatch.setenv("SLURM_RESTART_COUNT", "0")
+    announce_decision(tmp_path, train=False)
+    assert await_decision(tmp_path, timeout_s=1) is False
+    monkeypatch.setenv("SLURM_RESTART_COUNT", "1")  # requeued: the first start's decision does not count
+    with pytest.raises(TimeoutError, match="Rank 0 did not start the run"):
+        await_decision(tmp_path, timeout_s=0.5)
+    announce_decision(tmp_path, train=True)
+    assert await_decision(tmp_path, timeout_s=1) is True
+    assert [p.name for p in tmp_path.glob(".start-*.json")] == [".start-slurm-7-1.json"]
+
+
 def _gather_worker(rank: int, port: int, out: str) -> None:
     import torch.distributed as dist
 
@@ -96,7 +133,8 @@ def smoke_runs(tmp_path_factory):
     }
     for name, (run_dir, overrides) in runs.items():
         started = time.time()
-        result = run_in(run_dir, overrides)
+        fresh = {"GPO_LAB_CACHE": str(root / "cache")} if name == "ddp" else None  # its caches built here
+        result = run_in(run_dir, overrides, env=fresh)
         assert result.returncode == 0, f"{name}: {tail(result)}"
         print(f"{name}: {time.time() - started:.1f} s")
     return {name: run_dir for name, (run_dir, _) in runs.items()}
@@ -117,10 +155,15 @@ def test_two_ddp_ranks_match_one_process_with_twice_the_batch(smoke_runs):
 @pytest.mark.slow
 def test_two_ranks_write_one_run(smoke_runs):
     run_dir = smoke_runs["ddp"]
+    split_size = {"train": 112, "validation": 16}
     steps = [r["step"] for r in records(run_dir) if "train/loss" in r]
     assert steps == list(range(10))  # each step once, from rank 0 alone
     assert [r["step"] for r in records(run_dir) if "val/loss" in r] == [5, 10]
-    assert (run_dir / "train_ddp_process_1.log").is_file()  # rank 1 ran in this directory
+    rank_1 = (run_dir / "train_ddp_process_1.log").read_text()  # rank 1 ran in this directory
+    rank_0 = (run_dir / "__main__.log").read_text()
+    for split in ("train", "validation"):  # the reference cache: computed once by rank 0, read by rank 1
+        assert f"Reference log-probs of {split_size[split]} {split} pairs: computed" in rank_0
+        assert f"Reference log-probs of {split_size[split]} {split} pairs: cached" in rank_1
     assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == ["last.ckpt"]
     assert list(run_dir.rglob("summary.json")) == [run_dir / "summary.json"]
     hydra_record = run_dir / ".hydra" / "config.yaml"  # rank 0's; rank 1 runs with hydra.output_subdir=null
@@ -156,30 +199,50 @@ def test_synthetic_kl_and_win_rate_on_two_ranks_match_one_process(tmp_path):
     ]
     one = run_in(tmp_path / "one", [*budget, "data.batch_size=8"])
     assert one.returncode == 0, tail(one)
-    two = run_in(tmp_path / "two", [*budget, "trainer=cpu_ddp", "data.batch_size=4"])
-    assert two.returncode == 0, tail(two)
-    expected, final = summary(tmp_path / "one")["final"], summary(tmp_path / "two")["final"]
+    expected = summary(tmp_path / "one")["final"]
     assert {"val/kl_seq", "val/kl_token", "val/win_rate", "val/offline_reg"} <= expected.keys()
-    differences = relative_differences(final, expected)
+    for trainer in ("cpu_ddp", "cpu_fsdp"):  # FSDP samples with its parameters gathered on every rank
+        two = run_in(tmp_path / trainer, [*budget, f"trainer={trainer}", "data.batch_size=4"])
+        assert two.returncode == 0, tail(two)
+        differences = relative_differences(summary(tmp_path / trainer)["final"], expected)
+        assert max(differences.values()) < TOLERANCE, (trainer, differences)
+
+
+@pytest.mark.slow
+def test_lora_under_fsdp_matches_one_process(tmp_path):
+    lora = [*SMOKE, "model=tiny_lora", "reference=adapters_disabled"]
+    one = run_in(tmp_path / "one", [*lora, "data.batch_size=8"])
+    assert one.returncode == 0, tail(one)
+    two = run_in(tmp_path / "two", [*lora, "trainer=cpu_fsdp", "data.batch_size=4"])
+    assert two.returncode == 0, tail(two)
+    differences = relative_differences(summary(tmp_path / "two")["final"], summary(tmp_path / "one")["final"])
     assert max(differences.values()) < TOLERANCE, differences
 
 
 @pytest.mark.slow
-def test_a_failure_on_rank_1_ends_both_ranks_and_is_recorded_once(tmp_path):
+@pytest.mark.parametrize(
+    "fault, error",
+    [
+        ("raise", "RankFailed: rank 1: RuntimeError: injected failure on rank 1 after step 3"),
+        ("poison", "RankFailed: rank 1: NonFiniteError: Non-finite loss at step 3"),
+    ],
+)
+def test_a_failure_on_rank_1_ends_both_ranks_and_is_recorded_once(tmp_path, fault, error):
     marker = tmp_path / "struck"
-    fault = [
+    injected = [
         "+callbacks.fault._target_=tests.helpers.faults.OnRank",
         "+callbacks.fault.rank=1",
         "+callbacks.fault.step=3",
+        f"+callbacks.fault.fault={fault}",
         f"+callbacks.fault.marker={marker}",
     ]
-    result = run_in(tmp_path / "run", [*SMOKE, "trainer=cpu_ddp", *fault], timeout=120)
+    result = run_in(tmp_path / "run", [*SMOKE, "trainer=cpu_ddp", *injected], timeout=120)
     ended = time.time()
     assert result.returncode == 1, tail(result)
-    assert ended - float(marker.read_text()) < 20  # not a collective's timeout (30 min)
+    assert ended - float(marker.read_text()) < 20  # seconds, not a collective's timeout (30 min)
     recorded = summary(tmp_path / "run")
     assert recorded["status"] == "failed"
-    assert recorded["error"] == "RankFailed: rank 1: RuntimeError: injected failure on rank 1 after step 3"
+    assert recorded["error"].startswith(error), recorded["error"]
     assert recorded["steps"] == 3  # (a rerun resumes: the SIGKILL test below)
 
 
@@ -203,6 +266,17 @@ def test_a_sigkilled_rank_ends_the_job_and_the_rerun_resumes_to_the_same_metrics
     assert [r["step"] for r in records(tmp_path / "run") if "train/loss" in r] == list(range(10))
     differences = relative_differences(summary(tmp_path / "run")["final"], summary(smoke_runs["ddp"])["final"])
     assert max(differences.values()) < TOLERANCE, differences
+
+
+@pytest.mark.slow
+def test_a_sweep_that_lightning_would_relaunch_is_refused(tmp_path):
+    from tests.helpers import ROOT
+    from tests.helpers.cli import run_cli
+
+    result = run_cli(["-m", *SMOKE, "trainer=cpu_ddp", f"hydra.sweep.dir={tmp_path}"], cwd=ROOT, timeout=120)
+    assert result.returncode == 1
+    assert "Lightning would start the extra ranks by re-running the whole sweep" in result.stderr
+    assert not list(tmp_path.rglob("summary.json")) and not list(tmp_path.rglob("train_ddp_process_1.log"))
 
 
 # ----------------------------------------------------------------------------------- several nodes, on paper

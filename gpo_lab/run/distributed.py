@@ -36,6 +36,14 @@ def launched_as_rank_zero() -> bool:
     return int(os.environ.get("NODE_RANK", 0)) == 0 and int(os.environ.get("LOCAL_RANK", 0)) == 0
 
 
+def launched_rank() -> int:
+    """This process's global rank as far as its launcher's environment tells (for messages, before Lightning)."""
+    for name in ("RANK", "SLURM_PROCID"):
+        if name in os.environ and _started_together(name):
+            return int(os.environ[name])
+    return int(os.environ.get("LOCAL_RANK", 0))
+
+
 def _started_together(name: str) -> bool:
     """Whether ``name`` is a rank of several processes that a launcher started at once (srun, torchrun)."""
     if name == "SLURM_PROCID":
@@ -64,8 +72,15 @@ def decision_path(run_dir: Path) -> Path:
 
 
 def announce_decision(run_dir: Path, train: bool) -> None:
-    """Rank 0 tells the ranks that started with it whether this run trains (or was skipped)."""
-    atomic_write_text(decision_path(run_dir), json.dumps({"train": train}))
+    """Rank 0 tells the ranks that started with it whether this run trains (or was skipped).
+
+    The decisions of earlier starts (other job ids, earlier requeues) are removed.
+    """
+    path = decision_path(run_dir)
+    for old in Path(run_dir).glob(".start-*.json"):
+        if old != path:
+            old.unlink(missing_ok=True)
+    atomic_write_text(path, json.dumps({"train": train}))
 
 
 def await_decision(run_dir: Path, timeout_s: float = 600.0) -> bool:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import time
 import warnings
@@ -23,6 +24,7 @@ from gpo_lab.run.distributed import (
     clear_failures,
     is_communication_error,
     launched_as_rank_zero,
+    launched_rank,
     leave_after_failure,
     peer_failure,
     record_failure,
@@ -39,10 +41,10 @@ from gpo_lab.tasks.common import build_task
 log = logging.getLogger(__name__)
 
 # Expected here, not problems: the frozen reference is in eval mode by design, a machine with
-# SLURM installed is not necessarily running this job under srun, and
+# SLURM installed is not necessarily running this job under srun, and validation statistics are
+# gathered from every rank before they are logged (the same values on all ranks, no sync_dist).
 warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode.*")
 warnings.filterwarnings("ignore", message=r".*The `srun` command is available.*")
-# Validation statistics are gathered from every rank before they are logged (the same values on all).
 warnings.filterwarnings("ignore", message=r".*sync_dist=True.*when logging on epoch level in distributed.*")
 
 CHECKPOINT_DIR = "checkpoints"
@@ -235,10 +237,26 @@ def _train_other_rank(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
             trainer.validate(module, datamodule=datamodule, verbose=False)
         return {}
     except BaseException as error:
-        rank = trainer.global_rank if trainer is not None else -1
-        record_failure(run_dir, rank, error_text(user_facing_cause(error) or error))
+        rank = trainer.global_rank if trainer is not None else launched_rank()
+        message = error_text(user_facing_cause(error) or error)
+        record_failure(run_dir, rank, message)
+        if not started_together():
+            leave_lightning_launcher(rank, message)
         leave_after_failure(run_dir, RunSummary.status_of)
         raise
+
+
+def leave_lightning_launcher(rank: int, message: str) -> None:
+    """End a failed child of Lightning's launcher at once, with exit code 0, its error left for rank 0.
+
+    Its exit closes its connections, so rank 0's next collective fails at once and rank 0 records
+    the error and exits with code 1 (the job's code). A child that exits with an error code
+    instead has Lightning SIGKILL rank 0, possibly before rank 0 could record anything; and the
+    interpreter's own shutdown may block on the process group, hence ``os._exit``.
+    """
+    log.error("Rank %d failed: %s (rank 0 records it in summary.json and ends the run).", rank, message)
+    logging.shutdown()
+    os._exit(0)
 
 
 def _train_locked(cfg: DictConfig, run_dir: Path, config: dict[str, Any], config_fingerprint: str) -> dict[str, Any]:
