@@ -269,6 +269,23 @@ def test_a_sigkilled_rank_ends_the_job_and_the_rerun_resumes_to_the_same_metrics
 
 
 @pytest.mark.slow
+def test_torchrun_starts_two_ranks_of_one_run(tmp_path, smoke_runs):
+    import subprocess
+    import sys
+
+    from tests.helpers import ROOT
+
+    port = str(29_100 + os.getpid() % 800)
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={port}"]
+    command += ["-m", "gpo_lab", *SMOKE, "trainer=cpu_ddp", "data.batch_size=4", f"hydra.run.dir={tmp_path}"]
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, tail(result)
+    assert [r["step"] for r in records(tmp_path) if "train/loss" in r] == list(range(10))
+    differences = relative_differences(summary(tmp_path)["final"], summary(smoke_runs["one"])["final"])
+    assert max(differences.values()) < TOLERANCE, differences
+
+
+@pytest.mark.slow
 def test_a_sweep_that_lightning_would_relaunch_is_refused(tmp_path):
     from tests.helpers import ROOT
     from tests.helpers.cli import run_cli

@@ -64,7 +64,10 @@ def launch_token() -> str:
     slurm = os.environ.get("SLURM_JOB_ID")
     if slurm:
         return f"slurm-{slurm}-{os.environ.get('SLURM_RESTART_COUNT', '0')}"
-    return f"torchrun-{os.environ.get('TORCHELASTIC_RUN_ID', 'none')}-{os.environ.get('MASTER_PORT', '')}"
+    run_id = os.environ.get("TORCHELASTIC_RUN_ID", "none")
+    if run_id == "none":  # torchrun without a rendezvous id: its agent, the parent of this node's ranks
+        run_id = f"agent{os.getppid()}"
+    return f"torchrun-{run_id}-{os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')}"
 
 
 def decision_path(run_dir: Path) -> Path:
