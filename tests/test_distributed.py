@@ -85,6 +85,7 @@ def test_the_launcher_environment_names_rank_zero(monkeypatch, env, rank_zero, t
 def test_ranks_started_together_read_rank_zeros_decision_of_this_start_only(tmp_path, monkeypatch):
     from gpo_lab.run.distributed import announce_decision, await_decision
 
+    monkeypatch.delenv("TORCHELASTIC_RESTART_COUNT", raising=False)
     monkeypatch.setenv("SLURM_JOB_ID", "7")
     monkeypatch.setenv("SLURM_RESTART_COUNT", "0")
     announce_decision(tmp_path, train=False)
@@ -95,6 +96,9 @@ def test_ranks_started_together_read_rank_zeros_decision_of_this_start_only(tmp_
     announce_decision(tmp_path, train=True)
     assert await_decision(tmp_path, timeout_s=1) is True
     assert [p.name for p in tmp_path.glob(".start-*.json")] == [".start-slurm-7-1.json"]
+    monkeypatch.setenv("TORCHELASTIC_RESTART_COUNT", "0")  # torchrun inside the allocation: its own starts
+    with pytest.raises(TimeoutError):
+        await_decision(tmp_path, timeout_s=0.5)
 
 
 def _gather_worker(rank: int, port: int, out: str) -> None:

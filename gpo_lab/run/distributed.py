@@ -61,13 +61,12 @@ def started_together() -> bool:
 
 def launch_token() -> str:
     """A name for this start of the job, the same on all its ranks and new at every requeue or rerun."""
-    slurm = os.environ.get("SLURM_JOB_ID")
-    if slurm:
-        return f"slurm-{slurm}-{os.environ.get('SLURM_RESTART_COUNT', '0')}"
-    run_id = os.environ.get("TORCHELASTIC_RUN_ID", "none")
-    if run_id == "none":  # torchrun without a rendezvous id: its agent, the parent of this node's ranks
-        run_id = f"agent{os.getppid()}"
-    return f"torchrun-{run_id}-{os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')}"
+    if "TORCHELASTIC_RESTART_COUNT" in os.environ:  # torchrun (also inside a SLURM allocation)
+        run_id = os.environ.get("TORCHELASTIC_RUN_ID", "none")
+        if run_id == "none":  # torchrun without a rendezvous id: its agent, the parent of this node's ranks
+            run_id = f"agent{os.getppid()}"
+        return f"torchrun-{run_id}-{os.environ['TORCHELASTIC_RESTART_COUNT']}"
+    return f"slurm-{os.environ.get('SLURM_JOB_ID', 'none')}-{os.environ.get('SLURM_RESTART_COUNT', '0')}"
 
 
 def decision_path(run_dir: Path) -> Path:
