@@ -51,6 +51,21 @@ class FSDPStrategy(LightningFSDPStrategy):
         plugin.convert_input = convert_fields  # type: ignore[method-assign]
         super().setup(trainer)
 
+    def _setup_model(self, model: torch.nn.Module) -> torch.nn.Module:
+        """The FSDP wrapper of ``model``, made once: a ``trainer.validate`` after ``fit`` reuses it.
+
+        Lightning would wrap the module a second time, over parameters that the first wrapper
+        has already flattened and sharded (``'weight' must be 2-D`` at the first forward).
+        """
+        previous = getattr(self, "_fsdp_root", None)
+        if previous is not None and previous.module is model:
+            return previous
+        self._fsdp_root = self._wrap(model)
+        return self._fsdp_root
+
+    def _wrap(self, model: torch.nn.Module) -> torch.nn.Module:
+        return super()._setup_model(model)
+
 
 def _full_state_dict_context(module: torch.nn.Module, world_size: int, rank0_only: bool = True):
     """Lightning's full-state-dict context, without ``offload_to_cpu`` for a module that is on the CPU already.
@@ -84,7 +99,7 @@ class CPUFSDPStrategy(FSDPStrategy):
             torch.set_num_threads(self.num_threads)
         super().setup_environment()
 
-    def _setup_model(self, model: torch.nn.Module) -> torch.nn.Module:
+    def _wrap(self, model: torch.nn.Module) -> torch.nn.Module:
         """Wraps with ``device_id=cpu``: Lightning passes none on CPU, and torch's FSDP then refuses a CPU device."""
         from torch.distributed.fsdp import FullyShardedDataParallel
 
@@ -97,4 +112,4 @@ class CPUFSDPStrategy(FSDPStrategy):
                 device_id=torch.device("cpu"),
                 **self.kwargs,
             )
-        return super()._setup_model(model)
+        return super()._wrap(model)
