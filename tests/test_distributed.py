@@ -2,9 +2,9 @@
 
 The reference of every comparison is an independent run: one process with the global batch
 (``data.batch_size`` = 2 x the per-rank batch). Measured on 2 CPU cores: the smoke run's final
-``val/*`` agree to about 1.4e-7 relative (DDP) and exactly (FSDP against DDP); LoRA under FSDP to
-about 9e-7; the synthetic run's, KL and win rate included, to about 4e-6 (DDP and FSDP; the
-largest on R_mu ~ 0.04, whose absolute difference is 1e-7).
+``val/*`` agree to about 9e-7 relative (DDP, 12 steps, the last a short batch), FSDP and DDP
+exactly; LoRA under FSDP to about 9e-7; the synthetic run's, KL and win rate included, to about
+4e-6 (DDP and FSDP; the largest on R_mu ~ 0.04, an absolute difference of 1e-7).
 """
 
 from __future__ import annotations
