@@ -13,6 +13,7 @@ import torch
 from gpo_lab.losses import GPOLoss
 from gpo_lab.metrics import preference_metrics
 from gpo_lab.optimisation import OptimizerFactory, warmed_up_optimizer
+from gpo_lab.run.distributed import gather_rows
 from gpo_lab.run.guards import check_finite_gradients, check_finite_loss
 from gpo_lab.scoring.batches import PairBatch, PairLogps
 
@@ -90,18 +91,25 @@ class GPOModule(pl.LightningModule):
         logps = self.batch_logprobs(batch, reference=not self.skips_reference)
         losses = self.per_example_loss(logps)
         check_finite_loss(self.global_step, losses, logps.rho)
-        if not self.writes_step_metrics():
+        world_size = self.trainer.world_size
+        if world_size == 1 and not self.writes_step_metrics():
             return losses.mean()
-        metrics = preference_metrics(logps.detach(), losses.detach(), beta=self.beta)
+        everyone, global_losses = gathered(logps.detach(), losses.detach())  # the global batch, as one process has it
+        if self.writes_step_metrics():  # the same answer on every rank
+            self.log_training_metrics(everyone, global_losses, batch)
+        # DDP averages the ranks' gradients: weighing each rank's sum by W / (global batch) makes that
+        # average the gradient of the global batch's mean loss, even when the shares differ in size.
+        return losses.sum() * (world_size / global_losses.numel()) if world_size > 1 else losses.mean()
+
+    def log_training_metrics(self, logps: PairLogps, losses: torch.Tensor, batch: PairBatch) -> None:
+        metrics = preference_metrics(logps, losses, beta=self.beta)
         if self.skips_reference and batch.reference_logps is None:
             metrics = {k: v for k, v in metrics.items() if k not in REFERENCE_METRICS}
         metrics["lr"] = torch.tensor(self.trainer.optimizers[0].param_groups[0]["lr"])
         loss = metrics.pop("loss")
-        self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=False, batch_size=losses.numel())
-        self.log_dict(
-            {f"train/{k}": v for k, v in metrics.items()}, on_step=True, on_epoch=False, batch_size=losses.numel()
-        )
-        return losses.mean()
+        count = losses.numel()
+        self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=False, batch_size=count)
+        self.log_dict({f"train/{k}": v for k, v in metrics.items()}, on_step=True, on_epoch=False, batch_size=count)
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
         total = check_finite_gradients(self.global_step, self.policy.named_parameters())
@@ -123,12 +131,21 @@ class GPOModule(pl.LightningModule):
         self._val_outputs.append((logps, self.per_example_loss(logps)))
 
     def on_validation_epoch_end(self) -> None:
-        """Statistics over the whole held-out set at once, so stds and errors are exact."""
-        if not self._val_outputs:
+        """Statistics over the whole held-out set at once (all ranks' shares), so stds and errors are exact."""
+        distributed = self.trainer.world_size > 1
+        if not self._val_outputs and not distributed:
             return
-        logps, losses = zip(*self._val_outputs)
+        if self._val_outputs:
+            logps, losses = zip(*self._val_outputs)
+            local, local_losses = PairLogps.cat(logps), torch.cat(losses)
+        else:  # this rank's share is empty, but the gather below is a collective: it takes part with no rows
+            empty = torch.zeros(0, device=self.device)
+            local, local_losses = PairLogps(empty, empty, empty, empty), empty
         self._val_outputs.clear()
-        metrics = preference_metrics(PairLogps.cat(logps), torch.cat(losses), beta=self.beta)
+        everyone, all_losses = gathered(local, local_losses)
+        if not all_losses.numel():
+            return
+        metrics = preference_metrics(everyone, all_losses, beta=self.beta)
         self.log_dict({f"val/{k}": v for k, v in metrics.items()}, on_step=False, on_epoch=True)
 
     # ----------------------------------------------------------------- optimisation
@@ -147,6 +164,17 @@ class GPOModule(pl.LightningModule):
         checkpoint["state_dict"].update({f"reference.{k}": v for k, v in self.reference.state_dict().items()})
         if "random_state" in checkpoint:
             restore_random_state(checkpoint["random_state"])
+
+
+def gathered(logps: PairLogps, losses: torch.Tensor) -> tuple[PairLogps, torch.Tensor]:
+    """The four log-probs and the loss of every rank's pairs, in rank order (the pairs of one process)."""
+    rows = torch.stack(
+        [logps.policy_chosen, logps.policy_rejected, logps.reference_chosen, logps.reference_rejected, losses], dim=1
+    )
+    everyone = gather_rows(rows.float() if rows.dtype not in (torch.float32, torch.float64) else rows)
+    if everyone is rows:
+        return logps, losses
+    return PairLogps(*everyone[:, :4].unbind(1)), everyone[:, 4]
 
 
 def capture_random_state() -> dict:

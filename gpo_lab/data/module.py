@@ -9,7 +9,7 @@ from typing import Any
 import datasets
 import pytorch_lightning as pl
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Subset
 
 from gpo_lab.data.columns import REFERENCE_LOGPS, batch_reference_logps
 from gpo_lab.data.length_grouping import LengthGroupedOrder, pair_lengths
@@ -18,6 +18,7 @@ from gpo_lab.data.sources import DataError
 from gpo_lab.data.splits import prompts_in_both, split_by_prompt
 from gpo_lab.data.tokenization import Truncation, encode_pairs, is_conversation, prompt_start_token, render_texts
 from gpo_lab.errors import ConfigError
+from gpo_lab.run.distributed import shard_bounds
 from gpo_lab.scoring.batches import PairBatch, PlainPairs
 from gpo_lab.scoring.packing import PackedPairs
 from gpo_lab.scoring.seq2seq import Seq2SeqPairs
@@ -215,22 +216,34 @@ class PreferenceDataModule(pl.LightningDataModule):
                 )
 
     # ----------------------------------------------------------------- loaders
+    def ranks(self) -> tuple[int, int]:
+        """(global rank, world size) of the trainer this data module serves; (0, 1) before it has one."""
+        trainer = getattr(self, "trainer", None)
+        return (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+
     def train_dataloader(self) -> DataLoader:
+        rank, world_size = self.ranks()
         order = None
-        if self.group_by_length:
-            order = LengthGroupedOrder(pair_lengths(self.train_set, self.packing), self.batch_size, self.seed)
+        if self.group_by_length:  # grouped at the global batch size: the order of one process
+            lengths = pair_lengths(self.train_set, self.packing)
+            order = LengthGroupedOrder(lengths, self.batch_size * world_size, self.seed)
         return ResumableDataLoader(
             self.train_set,
             batch_size=self.batch_size,
             seed=self.seed,
             order=order,
+            rank=rank,
+            world_size=world_size,
             collate_fn=self.collate,
             num_workers=self.num_workers,
         )
 
     def val_dataloader(self) -> DataLoader:
+        """This rank's contiguous share of the held-out pairs (the module gathers the values of all shares)."""
+        rank, world_size = self.ranks()
+        lo, hi = shard_bounds(len(self.val_set), rank, world_size)
         return DataLoader(
-            self.val_set,
+            self.val_set if world_size == 1 else Subset(self.val_set, range(lo, hi)),
             batch_size=self.eval_batch_size,
             shuffle=False,
             collate_fn=self.collate,

@@ -12,6 +12,7 @@ from pytorch_lightning.trainer.states import TrainerFn
 from gpo_lab.data.columns import column_values
 from gpo_lab.errors import ConfigError
 from gpo_lab.eval.sampling import SampleBank, encode_prompts, generate_bank, mean_and_se
+from gpo_lab.run.distributed import full_parameters
 
 log = logging.getLogger(__name__)
 
@@ -113,7 +114,7 @@ class SampleBankCallback(pl.Callback):
         if self._prompts is None:
             self._prompts = held_out_prompts(trainer.datamodule, self.num_prompts, tokenizer)
         started = time.time()
-        with torch.inference_mode():
+        with full_parameters(trainer), torch.inference_mode():  # FSDP: the shards gathered on every rank
             bank = generate_bank(
                 policy,
                 reference,

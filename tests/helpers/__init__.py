@@ -5,6 +5,7 @@
 - ``tests.helpers.runs``: ``compose_config``, ``run_training``, the Hydra app in-process
 - ``tests.helpers.models``: small models saved like hub checkpoints, and a stand-in hub that serves them
 - ``tests.helpers.sweeps``: ``synthetic_sweep``, ``write_job``, sweep directories written by hand
+- ``tests.helpers.distributed``: ``run_in``, ``summary``, ``records``, ``relative_differences``, runs of several ranks
 - ``tests.helpers.faults``: faults a run's config injects as callbacks (``_target_=tests.helpers.faults.KillAtStep``)
 """
 

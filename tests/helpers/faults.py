@@ -2,6 +2,7 @@
 
 import os
 import signal
+import time
 
 import pytorch_lightning as pl
 import torch
@@ -74,3 +75,33 @@ class RaiseAtStep(pl.Callback):
     def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
         if trainer.global_step == self.step:
             raise RuntimeError(f"injected crash after step {self.step}")
+
+
+class OnRank(pl.Callback):
+    """Raise, SIGKILL, or poison (a NaN into the policy, so that the next loss is NaN), on one rank only,
+    after optimizer step ``step``.
+
+    ``marker``: a file written just before the fault (its content the time), and whose presence
+    stops the fault from striking again, so that the same command can be rerun to resume.
+    """
+
+    def __init__(self, rank: int, step: int, fault: str = "raise", marker: str | None = None):
+        if fault not in ("raise", "kill", "poison"):
+            raise ValueError(f"fault must be raise, kill or poison, got {fault!r}")
+        self.rank, self.step, self.fault, self.marker = rank, step, fault, marker
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
+        if trainer.global_rank != self.rank or trainer.global_step != self.step:
+            return
+        if self.marker is not None:
+            if os.path.exists(self.marker):
+                return
+            with open(self.marker, "w") as handle:
+                handle.write(repr(time.time()))
+        if self.fault == "kill":
+            os.kill(os.getpid(), signal.SIGKILL)
+        if self.fault == "poison":
+            with torch.no_grad():
+                next(module.policy.parameters()).view(-1)[0] = float("nan")
+            return
+        raise RuntimeError(f"injected failure on rank {self.rank} after step {self.step}")
