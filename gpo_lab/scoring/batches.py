@@ -30,7 +30,9 @@ def as_ids(ids: Sequence[int] | torch.Tensor) -> torch.Tensor:
     return torch.as_tensor(ids, dtype=torch.long)
 
 
-def _padded_lists(rows: Sequence[Row], width: int, pad_id: int, side: str) -> tuple[torch.Tensor, ...]:
+def _padded_lists(
+    rows: Sequence[Row], width: int, pad_id: int, side: str
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """input_ids, attention_mask and response_mask of list rows, each built by one ``torch.tensor`` call."""
     ids, attention, response = [], [], []
     for prompt, answer in rows:
@@ -46,7 +48,7 @@ def _padded_lists(rows: Sequence[Row], width: int, pad_id: int, side: str) -> tu
             ids.append([pad_id] * padding + row_ids)
             attention.append([0] * padding + row_attention)
             response.append([0] * padding + row_response)
-    return tuple(torch.tensor(rows_, dtype=torch.long) for rows_ in (ids, attention, response))
+    return as_ids(ids), as_ids(attention), as_ids(response)
 
 
 class PairBatch:
@@ -107,7 +109,8 @@ class PlainPairs(PairBatch):
         """Pad (prompt, response) rows on ``side``; ids may be lists or tensors (then built on ``device``)."""
         width = max(len(prompt) + len(response) for prompt, response in rows)
         if all(isinstance(ids, list) for row in rows for ids in row):  # the data loader's rows: one tensor each
-            return cls(*_padded_lists(rows, width, pad_id, side), reference_logps)
+            input_ids, attention_mask, response_mask = _padded_lists(rows, width, pad_id, side)
+            return cls(input_ids, attention_mask, response_mask, reference_logps)
         input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long, device=device)
         attention_mask = torch.zeros((len(rows), width), dtype=torch.long, device=device)
         response_mask = torch.zeros((len(rows), width), dtype=torch.long, device=device)
