@@ -48,7 +48,11 @@ def _padded_lists(
             ids.append([pad_id] * padding + row_ids)
             attention.append([0] * padding + row_attention)
             response.append([0] * padding + row_response)
-    return as_ids(ids), as_ids(attention), as_ids(response)
+    return (
+        torch.tensor(ids, dtype=torch.long),
+        torch.tensor(attention, dtype=torch.long),
+        torch.tensor(response, dtype=torch.long),
+    )
 
 
 class PairBatch:
