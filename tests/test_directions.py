@@ -42,13 +42,13 @@ class CoinJudge(Judge):
         return torch.full((len(prompts),), 0.5, dtype=torch.float64)
 
 
-def callback_metrics() -> set[str]:
+def callback_metrics(run_dir) -> set[str]:
     """The names the sample-bank, KL and win-rate callbacks log (with each kind of judge)."""
     bank = SampleBankCallback(num_prompts=2)
     bank._due, bank.bank = True, FakeBank()
     logged = set()
     module = SimpleNamespace(device="cpu", log=lambda name, *args, **kwargs: logged.add(name))
-    trainer = SimpleNamespace(callbacks=[bank])
+    trainer = SimpleNamespace(callbacks=[bank], default_root_dir=str(run_dir), global_step=0)
     for callback in (bank, KLCallback(), WinRateCallback(LengthJudge()), WinRateCallback(CoinJudge())):
         callback.on_validation_epoch_end(trainer, module)
     return logged
@@ -63,7 +63,7 @@ def logged(tmp_path_factory) -> dict[str, set[str]]:
         summary = run_training([*overrides, "trainer.max_steps=2", "trainer.val_check_interval=2"], run_dir)
         names |= {k for r in read_metrics(run_dir / "metrics.jsonl") for k in r if k.startswith("val/")}
         best |= set(summary["best"])
-    return {"runs": names, "best": best, "callbacks": callback_metrics()}
+    return {"runs": names, "best": best, "callbacks": callback_metrics(tmp_path_factory.mktemp("callbacks"))}
 
 
 @pytest.mark.slow
