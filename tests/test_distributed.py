@@ -327,6 +327,7 @@ TWO_NODES = {  # what srun sets in the tenth of 16 tasks (node 1, local rank 1)
 
 def test_two_nodes_of_eight_gpus_compose_to_sixteen_ranks(monkeypatch):
     from hydra.utils import instantiate
+    from pytorch_lightning.utilities.rank_zero import rank_zero_only
 
     from gpo_lab.run.distributed import launched_as_rank_zero, started_together
     from tests.helpers.runs import compose_config
@@ -343,7 +344,9 @@ def test_two_nodes_of_eight_gpus_compose_to_sixteen_ranks(monkeypatch):
     for name, value in TWO_NODES.items():
         monkeypatch.setenv(name, value)
     assert started_together() and not launched_as_rank_zero()
-    # The same trainer on CPUs (no GPU here): Lightning takes the ranks from SLURM, 16 of them.
+    # The same trainer on CPUs (no GPU here): Lightning takes the ranks from SLURM, 16 of them. Building it
+    # sets Lightning's process-wide rank to 9; put back afterwards, or later runs in this process log nothing.
+    monkeypatch.setattr(rank_zero_only, "rank", rank_zero_only.rank)
     built = instantiate(trainer, accelerator="cpu", precision="32-true", logger=False, enable_progress_bar=False)
     assert (built.world_size, built.global_rank, built.node_rank, built.local_rank) == (16, 9, 1, 1)
 
