@@ -19,6 +19,7 @@ import torch.multiprocessing as mp
 from gpo_lab.data.length_grouping import LengthGroupedOrder
 from gpo_lab.data.resumable import SeededBatchSampler
 from gpo_lab.run.distributed import shard_bounds
+from tests.helpers.cli import wait_for
 from tests.helpers.distributed import records, relative_differences, run_in, summary, tail
 
 SMOKE = ["+experiment=smoke"]
@@ -352,16 +353,6 @@ def test_two_nodes_of_eight_gpus_compose_to_sixteen_ranks(monkeypatch):
 
 
 # ----------------------------------------------------------------------------------- SLURM starts the ranks
-def _wait_for(find, timeout: float, what: str):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        found = find()
-        if found:
-            return found
-        time.sleep(0.5)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 @pytest.mark.slow
 @pytest.mark.slurm
 def test_two_slurm_tasks_train_one_run_and_a_requeue_resumes_to_the_same_metrics(slurm_cluster, tmp_path):
@@ -379,8 +370,8 @@ def test_two_slurm_tasks_train_one_run_and_a_requeue_resumes_to_the_same_metrics
     command = [sys.executable, "-m", "gpo_lab", "-m", *tasks, *overrides, *slow, f"hydra.sweep.dir={sweep}"]
     launch = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        checkpoint = _wait_for(lambda: next(sweep.glob("*/checkpoints/last.ckpt"), None), 240, "a first checkpoint")
-        job_id = _wait_for(
+        checkpoint = wait_for(lambda: next(sweep.glob("*/checkpoints/last.ckpt"), None), 240, "a first checkpoint")
+        job_id = wait_for(
             lambda: subprocess.run(["squeue", "-h", "-o", "%i"], capture_output=True, text=True).stdout.split(),
             30,
             "the job in squeue",

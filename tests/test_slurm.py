@@ -2,14 +2,13 @@
 
 import json
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
 
 from gpo_lab.run.records import read_metrics
 from tests.helpers import ROOT
-from tests.helpers.cli import run_cli
+from tests.helpers.cli import run_cli, wait_for
 from tests.helpers.runs import run_training
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
@@ -58,16 +57,6 @@ def test_one_failing_job_leaves_the_other_three_complete(slurm_cluster, tmp_path
     assert sorted(states) == [("hinge", 0.5), ("hinge", 1), ("logistic", 0.5), ("logistic", 1)]
     assert states["hinge", 1]["status"] == "failed" and "injected failure" in states["hinge", 1]["error"]
     assert [k for k, s in states.items() if s["status"] == "completed"] == [k for k in states if k != ("hinge", 1)]
-
-
-def wait_for(condition, timeout: float, what: str):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.5)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def test_requeued_job_resumes_and_matches_an_uninterrupted_run(slurm_cluster, tmp_path):

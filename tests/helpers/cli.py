@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 
@@ -18,3 +19,14 @@ def run_cli(args: list[str], cwd: Path, timeout: int = 600, env: dict | None = N
         timeout=timeout,
         env={**os.environ, **(env or {})},
     )
+
+
+def wait_for(condition, timeout: float, what: str):
+    """The first true value of ``condition()``, polled every half second; an AssertionError after ``timeout`` s."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.5)
+    raise AssertionError(f"timed out waiting for {what}")
