@@ -41,3 +41,13 @@ def enumerated_kl(
         assert p.exp().sum().item() == pytest.approx(1.0, abs=1e-5)  # the enumeration covers every response
         exact.append((p.exp() * (p - q)).sum().item())
     return exact, table
+
+
+def assert_estimates_match(estimates: dict[str, float], exact: list[float]) -> None:
+    """Both KL estimators within 3 standard errors of the enumerated KL (mean over prompts), and the token-level
+    one, an exact sum per sequence, with the lower variance."""
+    target = sum(exact) / len(exact)
+    assert 0.05 < target < 5  # a KL worth estimating
+    for name in ("kl_seq", "kl_token"):
+        assert abs(estimates[name] - target) < 3 * estimates[f"{name}_se"], (name, estimates, target)
+    assert estimates["kl_token_se"] < estimates["kl_seq_se"]
