@@ -12,6 +12,7 @@ import pytest
 import torch
 import transformers
 
+from gpo_lab.eval.draw import POLICY_STREAM, prompt_uniforms
 from gpo_lab.eval.sampling import sample_responses, score_responses
 from gpo_lab.models.reference_cache import compute_reference_logps
 from gpo_lab.scoring.batches import PlainPairs
@@ -144,8 +145,8 @@ def test_sampled_scores_and_token_kl_equal_the_models_own_logits(family):
     attention = next(a for a in ATTENTIONS if (family, a) not in UNBUILDABLE)
     policy, reference = build(family, attention, seed=0), build(family, attention, seed=1)
     prompts = [list(p) for p, _, _ in PAIRS]  # 30, 3 and 5 tokens: the sampler left-pads them together
-    generator = torch.Generator().manual_seed(0)
-    responses = sample_responses(policy, prompts, max_new_tokens=5, eos_token_id=VOCAB - 1, generator=generator)
+    uniforms = prompt_uniforms(0, POLICY_STREAM, range(len(prompts)), 5)
+    responses = sample_responses(policy, prompts, max_new_tokens=5, eos_token_id=VOCAB - 1, uniforms=uniforms)
     assert all(1 <= len(r) <= 5 for r in responses)
     scores = score_responses(policy, reference, prompts, responses, pad_token_id=0)
     for i, (prompt, response) in enumerate(zip(prompts, responses)):

@@ -10,7 +10,9 @@ exactly; LoRA under FSDP to about 9e-7; the synthetic run's, KL and win rate inc
 from __future__ import annotations
 
 import os
+import re
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -110,12 +112,16 @@ def test_ranks_started_together_read_rank_zeros_decision_of_this_start_only(tmp_
 def _gather_worker(rank: int, port: int, out: str) -> None:
     import torch.distributed as dist
 
-    from gpo_lab.run.distributed import gather_rows
+    from gpo_lab.run.distributed import gather_objects, gather_rows
 
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
     rows = torch.arange(3 * (rank + 1), dtype=torch.float64).reshape(-1, 3) + 100 * rank  # 1 row, then 2 rows
     empty = torch.zeros((0, 3))
-    gathered = gather_rows(rows), gather_rows(empty if rank == 0 else torch.ones(2, 3))
+    gathered = (
+        gather_rows(rows),
+        gather_rows(empty if rank == 0 else torch.ones(2, 3)),
+        gather_objects({"rank": rank, "ids": [[rank] * (rank + 1)]}),
+    )
     if rank == 0:
         torch.save(gathered, out)
     dist.destroy_process_group()
@@ -125,10 +131,33 @@ def _gather_worker(rank: int, port: int, out: str) -> None:
 def test_gather_rows_concatenates_uneven_shares_in_rank_order(tmp_path):
     port = 29_000 + os.getpid() % 1000
     mp.spawn(_gather_worker, args=(port, str(tmp_path / "out.pt")), nprocs=2)
-    uneven, with_empty = torch.load(tmp_path / "out.pt")
+    uneven, with_empty, objects = torch.load(tmp_path / "out.pt")
     expected = torch.cat([torch.arange(3.0).reshape(1, 3), torch.arange(6.0).reshape(2, 3) + 100]).double()
     assert torch.equal(uneven, expected)
     assert torch.equal(with_empty, torch.ones(2, 3))
+    assert objects == [{"rank": 0, "ids": [[0]]}, {"rank": 1, "ids": [[1, 1]]}]
+
+
+def test_ranks_share_sampling_unless_fsdp_units_nest_inside_the_model(tmp_path, monkeypatch):
+    """The forward of a nested FSDP unit is a collective: ranks that sample different shares would hang."""
+    import torch.distributed as dist
+    from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
+
+    from gpo_lab.run import distributed
+
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'group'}", rank=0, world_size=1)
+    try:
+        monkeypatch.setattr(distributed, "world", lambda: (1, 2))  # as rank 1 of 2 would see it
+        cpu = torch.device("cpu")
+        flat = FSDP(torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.Linear(2, 2)), device_id=cpu)
+        nested = FSDP(
+            torch.nn.Sequential(FSDP(torch.nn.Linear(2, 2), device_id=cpu), torch.nn.Linear(2, 2)), device_id=cpu
+        )
+        for model, ranks in ((None, (1, 2)), (torch.nn.Linear(2, 2), (1, 2)), (flat, (1, 2)), (nested, (0, 1))):
+            trainer = type("Trainer", (), {"strategy": type("Strategy", (), {"model": model})()})()
+            assert distributed.sampling_ranks(trainer) == ranks
+    finally:
+        dist.destroy_process_group()
 
 
 # ----------------------------------------------------------------------------------- end to end
@@ -197,6 +226,12 @@ def test_fsdp_matches_ddp_and_writes_a_whole_checkpoint(smoke_runs):
         torch.testing.assert_close(whole[name], tensor, rtol=1e-4, atol=1e-6)
 
 
+def sampled(run_dir: Path) -> list[tuple[str, str]]:
+    """(prompts, ranks) of each sample bank that rank 0 drew, from its log."""
+    pattern = r"sampled (\d+) policy responses in [\d.]+ s \(on (\d+) ranks\)"
+    return re.findall(pattern, (run_dir / "__main__.log").read_text())
+
+
 @pytest.mark.slow
 def test_synthetic_kl_and_win_rate_on_two_ranks_match_one_process(tmp_path):
     budget = [
@@ -220,6 +255,8 @@ def test_synthetic_kl_and_win_rate_on_two_ranks_match_one_process(tmp_path):
         differences = relative_differences(summary(tmp_path / trainer)["final"], expected)
         print(f"{trainer}: max relative difference {max(differences.values()):.2e}")
         assert max(differences.values()) < TOLERANCE, (trainer, differences)
+        # Each rank drew half of the bank, and the whole bank equals one process's.
+        assert sampled(tmp_path / trainer) == [(n, "2") for n, _ in sampled(tmp_path / "one")]
 
 
 @pytest.mark.slow

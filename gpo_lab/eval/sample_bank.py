@@ -12,7 +12,7 @@ from pytorch_lightning.trainer.states import TrainerFn
 from gpo_lab.data.columns import column_values
 from gpo_lab.errors import ConfigError
 from gpo_lab.eval.sampling import SampleBank, encode_prompts, generate_bank, mean_and_se
-from gpo_lab.run.distributed import full_parameters
+from gpo_lab.run.distributed import full_parameters, sampling_ranks
 
 log = logging.getLogger(__name__)
 
@@ -49,12 +49,13 @@ def held_out_prompts(datamodule, limit: int, tokenizer) -> tuple[list, list[list
 
 class SampleBankCallback(pl.Callback):
     """At an evaluation, samples one response from the policy and one from the reference for each
-    of a fixed set of held-out prompts, and scores the policy samples under both models.
+    of a fixed set of held-out prompts, and scores the policy samples under both models. Under data
+    parallelism each rank samples its share of the prompts, and every rank then holds the whole bank.
 
     The bank is drawn once per evaluation, at its first use (by this callback or by the KL and
-    win-rate callbacks, whatever their order), with the same seeds at every evaluation, so
-    checkpoints are compared on common random numbers. The reference is frozen, so its samples
-    are drawn at the first evaluation and reused. ``every_n_steps=None`` draws a bank at every
+    win-rate callbacks, whatever their order), each prompt from its own streams, the same at every
+    evaluation, so checkpoints are compared on common random numbers. The reference is frozen, so
+    its samples are drawn at the first evaluation and reused. ``every_n_steps=None`` draws a bank at every
     validation; N draws one when the step is a multiple of N and at the end of training.
     """
 
@@ -114,6 +115,7 @@ class SampleBankCallback(pl.Callback):
         if self._prompts is None:
             self._prompts = held_out_prompts(trainer.datamodule, self.num_prompts, tokenizer)
         started = time.time()
+        ranks = sampling_ranks(trainer)  # each rank samples its share of the prompts
         with full_parameters(trainer), torch.inference_mode():  # FSDP: the shards gathered on every rank
             bank = generate_bank(
                 policy,
@@ -126,10 +128,15 @@ class SampleBankCallback(pl.Callback):
                 step=trainer.global_step,
                 progress=self.progress,
                 reference_ids=self._reference_ids,
+                ranks=ranks,
             )
         self._reference_ids = bank.reference_ids
         log.info(
-            "step %d: sampled %d policy responses in %.1f s", trainer.global_step, len(bank), time.time() - started
+            "step %d: sampled %d policy responses in %.1f s (on %d ranks)",
+            trainer.global_step,
+            len(bank),
+            time.time() - started,
+            ranks[1],
         )
         return bank
 

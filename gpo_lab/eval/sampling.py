@@ -3,8 +3,9 @@
 Sampling is ancestral at temperature 1 with no top-k or top-p truncation: the KL of interest
 is that of the true distributions. Encoder-decoder models sample and score through
 :mod:`gpo_lab.eval.seq2seq_sampling`. A response ends at EOS (which belongs to it, as in the
-training pairs) or after ``max_new_tokens``. Every random draw comes from a private generator,
-so evaluating never changes the training run's random stream.
+training pairs) or after ``max_new_tokens``. Every random draw comes from a private stream per
+prompt (:mod:`gpo_lab.eval.draw`), so evaluating never changes the training run's random stream,
+and a prompt's samples are the same in any batch and on any number of ranks.
 """
 
 from __future__ import annotations
@@ -17,9 +18,10 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from gpo_lab.data.tokenization import is_conversation, prompt_start_token, render_texts
-from gpo_lab.eval.draw import draw_next
+from gpo_lab.eval.draw import POLICY_STREAM, REFERENCE_STREAM, draw_next, prompt_uniforms
 from gpo_lab.eval.seq2seq_sampling import sample_seq2seq_responses, score_seq2seq_responses
 from gpo_lab.models.hf import cache_keyword, cache_of, is_encoder_decoder
+from gpo_lab.run.distributed import gather_objects, shard_bounds
 from gpo_lab.scoring.batches import PlainPairs
 from gpo_lab.scoring.logprobs import (
     position_ids_from_mask,
@@ -59,12 +61,13 @@ def sample_responses(
     prompts: list[list[int]],
     max_new_tokens: int,
     eos_token_id: int,
-    generator: torch.Generator,
+    uniforms: torch.Tensor,
     pad_token_id: int = 0,
     batch_size: int = 64,
     progress: str | None = None,
 ) -> list[list[int]]:
-    """One response per prompt, drawn token by token from softmax(logits) with a KV cache.
+    """One response per prompt, drawn token by token from softmax(logits) with a KV cache, at the
+    prompt's row of ``uniforms`` (:func:`gpo_lab.eval.draw.prompt_uniforms`).
 
     Prompts are left-padded with explicit position ids, so padding never changes a distribution.
     """
@@ -72,7 +75,7 @@ def sample_responses(
     responses: list[list[int]] = []
     bar = tqdm(total=len(prompts), desc=progress, leave=False, disable=progress is None, dynamic_ncols=True)
     for start in range(0, len(prompts), batch_size):
-        chunk = prompts[start : start + batch_size]
+        chunk, chunk_uniforms = prompts[start : start + batch_size], uniforms[start : start + batch_size]
         prompts_only = PlainPairs.from_rows([(prompt, []) for prompt in chunk], pad_token_id, side="left").to(device)
         input_ids, mask = prompts_only.input_ids, prompts_only.attention_mask
         positions = position_ids_from_mask(mask)
@@ -83,7 +86,9 @@ def sample_responses(
         lengths = torch.full((len(chunk),), max_new_tokens, dtype=torch.long, device=device)
         tokens = []
         for step in range(max_new_tokens):
-            token = draw_next(output.logits[:, -1], generator, finished, lengths, step, pad_token_id, eos_token_id)
+            token = draw_next(
+                output.logits[:, -1], chunk_uniforms[:, step], finished, lengths, step, pad_token_id, eos_token_id
+            )
             tokens.append(token)
             if bool(finished.all()) or step + 1 == max_new_tokens:
                 break
@@ -176,33 +181,46 @@ def generate_bank(
     step: int = 0,
     progress: bool = True,
     reference_ids: list[list[int]] | None = None,
+    ranks: tuple[int, int] = (0, 1),
 ) -> SampleBank:
-    """Sample the policy and the reference once each per prompt, from two independent seeded streams.
+    """Sample the policy and the reference once each per prompt, each prompt from its own two streams.
 
-    The reference is frozen, so its samples may be passed in from an earlier evaluation
-    (``reference_ids``): they are what the same seed would draw again.
+    With ``ranks = (rank, world size)`` every rank draws and scores its contiguous share of the
+    prompts and the shares are gathered (a collective), so every rank holds the whole bank, the
+    same as one process's: a prompt's streams do not depend on who draws it. The reference is frozen,
+    so the whole bank's reference samples may be passed in from an earlier evaluation
+    (``reference_ids``): they are what the same streams would draw again.
     """
-    device = next(policy.parameters()).device
+    rank, size = ranks
+    lo, hi = shard_bounds(len(prompt_ids), rank, size)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    streams = [torch.Generator(device=device).manual_seed(seed), torch.Generator(device=device).manual_seed(seed + 1)]
     common = dict(
         max_new_tokens=max_new_tokens, eos_token_id=tokenizer.eos_token_id, pad_token_id=pad, batch_size=batch_size
     )
     encoder_decoder = is_encoder_decoder(policy)  # T5-style: the prompt goes to the encoder
     sample = sample_seq2seq_responses if encoder_decoder else sample_responses
-    policy_ids = sample(
-        policy, prompt_ids, generator=streams[0], progress="sampling policy" if progress else None, **common
-    )
+
+    def draw(model, stream: int, what: str) -> list[list[int]]:
+        uniforms = prompt_uniforms(seed, stream, range(lo, hi), max_new_tokens)
+        shown = f"sampling {what}" if progress and rank == 0 else None
+        return sample(model, prompt_ids[lo:hi], uniforms=uniforms, progress=shown, **common)
+
+    share: dict = {"policy_ids": draw(policy, POLICY_STREAM, "policy")}
     if reference_ids is None:
-        reference_ids = sample(
-            reference, prompt_ids, generator=streams[1], progress="sampling reference" if progress else None, **common
-        )
+        share["reference_ids"] = draw(reference, REFERENCE_STREAM, "reference")
     if encoder_decoder:
         scores = score_seq2seq_responses(
-            policy, reference, prompt_ids, policy_ids, pad, tokenizer.eos_token_id, batch_size
+            policy, reference, prompt_ids[lo:hi], share["policy_ids"], pad, tokenizer.eos_token_id, batch_size
         )
     else:
-        scores = score_responses(policy, reference, prompt_ids, policy_ids, pad, batch_size)
+        scores = score_responses(policy, reference, prompt_ids[lo:hi], share["policy_ids"], pad, batch_size)
+    share |= scores
+    if size > 1:
+        shares = gather_objects(share)
+        share = {key: _concatenate([s[key] for s in shares]) for key in share}
+    policy_ids = share.pop("policy_ids")
+    reference_ids = share.pop("reference_ids", reference_ids)
+    assert reference_ids is not None
     return SampleBank(
         step=step,
         prompts=list(prompts),
@@ -211,5 +229,9 @@ def generate_bank(
         reference_ids=reference_ids,
         policy_texts=decode(tokenizer, policy_ids),
         reference_texts=decode(tokenizer, reference_ids),
-        **scores,
+        **share,
     )
+
+
+def _concatenate(parts: list):
+    return torch.cat(parts) if isinstance(parts[0], torch.Tensor) else [item for part in parts for item in part]

@@ -1,7 +1,7 @@
 """Samples from an encoder-decoder (T5-style) policy or reference, scored for the KL estimators.
 
 The same draw as for causal models (ancestral, temperature 1, no truncation, a response ends at EOS
-or after ``max_new_tokens``, a private generator), but the prompt goes to the encoder, which runs
+or after ``max_new_tokens``, a private stream per prompt), but the prompt goes to the encoder, which runs
 once; the decoder then extends the response with a KV cache. Every row of the decoder starts at
 the decoder start token, so no padding enters it; the encoder's right padding is masked. Scoring
 uses the encoder-decoder log-prob path of training (:mod:`gpo_lab.scoring.seq2seq`).
@@ -25,19 +25,20 @@ def sample_seq2seq_responses(
     prompts: list[list[int]],
     max_new_tokens: int,
     eos_token_id: int,
-    generator: torch.Generator,
+    uniforms: torch.Tensor,
     pad_token_id: int = 0,
     batch_size: int = 64,
     progress: str | None = None,
 ) -> list[list[int]]:
-    """One response per prompt, drawn token by token from softmax(logits) of the decoder."""
+    """One response per prompt, drawn token by token from softmax(logits) of the decoder, at the prompt's
+    row of ``uniforms``."""
     device = next(model.parameters()).device
     start = model.config.decoder_start_token_id
     keyword = cache_keyword(model)
     responses: list[list[int]] = []
     bar = tqdm(total=len(prompts), desc=progress, leave=False, disable=progress is None, dynamic_ncols=True)
     for first in range(0, len(prompts), batch_size):
-        chunk = prompts[first : first + batch_size]
+        chunk, chunk_uniforms = prompts[first : first + batch_size], uniforms[first : first + batch_size]
         encoder = Seq2SeqPairs.from_rows([(prompt, []) for prompt in chunk], pad_token_id, eos_token_id).to(device)
         token = torch.full((len(chunk),), start, dtype=torch.long, device=device)
         output = model(
@@ -48,7 +49,9 @@ def sample_seq2seq_responses(
         lengths = torch.full((len(chunk),), max_new_tokens, dtype=torch.long, device=device)
         tokens = []
         for step in range(max_new_tokens):
-            token = draw_next(output.logits[:, -1], generator, finished, lengths, step, pad_token_id, eos_token_id)
+            token = draw_next(
+                output.logits[:, -1], chunk_uniforms[:, step], finished, lengths, step, pad_token_id, eos_token_id
+            )
             tokens.append(token)
             if bool(finished.all()) or step + 1 == max_new_tokens:
                 break

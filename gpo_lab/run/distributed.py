@@ -122,6 +122,16 @@ def gather_rows(values: torch.Tensor) -> torch.Tensor:
     return torch.cat([part[: int(c.item())] for part, c in zip(parts, counts)])
 
 
+def gather_objects(item) -> list:
+    """Every rank's ``item`` (any picklable value), in rank order; a collective, on any backend."""
+    rank, size = world()
+    if size == 1:
+        return [item]
+    items: list = [None] * size
+    dist.all_gather_object(items, item)
+    return items
+
+
 def shard_bounds(count: int, rank: int, size: int) -> tuple[int, int]:
     """The contiguous share ``[lo, hi)`` of ``count`` items that ``rank`` of ``size`` takes (sizes differ by <= 1)."""
     return count * rank // size, count * (rank + 1) // size
@@ -185,3 +195,18 @@ def full_parameters(trainer) -> AbstractContextManager:
     if isinstance(model, FullyShardedDataParallel):
         return FullyShardedDataParallel.summon_full_params(model, writeback=False)
     return nullcontext()
+
+
+def sampling_ranks(trainer) -> tuple[int, int]:
+    """(rank, world size) of the ranks that share work outside the training step, such as sampling.
+
+    All ranks, unless FSDP units nest inside the model: the forward of a nested unit is a
+    collective, which ranks with different shares would call different numbers of times. Then
+    each rank does the whole work alone, ``(0, 1)``, with the same result.
+    """
+    from torch.distributed.fsdp import FullyShardedDataParallel
+
+    model = getattr(getattr(trainer, "strategy", None), "model", None)
+    if model is not None and sum(isinstance(m, FullyShardedDataParallel) for m in model.modules()) > 1:
+        return 0, 1
+    return world()

@@ -20,9 +20,9 @@ from pathlib import Path
 from typing import Any
 
 import datasets
-import torch
 
 from gpo_lab.errors import ConfigError
+from gpo_lab.eval.draw import prompt_uniforms
 from gpo_lab.eval.sampling import decode, encode_prompts, sample_responses
 from gpo_lab.run.cache import cached_entry, spec_key
 from gpo_lab.tasks.synthetic.behaviour import NoisyBehaviour
@@ -31,7 +31,11 @@ from gpo_lab.tasks.synthetic.task import TopicTask
 log = logging.getLogger(__name__)
 
 PAIRS_FILE = "pairs.json"
-PAIRS_VERSION = 2  # 2: evaluation prompts disjoint from training prompts (by topic set)
+# 2: evaluation prompts disjoint from training prompts (by topic set); 3: one random stream per prompt
+PAIRS_VERSION = 3
+# The policy's streams for the two responses of each split: other numbers than the sample bank's
+# (gpo_lab.eval.draw), so that no pair response is a sample-bank draw again.
+PAIR_STREAMS = {("train", 0): 2, ("train", 1): 3, ("validation", 0): 4, ("validation", 1): 5}
 SOURCES = ("policy", "behaviour")
 
 
@@ -97,19 +101,20 @@ def _responses(
     policy,
     tokenizer,
     prompts: list[str],
-    generator: torch.Generator,
+    stream: int,
     rng: random.Random,
     desc: str,
 ) -> list[str]:
     if settings.source == "behaviour":
         return [behaviour.respond(task, task.prompt_topics(p), rng) for p in prompts]
+    max_new_tokens = task.max_response_words + 1
     ids = sample_responses(
         policy,
         encode_prompts(tokenizer, prompts),
-        max_new_tokens=task.max_response_words + 1,
+        max_new_tokens=max_new_tokens,
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
-        generator=generator,
+        uniforms=prompt_uniforms(settings.seed, stream, range(len(prompts)), max_new_tokens),
         batch_size=settings.batch_size,
         progress=desc,
     )
@@ -121,17 +126,24 @@ def generate_pairs(
 ) -> dict[str, Any]:
     """Train and validation rows (prompt, chosen, rejected, and their golden rewards) plus statistics."""
     rng = random.Random(settings.seed)
-    generator = torch.Generator(device=next(policy.parameters()).device).manual_seed(settings.seed)
     held_out = task.held_out_topic_sets(settings.held_out_fraction, seed=settings.seed)
     eval_prompts = task.prompts(settings.num_eval_prompts, seed=settings.seed + 1, held_out=held_out)
     train_prompts = task.training_prompts(settings.num_train_prompts, rng, held_out)
     out: dict[str, Any] = {"stats": {"mu_held_out_topic_sets": len(held_out)}}
     for split, prompts in (("train", train_prompts), ("validation", eval_prompts)):
-        first = _responses(
-            settings, task, behaviour, policy, tokenizer, prompts, generator, rng, f"pairs: {split} responses 1/2"
-        )
-        second = _responses(
-            settings, task, behaviour, policy, tokenizer, prompts, generator, rng, f"pairs: {split} responses 2/2"
+        first, second = (
+            _responses(
+                settings,
+                task,
+                behaviour,
+                policy,
+                tokenizer,
+                prompts,
+                PAIR_STREAMS[split, k],
+                rng,
+                f"pairs: {split} responses {k + 1}/2",
+            )
+            for k in (0, 1)
         )
         rows, dropped = label_pairs(task, prompts, first, second, settings.label_temperature, rng)
         if not rows:
