@@ -13,7 +13,7 @@ import torch
 import yaml
 
 from gpo_lab.errors import ConfigError
-from gpo_lab.losses import FIELD, GPOLoss, NotOnRho
+from gpo_lab.losses import FIELD, AOTLoss, GPOLoss, NotOnRho
 from gpo_lab.scoring.batches import PairLogps
 from tests.helpers import CONF_DIR
 
@@ -121,6 +121,43 @@ def test_aot_sorts_the_batch():
     smoothed = build("aot", label_smoothing=EPS).pair_loss(logps, BETA)
     expected = [(1 - EPS) * softplus(-BETA * d) + EPS * softplus(BETA * d) for d in (-2.0, 2.0)]
     torch.testing.assert_close(smoothed, t(*expected), rtol=1e-12, atol=0)
+
+
+# Three pairs: c = (1/2, -2, 1), r = (1, -3/2, -3); policy margins (1/2, -3/2, 4), reference margins (1, -1, 0).
+UNPAIRED = PairLogps(t(-4.5, -6.0, -2.0), t(-5.0, -4.5, -6.0), t(-5.0, -4.0, -3.0), t(-6.0, -3.0, -3.0))
+
+
+def test_aot_unpaired_sorts_chosen_and_rejected_apart():
+    """sort(c) = (-2, 1/2, 1), sort(r) = (-3, -3/2, 1): delta = (1, 2, 0), not rho = (-1/2, -1/2, 4)."""
+    values = build("aot_unpaired").pair_loss(UNPAIRED, BETA)
+    torch.testing.assert_close(values, t(*[softplus(-BETA * d) for d in (1.0, 2.0, 0.0)]), rtol=1e-12, atol=0)
+    smoothed = build("aot_unpaired", label_smoothing=EPS).pair_loss(UNPAIRED, BETA)
+    expected = [(1 - EPS) * softplus(-BETA * d) + EPS * softplus(BETA * d) for d in (1.0, 2.0, 0.0)]
+    torch.testing.assert_close(smoothed, t(*expected), rtol=1e-12, atol=0)
+    # paired AOT on the same batch: sorted policy margins (-3/2, 1/2, 4) minus sorted reference ones (-1, 0, 1)
+    paired = build("aot").pair_loss(UNPAIRED, BETA)
+    torch.testing.assert_close(paired, t(*[softplus(-BETA * d) for d in (-0.5, 0.5, 3.0)]), rtol=1e-12, atol=0)
+    # c = (1, -1) and r = (-1, 1) are the same values: every quantile's delta is 0, whatever rho = (2, -2) says
+    torch.testing.assert_close(build("aot_unpaired").pair_loss(LOGPS, BETA), t(math.log(2), math.log(2)))
+
+
+def test_aot_unpaired_ignores_which_rejected_goes_with_which_chosen():
+    shuffled = PairLogps(
+        UNPAIRED.policy_chosen,
+        UNPAIRED.policy_rejected[[2, 0, 1]],
+        UNPAIRED.reference_chosen,
+        UNPAIRED.reference_rejected[[2, 0, 1]],
+    )
+    unpaired, paired = build("aot_unpaired"), build("aot")
+    torch.testing.assert_close(unpaired.pair_loss(shuffled, BETA), unpaired.pair_loss(UNPAIRED, BETA))
+    assert not torch.allclose(paired.pair_loss(shuffled, BETA), paired.pair_loss(UNPAIRED, BETA))
+
+
+def test_aot_mode_is_checked():
+    with pytest.raises(ConfigError, match="loss.mode must be one of paired, unpaired"):
+        AOTLoss("aot", mode="both")
+    with pytest.raises(NotOnRho, match="not defined on single pairs"):
+        build("aot_unpaired").per_example(t(1.0), 1.0)
 
 
 def test_every_field_loss_has_its_yaml_and_no_yaml_is_unknown():

@@ -57,7 +57,7 @@ def bandit_config(loss: str, *extra: str):
     return OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])
 
 
-@pytest.mark.parametrize("loss", ["simpo", "nca_pair", "aot", "sigmoid_norm", "rpo"])
+@pytest.mark.parametrize("loss", ["simpo", "nca_pair", "aot", "aot_unpaired", "sigmoid_norm", "rpo"])
 def test_the_bandit_refuses_losses_not_defined_on_rho(loss):
     with pytest.raises(ConfigError, match="bandit is defined on pairs through rho alone"):
         build_task(bandit_config(loss))

@@ -4,8 +4,10 @@ TRL's DPOTrainer computes its losses inside ``DPOTrainer._compute_loss(self, mod
 it is called here as it is, with a minimal stand-in ``self`` and a stand-in model whose per-token
 log-probs are a leaf tensor, so both sides' gradients are taken with respect to the same tokens.
 Per-example values come from one-pair batches (TRL returns the batch mean); gradients from the
-whole batch. SimPO and cDPO come from TRL's CPOTrainer.cpo_loss, ORPO's odds-ratio term from
-ORPOTrainer.odds_ratio_loss.
+whole batch. AOT's per-example values are per quantile of the whole batch: TRL's k-th one is read
+through its WPO weights (``use_weighting``), set to 1 on pair k and 0 elsewhere, so that its batch
+mean is its k-th per-sequence loss over B. SimPO and cDPO come from TRL's CPOTrainer.cpo_loss,
+ORPO's odds-ratio term from ORPOTrainer.odds_ratio_loss.
 """
 
 from __future__ import annotations
@@ -43,8 +45,11 @@ DPO_SHARED = {
     "discopop": ("discopop", {"discopop_tau": 0.05}),
     "sigmoid_norm": ("sigmoid_norm", {}),
     "aot": ("aot", {}),
+    "aot_unpaired": ("aot_unpaired", {}),
     "sft": ("sft", {}),
 }
+
+SORTED = ("aot", "aot_unpaired")  # one loss per quantile of the batch, not per pair
 
 # TRL makes exo_pair's epsilon a float32 tensor, so its log(1 - eps) and log(eps) carry float32 rounding.
 RTOL = {"exo_pair": 1e-7}
@@ -71,14 +76,27 @@ class StandInModel:
 
     training = True
 
-    def __init__(self, per_token):
-        self.per_token = per_token
+    def __init__(self, per_token, log_sum_sq_probs=None):
+        self.per_token, self.log_sum_sq_probs = per_token, log_sum_sq_probs
 
     def __call__(self, **kwargs):
         zeros = torch.zeros_like(self.per_token)
         return types.SimpleNamespace(
-            log_probs=self.per_token, entropy=zeros, mean_logits=zeros, is_top1=zeros.bool(), aux_loss=None
+            log_probs=self.per_token,
+            entropy=zeros,
+            mean_logits=zeros,
+            is_top1=zeros.bool(),
+            aux_loss=None,
+            log_sum_sq_probs=self.log_sum_sq_probs,
         )
+
+
+def indicator_weights(per_token, pick: int) -> torch.Tensor:
+    """log_sum_sq_probs that make TRL's WPO weight of pair ``pick`` exp(0) = 1 and every other exp(-1e4) = 0."""
+    half = per_token.shape[0] // 2
+    shift = torch.full_like(per_token, 1e4)
+    shift[[pick, half + pick]] = 0.0
+    return (per_token + shift).detach()
 
 
 class StandInAccelerator:
@@ -93,9 +111,10 @@ class StandInAccelerator:
         return x
 
 
-def trl_dpo_loss(loss_type, per_token, mask, reference, weights=None, **options) -> torch.Tensor:
-    """TRL's DPOTrainer._compute_loss on these tensors (its batch mean)."""
-    model = StandInModel(per_token)
+def trl_dpo_loss(loss_type, per_token, mask, reference, weights=None, pick=None, **options) -> torch.Tensor:
+    """TRL's DPOTrainer._compute_loss on these tensors (its batch mean); with ``pick=k``, its k-th
+    per-sequence loss (TRL's WPO weights are set to the indicator of pair k)."""
+    model = StandInModel(per_token, None if pick is None else indicator_weights(per_token, pick))
     completion_mask = torch.cat([torch.zeros(mask.shape[0], 1, dtype=mask.dtype), mask], dim=1)  # a prompt token
     half = mask.shape[0] // 2
     types_ = [loss_type] if isinstance(loss_type, str) else list(loss_type)
@@ -111,7 +130,7 @@ def trl_dpo_loss(loss_type, per_token, mask, reference, weights=None, **options)
         beta=options.pop("beta"),
         label_smoothing=options.pop("label_smoothing", 0.0),
         args=types.SimpleNamespace(discopop_tau=options.pop("discopop_tau", 0.05)),
-        use_weighting=False,
+        use_weighting=pick is not None,
         _metrics={"train": collections.defaultdict(list), "eval": collections.defaultdict(list)},
         _total_train_tokens=0,
         _tp_size=1,
@@ -123,7 +142,8 @@ def trl_dpo_loss(loss_type, per_token, mask, reference, weights=None, **options)
         "ref_chosen_logps": reference[:half],
         "ref_rejected_logps": reference[half:],
     }
-    return DPOTrainer._compute_loss(self, model, inputs, return_outputs=False)
+    mean = DPOTrainer._compute_loss(self, model, inputs, return_outputs=False)
+    return mean if pick is None else mean * half
 
 
 def ours(loss, per_token, mask, reference, beta) -> torch.Tensor:
@@ -142,8 +162,9 @@ def test_per_example_loss_and_gradient_equal_trls(name, beta):
     loss_type, options = DPO_SHARED[name]
     loss = gpo_lab_loss(name)
     per_token, mask, reference = token_logps(seed=len(name))
-    batch_level = name in ("aot", "sft")  # defined on the batch: compare its mean and gradient only
-    if not batch_level:
+    if name in SORTED:
+        assert_per_quantile_equal_trls(name, beta)
+    elif name != "sft":  # sft is one value for the whole batch: its mean and gradient below
         mine = ours(loss, per_token, mask, reference, beta)
         theirs = [
             trl_dpo_loss(
@@ -165,6 +186,26 @@ def test_per_example_loss_and_gradient_equal_trls(name, beta):
     (grad_mine,) = torch.autograd.grad(mean_mine, leaf_mine)
     (grad_theirs,) = torch.autograd.grad(mean_theirs, leaf_theirs)
     torch.testing.assert_close(grad_mine, grad_theirs, rtol=RTOL.get(name, 1e-9), atol=1e-12)
+
+
+def assert_per_quantile_equal_trls(name, beta, **options):
+    """Each quantile's loss and its gradient, on the whole batch, equal TRL's k-th per-sequence loss and its."""
+    loss_type, _ = DPO_SHARED[name]
+    per_token, mask, reference = token_logps(seed=len(name))
+    leaf_mine = per_token.clone().requires_grad_(True)
+    mine = ours(FIELD[name].build(**options), leaf_mine * mask, mask, reference, beta)
+    for k in range(B):
+        leaf_theirs = per_token.clone().requires_grad_(True)
+        theirs = trl_dpo_loss(loss_type, leaf_theirs * mask, mask, reference, pick=k, beta=beta, **options)
+        torch.testing.assert_close(mine[k], theirs, rtol=1e-10, atol=1e-12)
+        (grad_mine,) = torch.autograd.grad(mine[k], leaf_mine, retain_graph=True)
+        (grad_theirs,) = torch.autograd.grad(theirs, leaf_theirs)
+        torch.testing.assert_close(grad_mine, grad_theirs, rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("name", SORTED)
+def test_aot_label_smoothing_equals_trls(name):
+    assert_per_quantile_equal_trls(name, 0.7, label_smoothing=0.2)
 
 
 def test_loss_weights_are_a_weighted_sum():

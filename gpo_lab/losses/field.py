@@ -149,6 +149,12 @@ FIELD: dict[str, FieldEntry] = {
         "AOT, Melnyk et al. 2024 (paired)",
         "aot",
     ),
+    "aot_unpaired": FieldEntry(
+        {"_target_": "gpo_lab.losses.AOTLoss", "name": "aot_unpaired", "mode": "unpaired", "label_smoothing": 0.0},
+        "log(1 + exp(-beta delta_k)), delta = sort(c) - sort(r) over the batch",
+        "AOT, Melnyk et al. 2024 (unpaired)",
+        "aot_unpaired",
+    ),
     "sft": FieldEntry(
         {"_target_": "gpo_lab.losses.ChosenNLL", "name": "sft", "mode": "per_batch_token"},
         "-sum log pi(y_w) / sum len(y_w) over the batch",
