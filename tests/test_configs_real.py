@@ -21,7 +21,7 @@ from hydra.utils import get_method, instantiate
 from transformers.optimization import Adafactor
 
 from gpo_lab.eval.judges import RewardModelJudge
-from gpo_lab.losses import validate_beta
+from gpo_lab.losses import FIELD, validate_beta
 from gpo_lab.run.train import build_callbacks, describe_run
 from gpo_lab.scoring.startup import training_precision
 from tests.helpers import ROOT
@@ -32,6 +32,8 @@ CLUSTER_GPU = ["+experiment=tldr", "cluster=example_site"]
 SFT_POLICY = "cleanrl/EleutherAI_pythia-1b-deduped__sft__tldr"
 REWARD_MODEL = "cleanrl/EleutherAI_pythia-6.9b-deduped__reward__tldr"
 PAPER_LOSSES = {"logistic", "hinge", "squared", "exponential", "truncated_quadratic", "savage"}
+# Every loss of the field that is a function of the chosen and the rejected log-ratios.
+TWO_ARGUMENT_LOSSES = {name for name, entry in FIELD.items() if entry.config["_target_"].endswith("PairFunctionLoss")}
 
 
 def submits_to_slurm(launcher) -> bool:
@@ -233,6 +235,13 @@ def test_smollm2_experiment_runs_two_steps(tmp_path, shared_data):
     [
         ("synthetic", PAPER_LOSSES, [2.0**k for k in range(-4, 3)], {0, 1}),  # 84 jobs: 6 x 7 x 2
         ("synthetic_small", {"logistic", "savage", "squared", "exponential"}, [2.0**k for k in range(-3, 2)], {0, 1}),
+        ("two_argument", TWO_ARGUMENT_LOSSES, [2.0**k for k in range(-8, 3)], {0}),
+        (
+            "families",
+            {"logistic", "squared", "hinge", "simpo", "cdpo", "ipo_avg", "sppo_hard"},
+            [2.0**k for k in range(-7, 5)],
+            {0},
+        ),
     ],
 )
 def test_synthetic_sweeps_run_their_grid_in_a_pool_of_workers(sweep, losses, betas, seeds):
@@ -240,7 +249,7 @@ def test_synthetic_sweeps_run_their_grid_in_a_pool_of_workers(sweep, losses, bet
     assert cfg.hydra.launcher._target_.endswith("JoblibLauncher") and cfg.hydra.launcher.n_jobs == -1
     grid = [dict(override.split("=", 1) for override in job) for job in sweep_jobs(cfg)]
     assert len(grid) == len(losses) * len(betas) * len(seeds)
-    assert {job["loss"] for job in grid} == losses and {int(job["seed"]) for job in grid} == seeds
+    assert {job["loss"] for job in grid} == losses and {int(job.get("seed", 0)) for job in grid} == seeds
     assert sorted({float(job["beta"]) for job in grid}) == betas
     job = compose_sweep(sweep, [f"{key}={value}" for key, value in grid[0].items()])
     assert (job.trainer.max_steps, job.optim.lr, job.data.packing, job.trainer.gradient_clip_val) == (
@@ -249,4 +258,4 @@ def test_synthetic_sweeps_run_their_grid_in_a_pool_of_workers(sweep, losses, bet
         True,
         10,
     )
-    assert job.callbacks.progress is None  # the workers share one terminal
+    assert job.callbacks.progress is None and job.trainer.enable_progress_bar is False  # the workers share one terminal

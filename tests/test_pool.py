@@ -33,6 +33,8 @@ def test_a_pooled_job_equals_the_same_run_alone(tmp_path):
     assert sweep.returncode == 0, sweep.stderr[-3000:]
     alone = run_cli([*common, "loss=squared", "beta=2"], tmp_path)
     assert alone.returncode == 0, alone.stderr[-3000:]
+    # The workers share one terminal: no sampling bars there (a run alone shows them).
+    assert "sampling policy" not in sweep.stderr and "sampling policy" in alone.stderr
 
     pooled_dir = job_dir(tmp_path / "multirun" / "synthetic", "loss=squared", "beta=2")
     alone_dir = job_dir(tmp_path / "outputs" / "synthetic", "loss=squared", "beta=2")

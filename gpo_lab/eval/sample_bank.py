@@ -57,6 +57,7 @@ class SampleBankCallback(pl.Callback):
     evaluation, so checkpoints are compared on common random numbers. The reference is frozen, so
     its samples are drawn at the first evaluation and reused. ``every_n_steps=None`` draws a bank at every
     validation; N draws one when the step is a multiple of N and at the end of training.
+    ``progress`` shows sampling bars when the trainer shows a progress bar too.
     """
 
     def __init__(
@@ -126,17 +127,18 @@ class SampleBankCallback(pl.Callback):
                 seed=self.seed,
                 batch_size=self.batch_size,
                 step=trainer.global_step,
-                progress=self.progress,
+                progress=self.progress and getattr(trainer, "progress_bar_callback", None) is not None,
                 reference_ids=self._reference_ids,
                 ranks=ranks,
             )
         self._reference_ids = bank.reference_ids
+        shared = f" (shared by {ranks[1]} ranks)" if ranks[1] > 1 else ""
         log.info(
-            "step %d: sampled %d policy responses in %.1f s (on %d ranks)",
+            "step %d: sampled %d policy responses in %.1f s%s",
             trainer.global_step,
             len(bank),
             time.time() - started,
-            ranks[1],
+            shared,
         )
         return bank
 
