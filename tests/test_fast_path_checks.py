@@ -20,7 +20,7 @@ from gpo_lab.scoring import verify
 from gpo_lab.scoring.batches import PlainPairs
 from gpo_lab.scoring.logprobs import projects_hidden_states_linearly
 from gpo_lab.scoring.packing import PackedPairs, supports_prefix_sharing
-from gpo_lab.scoring.startup import check_fast_paths
+from gpo_lab.scoring.startup import accelerator, check_fast_paths
 from tests.helpers.exact_kl import every_response
 from tests.helpers.families import build
 from tests.test_kl import HORIZON, exact_logprobs
@@ -165,11 +165,30 @@ def test_the_reference_cache_under_a_true_precision_scores_cast_weights_and_leav
 
 
 def test_the_start_up_report_says_which_path_is_on_and_why_one_is_off():
+    device = accelerator(torch.device("cpu")).type  # where the start-up checks run
     report = check_fast_paths(build("granite"), "32-true")
-    assert report["prefix_sharing [attention sdpa, weights float32]"] == "on"
-    assert report["response_projection [attention sdpa, weights float32]"].startswith("off: projected log-probs differ")
+    assert report[f"prefix_sharing [attention sdpa, weights float32, device {device}]"] == "on"
+    assert report[f"response_projection [attention sdpa, weights float32, device {device}]"].startswith(
+        "off: projected log-probs differ"
+    )
     mixed = check_fast_paths(build("llama"), "bf16-mixed")
-    assert mixed["response_projection [attention sdpa, weights float32, autocast bfloat16]"] == "on"
+    assert mixed[f"response_projection [attention sdpa, weights float32, autocast bfloat16, device {device}]"] == "on"
+
+
+def test_a_check_made_on_one_device_is_made_again_on_another():
+    """Another device runs other kernels: a result measured on the CPU is not reused after the model moves."""
+    model = build("llama")
+    forwards = []
+    model.register_forward_pre_hook(lambda module, args: forwards.append(next(module.parameters()).device.type))
+    assert supports_prefix_sharing(model)
+    checked_on_cpu = len(forwards)
+    assert checked_on_cpu > 0 and set(forwards) == {"cpu"}
+    assert supports_prefix_sharing(model) and len(forwards) == checked_on_cpu  # same device: the result is reused
+    model.to("meta")  # another device, whose tensors have no values: the check runs again there, and fails
+    assert not supports_prefix_sharing(model)
+    report = verify.report(model)
+    assert report["prefix_sharing [attention sdpa, weights float32, device cpu]"] == "on"
+    assert report["prefix_sharing [attention sdpa, weights float32, device meta]"].startswith("off: ")
 
 
 @pytest.mark.slow
@@ -197,4 +216,5 @@ def test_bf16_mixed_with_the_reference_cache_starts_at_exactly_f_of_zero(tmp_pat
     assert first["train/loss"] == torch.tensor(math.log(2.0), dtype=torch.float32).item()
     assert first["train/rho_mean"] == 0.0
     paths = summary["data"]["fast_paths"]["policy"]
-    assert paths["prefix_sharing [attention eager, weights float32, autocast bfloat16]"] == "on"
+    device = accelerator(torch.device("cpu")).type
+    assert paths[f"prefix_sharing [attention eager, weights float32, autocast bfloat16, device {device}]"] == "on"
