@@ -71,12 +71,15 @@ def _config_values(config, names) -> list[int]:
     return [v for v in values if v > 0]
 
 
+def position_limits(model) -> list[int]:
+    """The longest rows the model's config allows, less 2 (none when it declares no limit)."""
+    return [limit - 2 for limit in _config_values(getattr(model, "config", None), POSITION_LIMITS)]
+
+
 def probe_span(model) -> int:
     """Probe rows are this long: past every declared window, within the model's positions."""
-    config = getattr(model, "config", None)
-    span = max([0, *_config_values(config, WINDOW_ATTRIBUTES)]) + MIN_PROBE_SPAN
-    limits = _config_values(config, POSITION_LIMITS)
-    return min([span, *[limit - 2 for limit in limits]]) if limits else span
+    span = max([0, *_config_values(getattr(model, "config", None), WINDOW_ATTRIBUTES)]) + MIN_PROBE_SPAN
+    return min([span, *position_limits(model)])
 
 
 def probe_ids(model, lengths: list[int], seed: int = 0) -> list[list[int]]:
