@@ -80,7 +80,8 @@ def test_tldr_experiment_builds_the_papers_training(tmp_path, monkeypatch):
         if hasattr(policy, "activation_checkpointing_enable")
         else (policy.is_gradient_checkpointing)
     )
-    # pi_ref = the SFT checkpoint; its cached log-probs were computed under the run's precision (bf16-mixed)
+    # pi_ref = the SFT checkpoint, scored under the run's precision (bf16-mixed): cached, or in the training batch
+    # where its scores depend on the batch (sdpa's bf16 kernel on CPU)
     with torch.no_grad(), training_precision(policy, cfg.trainer.precision):
         rho = module.batch_logprobs(next(iter(datamodule.train_dataloader()))).rho
     assert torch.allclose(rho, torch.zeros_like(rho), atol=1e-5)

@@ -137,7 +137,9 @@ def test_every_scoring_path_equals_the_models_own_logits(family, attention):
     if not packing:
         assert wrongness(lambda: PackedPairs.from_pairs(PAIRS, pad_id=0).score_shared(model), truth) > WRONG
     report = check_fast_paths(model)
-    assert report[f"prefix_sharing [attention {attention}, weights float32]"].startswith("on" if packing else "off: ")
+    assert report[f"prefix_sharing [attention {attention}, weights float32, device cpu]"].startswith(
+        "on" if packing else "off: "
+    )
 
 
 @pytest.mark.parametrize("family", sorted(FAMILIES))

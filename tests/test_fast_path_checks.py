@@ -1,6 +1,6 @@
 """The start-up checks of the scoring fast paths, on the cases that were wrong before them: a model that scales
-its logits (Granite), a sliding window longer than a short probe (Mistral), the reference cache's layout, key
-and precision (``bf16-mixed`` starts at exactly f(0))."""
+its logits (Granite), a sliding window longer than a short probe (Mistral), a check made on one device reused on
+another, the reference cache's layout, key and precision (``bf16-mixed`` starts at exactly f(0), sdpa included)."""
 
 import json
 import math
@@ -20,7 +20,7 @@ from gpo_lab.scoring import verify
 from gpo_lab.scoring.batches import PlainPairs
 from gpo_lab.scoring.logprobs import projects_hidden_states_linearly
 from gpo_lab.scoring.packing import PackedPairs, supports_prefix_sharing
-from gpo_lab.scoring.startup import check_fast_paths
+from gpo_lab.scoring.startup import accelerator, check_fast_paths
 from tests.helpers.exact_kl import every_response
 from tests.helpers.families import build
 from tests.test_kl import HORIZON, exact_logprobs
@@ -165,19 +165,44 @@ def test_the_reference_cache_under_a_true_precision_scores_cast_weights_and_leav
 
 
 def test_the_start_up_report_says_which_path_is_on_and_why_one_is_off():
+    device = accelerator(torch.device("cpu")).type  # where the start-up checks run
     report = check_fast_paths(build("granite"), "32-true")
-    assert report["prefix_sharing [attention sdpa, weights float32]"] == "on"
-    assert report["response_projection [attention sdpa, weights float32]"].startswith("off: projected log-probs differ")
+    assert report[f"prefix_sharing [attention sdpa, weights float32, device {device}]"] == "on"
+    assert report[f"response_projection [attention sdpa, weights float32, device {device}]"].startswith(
+        "off: projected log-probs differ"
+    )
     mixed = check_fast_paths(build("llama"), "bf16-mixed")
-    assert mixed["response_projection [attention sdpa, weights float32, autocast bfloat16]"] == "on"
+    assert mixed[f"response_projection [attention sdpa, weights float32, autocast bfloat16, device {device}]"] == "on"
+
+
+def test_a_check_made_on_one_device_is_made_again_on_another():
+    """Another device runs other kernels: a result measured on the CPU is not reused after the model moves."""
+    model = build("llama")
+    forwards = []
+    model.register_forward_pre_hook(lambda module, args: forwards.append(next(module.parameters()).device.type))
+    assert supports_prefix_sharing(model)
+    checked_on_cpu = len(forwards)
+    assert checked_on_cpu > 0 and set(forwards) == {"cpu"}
+    assert supports_prefix_sharing(model) and len(forwards) == checked_on_cpu  # same device: the result is reused
+    model.to("meta")  # another device, whose tensors have no values: the check runs again there, and fails
+    assert not supports_prefix_sharing(model)
+    report = verify.report(model)
+    assert report["prefix_sharing [attention sdpa, weights float32, device cpu]"] == "on"
+    assert report["prefix_sharing [attention sdpa, weights float32, device meta]"].startswith("off: ")
 
 
 @pytest.mark.slow
-def test_bf16_mixed_with_the_reference_cache_starts_at_exactly_f_of_zero(tmp_path):
-    """The cache is computed under the policy's autocast: at step 0 rho is 0 and the loss is log 2.
+@pytest.mark.parametrize(
+    "attention, precision, cached",
+    [("eager", "bf16-mixed", True), ("sdpa", "bf16-mixed", False), ("sdpa", "32-true", True)],
+)
+def test_the_reference_cache_starts_at_exactly_f_of_zero(tmp_path, attention, precision, cached):
+    """With the cache enabled, rho is 0 at step 0 and the loss is log 2, in float32 to its last bit.
 
-    Eager attention is batch-invariant on these CPUs, so the equality is exact; sdpa's CPU kernel rounds
-    differently with the batch's padding, so there it holds to within its rounding (about 1e-5).
+    The cache is computed under the policy's precision, and used only where the reference's scores do not
+    depend on the batch: eager attention and float32 on these CPUs. sdpa's bf16 kernel rounds differently with
+    the batch's padding (a pair's values batched differently were up to 3e-3 nats apart), so there the start-up
+    check refuses the cache and the reference is scored in the training batch, next to the policy.
     """
     from tests.helpers.runs import run_training
 
@@ -185,16 +210,24 @@ def test_bf16_mixed_with_the_reference_cache_starts_at_exactly_f_of_zero(tmp_pat
         "+experiment=smoke",
         "trainer.max_steps=1",
         "trainer.val_check_interval=1",
-        "trainer.precision=bf16-mixed",
-        "model.policy.attn_implementation=eager",
+        f"trainer.precision={precision}",
+        f"model.policy.attn_implementation={attention}",
         f"reference_cache.dir={tmp_path / 'cache'}",
     ]
     summary = run_training(overrides, tmp_path / "run")
-    assert summary["data"]["reference_logps_train"] == "computed"
     records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     first = next(r for r in records if "train/loss" in r)
     assert first["step"] == 0
-    assert first["train/loss"] == torch.tensor(math.log(2.0), dtype=torch.float32).item()
+    assert first["train/loss"] == pytest.approx(torch.tensor(math.log(2.0), dtype=torch.float32).item(), abs=1e-7)
     assert first["train/rho_mean"] == 0.0
-    paths = summary["data"]["fast_paths"]["policy"]
-    assert paths["prefix_sharing [attention eager, weights float32, autocast bfloat16]"] == "on"
+    data = summary["data"]
+    if cached:
+        assert (data["reference_logps_train"], "reference_logps" in data) == ("computed", False)
+    else:
+        assert "reference_logps_train" not in data
+        assert data["reference_logps"].startswith("not used: the reference's log-probs depend on what a pair is")
+        assert "attention sdpa, weights float32, autocast bfloat16" in data["reference_logps"]
+    paths = data["fast_paths"]["policy"]
+    device = accelerator(torch.device("cpu")).type
+    autocast = ", autocast bfloat16" if precision == "bf16-mixed" else ""
+    assert paths[f"prefix_sharing [attention {attention}, weights float32{autocast}, device {device}]"] == "on"

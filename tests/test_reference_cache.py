@@ -16,9 +16,11 @@ from gpo_lab.data.tokenization import Truncation
 from gpo_lab.data.toy import arithmetic_preferences
 from gpo_lab.models.reference import LazyReference
 from gpo_lab.models.reference_cache import (
+    BATCH_ROUNDINGS,
     COLUMN,
     ReferenceLogpCache,
     attach_reference_logps,
+    batch_dependence,
     cache_spec,
     compute_reference_logps,
     default_cache_dir,
@@ -215,6 +217,56 @@ def test_attached_values_reach_the_batches_and_a_second_job_reuses_them(tmp_path
     other = datamodule()  # another reference: never the cached values
     assert attach_reference_logps(other, tiny_model(seed=1), ReferenceLogpCache(tmp_path))["train"] == "computed"
     assert other.train_set[COLUMN] != first.train_set[COLUMN]
+
+
+# ----------------------------------------------------------------------------------- batch dependence
+def smoke_model(attention):
+    """The smoke run's policy (a Llama of width 64, 2 layers, 4 heads), with ``attention``."""
+    torch.manual_seed(0)
+    return tiny_causal_lm(byte_tokenizer(), attn_implementation=attention).eval()
+
+
+def roundings(values, truth):
+    """How far ``values`` are from ``truth``, in float32 roundings of ``truth`` (eps times its magnitude)."""
+    truth = truth.double()
+    return ((values.double() - truth).abs() / (torch.finfo(torch.float32).eps * truth.abs().clamp_min(1))).max().item()
+
+
+@pytest.mark.parametrize("packing", [True, False])
+def test_a_reference_whose_scores_follow_the_batch_width_is_refused(packing):
+    """A stand-in for a batch-dependent kernel: the embeddings move by 1e-4 per padded column. In float32."""
+    pairs, model = datamodule().train_set, smoke_model("eager")
+    assert batch_dependence(model, pairs, 0, packing) is None
+    model.get_input_embeddings().register_forward_hook(lambda module, args, out: out + 1e-4 * out.shape[1])
+    why = batch_dependence(model, pairs, 0, packing)
+    assert why is not None and why.startswith("the reference's log-probs depend on what a pair is batched with")
+    assert "attention eager, weights float32, device cpu" in why
+    alone = compute_reference_logps(model, pairs, 0, batch_size=1, packing=packing)
+    assert roundings(compute_reference_logps(model, pairs, 0, batch_size=16, packing=packing), alone) > BATCH_ROUNDINGS
+
+
+@pytest.mark.parametrize(
+    "attention, precision, invariant",
+    [
+        ("sdpa", "32-true", True),
+        ("eager", "bf16-mixed", True),
+        ("eager", "32-true", True),
+        ("sdpa", "bf16-mixed", False),
+    ],
+)
+def test_the_batch_check_says_what_the_cpu_kernels_do(attention, precision, invariant):
+    """On CPU, float32 and eager bf16 scores do not depend on the batch; sdpa's bf16 kernel rounds with the padding.
+
+    The verdict is compared with the model's own scores of every pair, alone and in the cache's batches of 16.
+    """
+    pairs, model = datamodule().train_set, smoke_model(attention)
+    why = batch_dependence(model, pairs, 0, packing=True, precision=precision)
+    alone = compute_reference_logps(model, pairs, 0, batch_size=1, precision=precision)
+    batched = compute_reference_logps(model, pairs, 0, batch_size=len(pairs), precision=precision)
+    assert (why is None) == invariant, why
+    assert (roundings(batched, alone) <= BATCH_ROUNDINGS) == invariant
+    if not invariant:
+        assert "autocast bfloat16" in why
 
 
 # ----------------------------------------------------------------------------------- the reference when cached

@@ -4,7 +4,7 @@ A fast path (the response-only projection, prefix-shared packed rows) is an opti
 obvious slow path, correct only when the model behaves as the fast path assumes (logits that are a
 plain projection of the last hidden state, attention that honours a custom 4D mask at every
 distance). Rather than trusting a list of known families, each path is run once per model, per
-attention implementation, parameter dtype and autocast state, on a probe batch long enough to cross
+attention implementation, parameter dtype, autocast state and device type, on a probe batch long enough to cross
 every window the config declares, and compared with the slow path; a mismatch beyond the tolerance
 switches the path off for that model, with one log line saying why. An unknown family is slower,
 never wrong.
@@ -39,22 +39,23 @@ def parameter_dtype(model) -> torch.dtype:
 
 
 def autocast_dtype(device: torch.device) -> torch.dtype | None:
-    """The dtype autocast computes in on ``device`` right now, or None when it is off."""
-    if not torch.is_autocast_enabled(device.type):
+    """The dtype autocast computes in on ``device`` right now, or None when it is off (or the device has none)."""
+    if not torch.amp.is_autocast_available(device.type) or not torch.is_autocast_enabled(device.type):
         return None
     return torch.get_autocast_dtype(device.type)
 
 
 def context(model) -> tuple:
-    """What decides whether a fast path is exact: attention implementation, weights' dtype, autocast."""
+    """What decides whether a fast path is exact: attention implementation, weights' dtype, autocast and the
+    device type (another device runs other kernels)."""
     device = next(model.parameters()).device
     attention = getattr(getattr(model, "config", None), "_attn_implementation", None)
-    return attention, parameter_dtype(model), autocast_dtype(device)
+    return attention, parameter_dtype(model), autocast_dtype(device), device.type
 
 
 def tolerance(model, summed: bool = False) -> float:
     """How far a fast path may stray from the slow one in the current context (per entry, or per summed row)."""
-    _, dtype, autocast = context(model)
+    _, dtype, autocast, _ = context(model)
     full = dtype in (torch.float32, torch.float64) and autocast is None
     return (FULL_PRECISION_TOLERANCE if full else REDUCED_PRECISION_TOLERANCE)[summed]
 
@@ -70,12 +71,15 @@ def _config_values(config, names) -> list[int]:
     return [v for v in values if v > 0]
 
 
+def position_limits(model) -> list[int]:
+    """The longest rows the model's config allows, less 2 (none when it declares no limit)."""
+    return [limit - 2 for limit in _config_values(getattr(model, "config", None), POSITION_LIMITS)]
+
+
 def probe_span(model) -> int:
     """Probe rows are this long: past every declared window, within the model's positions."""
-    config = getattr(model, "config", None)
-    span = max([0, *_config_values(config, WINDOW_ATTRIBUTES)]) + MIN_PROBE_SPAN
-    limits = _config_values(config, POSITION_LIMITS)
-    return min([span, *[limit - 2 for limit in limits]]) if limits else span
+    span = max([0, *_config_values(getattr(model, "config", None), WINDOW_ATTRIBUTES)]) + MIN_PROBE_SPAN
+    return min([span, *position_limits(model)])
 
 
 def probe_ids(model, lengths: list[int], seed: int = 0) -> list[list[int]]:
@@ -97,8 +101,8 @@ def checked(model, name: str, check: Callable[[torch.nn.Module], str | None]) ->
     results = _RESULTS.setdefault(model, {})
     key = (name, context(model))
     if key not in results:
-        device_type = next(model.parameters()).device.type
-        runs = [torch.autocast(device_type, enabled=False)] if key[1][2] is not None else []
+        _, _, autocast, device_type = key[1]
+        runs = [torch.autocast(device_type, enabled=False)] if autocast is not None else []
         reason = _run_checks(model, check, [*runs, contextlib.nullcontext()])
         results[key] = ON if reason is None else f"off: {reason}"
         if reason is not None:
@@ -123,10 +127,10 @@ def _run_checks(model, check, contexts) -> str | None:
 
 
 def describe(key: tuple) -> str:
-    attention, dtype, autocast = key
-    return f"attention {attention}, weights {str(dtype).removeprefix('torch.')}" + (
-        f", autocast {str(autocast).removeprefix('torch.')}" if autocast is not None else ""
-    )
+    """A context in words: ``attention sdpa, weights float32(, autocast bfloat16), device cpu``."""
+    attention, dtype, autocast, device_type = key
+    cast = f", autocast {str(autocast).removeprefix('torch.')}" if autocast is not None else ""
+    return f"attention {attention}, weights {str(dtype).removeprefix('torch.')}{cast}, device {device_type}"
 
 
 def report(model) -> dict[str, str]:

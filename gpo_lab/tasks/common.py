@@ -12,7 +12,7 @@ from hydra.utils import get_method, instantiate
 from omegaconf import DictConfig
 
 from gpo_lab.models.reference import LazyReference
-from gpo_lab.models.reference_cache import ReferenceLogpCache, attach_reference_logps
+from gpo_lab.models.reference_cache import ReferenceLogpCache, attach_reference_logps, batch_dependence
 from gpo_lab.scoring.startup import check_fast_paths
 
 log = logging.getLogger(__name__)
@@ -40,7 +40,7 @@ def enabled_reference_cache(cfg: DictConfig) -> DictConfig | None:
 
 def reference_cache_not_used(cfg: DictConfig, stats: dict[str, Any], why: str) -> None:
     """One warning, and ``reference_logps: "not used: <why>"`` in the data stats (summary.json's ``data``),
-    when ``reference_cache.enabled`` is set for a task it does not apply to."""
+    when ``reference_cache.enabled`` is set for a task or a reference it does not apply to."""
     if enabled_reference_cache(cfg) is None:
         return
     log.warning("reference_cache.enabled=true is not used: %s.", why)
@@ -50,16 +50,29 @@ def reference_cache_not_used(cfg: DictConfig, stats: dict[str, Any], why: str) -
 def with_reference_cache(cfg: DictConfig, datamodule, reference: torch.nn.Module) -> torch.nn.Module:
     """The reference a module should hold: with ``reference_cache.enabled``, the data's pairs get their
     cached (or once-computed) reference log-probs and training never runs the reference, which is then
-    loaded lazily for the evaluations that still need it."""
+    loaded lazily for the evaluations that still need it.
+
+    Only when the reference's log-probs do not depend on what a pair is batched with (checked now, under
+    the run's precision: :func:`batch_dependence`), since otherwise the cached values would not be the
+    training batches' and rho would not start at 0; then the reference is scored in each training batch.
+    """
     cache = enabled_reference_cache(cfg)
     if cache is None:
+        return reference
+    precision = cfg.get("trainer", {}).get("precision", "32-true")
+    packing = bool(getattr(datamodule, "packing", True))
+    splits = (getattr(datamodule, attribute, None) for attribute in ("train_set", "val_set"))
+    pairs = next((split for split in splits if split is not None and len(split)), None)
+    why = batch_dependence(reference, pairs, datamodule.tokenizer.pad_token_id, packing, precision)
+    if why is not None:
+        reference_cache_not_used(cfg, datamodule.stats, why)
         return reference
     attach_reference_logps(
         datamodule,
         reference,
         ReferenceLogpCache(cache.get("dir")),
         cache.get("batch_size", 16),
-        precision=cfg.get("trainer", {}).get("precision", "32-true"),
+        precision=precision,
     )
     return LazyReference(reference)
 
