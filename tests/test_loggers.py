@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import struct
 import subprocess
 import sys
@@ -200,9 +201,9 @@ def test_a_resumed_job_continues_its_wandb_run(tmp_path, monkeypatch):
     wandb.finish()
     assert second["status"] == "completed" and second["steps"] == 4
     runs = sorted((run_dir / "wandb").glob("offline-run-*"))
-    assert len(runs) == 2 and {path.name.rsplit("-", 1)[-1] for path in runs} == {
-        (run_dir / "wandb" / "run_id").read_text().strip()
-    }
+    # offline-run-<date>_<time>-<id>, and "-1" after it when the second start falls in the same second
+    ids = {re.fullmatch(r"offline-run-\d{8}_\d{6}-([a-z0-9]+)(?:-\d+)?", path.name).group(1) for path in runs}
+    assert len(runs) == 2 and ids == {(run_dir / "wandb" / "run_id").read_text().strip()}
 
 
 @pytest.mark.slow
