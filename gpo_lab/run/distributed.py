@@ -124,7 +124,7 @@ def gather_rows(values: torch.Tensor) -> torch.Tensor:
 
 def gather_objects(item) -> list:
     """Every rank's ``item`` (any picklable value), in rank order; a collective, on any backend."""
-    rank, size = world()
+    _, size = world()
     if size == 1:
         return [item]
     items: list = [None] * size

@@ -12,7 +12,7 @@ from hydra.utils import get_method, instantiate
 from omegaconf import DictConfig
 
 from gpo_lab.models.reference import LazyReference
-from gpo_lab.models.reference_cache import ReferenceLogpCache, attach_reference_logps, batch_dependence
+from gpo_lab.models.reference_cache import SPLITS, ReferenceLogpCache, attach_reference_logps, batch_dependence
 from gpo_lab.scoring.startup import check_fast_paths
 
 log = logging.getLogger(__name__)
@@ -61,7 +61,7 @@ def with_reference_cache(cfg: DictConfig, datamodule, reference: torch.nn.Module
         return reference
     precision = cfg.get("trainer", {}).get("precision", "32-true")
     packing = bool(getattr(datamodule, "packing", True))
-    splits = (getattr(datamodule, attribute, None) for attribute in ("train_set", "val_set"))
+    splits = (getattr(datamodule, attribute, None) for attribute in SPLITS.values())
     pairs = next((split for split in splits if split is not None and len(split)), None)
     why = batch_dependence(reference, pairs, datamodule.tokenizer.pad_token_id, packing, precision)
     if why is not None:
