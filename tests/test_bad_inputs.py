@@ -10,12 +10,12 @@ import os
 
 import pytest
 
-from gpo_lab.data.module import PreferenceDataModule
+from gpo_lab.data.datamodule import PreferenceDataModule
 from gpo_lab.errors import ConfigError
 from gpo_lab.models.tokenizers import byte_tokenizer
 from gpo_lab.report.__main__ import main as report_main
-from gpo_lab.run.status import main as status_main
 from gpo_lab.run.summary import RunSummary
+from gpo_lab.status import main as status_main
 from tests.helpers import ROOT
 from tests.helpers.cli import run_cli
 from tests.helpers.permissions import as_other_user, run_without_override
@@ -166,7 +166,7 @@ def test_mostly_identical_data_is_warned_about(caplog, identical, warned):
     module = PreferenceDataModule(
         splits, max_length=64, max_prompt_length=16, val_split="validation", tokenizer=byte_tokenizer()
     )
-    with caplog.at_level(logging.WARNING, logger="gpo_lab.data.module"):
+    with caplog.at_level(logging.WARNING, logger="gpo_lab.data.datamodule"):
         module.setup("fit")
     assert module.stats["train_identical"] == identical and module.stats["validation_identical"] == 0
     mostly = [r.getMessage() for r in caplog.records if "mostly degenerate" in r.getMessage()]

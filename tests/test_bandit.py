@@ -222,7 +222,7 @@ def test_partial_support_r_mu_bounded_while_kl_and_off_support_mass_grow():
 
     R_mu converges to its closed form E_mu[((r_a - r_b) / beta)^2] / 2 and stays there; KL and
     pi's mass on the 7 actions mu never shows grow, although no term of the loss involves those
-    actions. Where that mass ends is set by the optimiser, not by the loss: SGD and Adam reach
+    actions. Where that mass ends is set by the optimizer, not by the loss: SGD and Adam reach
     the same loss and R_mu with different KL and off-support mass.
     """
     problem = experiment_problem()
@@ -268,7 +268,7 @@ def test_configuration_errors_name_the_key(settings, words):
         problem_of(**settings)
 
 
-def test_explicit_pairs_are_normalised():
+def test_explicit_pairs_are_normalized():
     problem = problem_of(num_actions=4, mu="pairs", pairs=[[0, 1, 1.0], [2, 1, 3.0]])
     assert problem.pair_weights.tolist() == [0.25, 0.75]
     assert problem.support.tolist() == [True, True, True, False]

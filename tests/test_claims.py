@@ -26,7 +26,7 @@ from gpo_lab.report.claims import (
 )
 from gpo_lab.report.figures import departure, regularizer_vs_kl
 from gpo_lab.report.markdown import verdict
-from gpo_lab.run.per_prompt import PER_PROMPT_FILE
+from gpo_lab.store.per_prompt import PER_PROMPT_FILE
 from tests.helpers.sweeps import synthetic_sweep, write_job
 
 GRID = (0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)

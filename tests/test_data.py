@@ -9,7 +9,7 @@ import pytest
 import torch
 from lightning_fabric.utilities.apply_func import move_data_to_device
 
-from gpo_lab.data.module import DataError, PreferenceDataModule, pad_rows
+from gpo_lab.data.datamodule import DataError, PreferenceDataModule, pad_rows
 from gpo_lab.data.sources import load
 from gpo_lab.data.tokenization import Truncation, encode_pair, encode_pairs
 from gpo_lab.errors import ConfigError

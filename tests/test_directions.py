@@ -12,8 +12,8 @@ import torch
 
 from gpo_lab.eval import KLCallback, SampleBankCallback, WinRateCallback
 from gpo_lab.eval.judges import Judge, RewardJudge
-from gpo_lab.run.directions import PACKAGE, PRODUCERS, declared_directions, metric_mode, read_declaration
-from gpo_lab.run.records import read_metrics
+from gpo_lab.store.directions import PACKAGE, PRODUCERS, declared_directions, metric_mode, read_declaration
+from gpo_lab.store.records import read_metrics
 from tests.helpers import ROOT
 from tests.helpers.runs import run_training
 
@@ -97,8 +97,8 @@ def test_declarations_read_without_importing_are_the_modules_own(producer):
 
 def test_report_and_status_read_directions_without_lightning():
     code = (
-        "import sys, gpo_lab.report.collect, gpo_lab.run.status\n"
-        "from gpo_lab.run.records import metric_mode\n"
+        "import sys, gpo_lab.report.collect, gpo_lab.status\n"
+        "from gpo_lab.store.records import metric_mode\n"
         "assert metric_mode('val/kl_token') == 'min'\n"
         "assert 'pytorch_lightning' not in sys.modules and 'lightning_fabric' not in sys.modules"
     )

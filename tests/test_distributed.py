@@ -20,7 +20,7 @@ import torch.multiprocessing as mp
 
 from gpo_lab.data.length_grouping import LengthGroupedOrder
 from gpo_lab.data.resumable import SeededBatchSampler
-from gpo_lab.run.distributed import shard_bounds
+from gpo_lab.parallel.ranks import shard_bounds
 from tests.helpers.cli import wait_for
 from tests.helpers.distributed import records, relative_differences, run_in, summary, tail
 
@@ -81,7 +81,7 @@ def test_shards_cover_every_item_once():
     ],
 )
 def test_the_launcher_environment_names_rank_zero(monkeypatch, env, rank_zero, together):
-    from gpo_lab.run.distributed import launched_as_rank_zero, started_together
+    from gpo_lab.parallel.ranks import launched_as_rank_zero, started_together
 
     for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "NODE_RANK", "SLURM_PROCID", "SLURM_NTASKS"):
         monkeypatch.delenv(name, raising=False)
@@ -91,7 +91,7 @@ def test_the_launcher_environment_names_rank_zero(monkeypatch, env, rank_zero, t
 
 
 def test_ranks_started_together_read_rank_zeros_decision_of_this_start_only(tmp_path, monkeypatch):
-    from gpo_lab.run.distributed import announce_decision, await_decision
+    from gpo_lab.parallel.ranks import announce_decision, await_decision
 
     monkeypatch.delenv("TORCHELASTIC_RESTART_COUNT", raising=False)
     monkeypatch.setenv("SLURM_JOB_ID", "7")
@@ -112,7 +112,7 @@ def test_ranks_started_together_read_rank_zeros_decision_of_this_start_only(tmp_
 def _gather_worker(rank: int, port: int, out: str) -> None:
     import torch.distributed as dist
 
-    from gpo_lab.run.distributed import gather_objects, gather_rows
+    from gpo_lab.parallel.ranks import gather_objects, gather_rows
 
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
     rows = torch.arange(3 * (rank + 1), dtype=torch.float64).reshape(-1, 3) + 100 * rank  # 1 row, then 2 rows
@@ -143,7 +143,7 @@ def test_ranks_share_sampling_unless_fsdp_units_nest_inside_the_model(tmp_path, 
     import torch.distributed as dist
     from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
 
-    from gpo_lab.run import distributed
+    from gpo_lab.parallel import ranks as distributed
 
     dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'group'}", rank=0, world_size=1)
     try:
@@ -368,7 +368,7 @@ def test_two_nodes_of_eight_gpus_compose_to_sixteen_ranks(monkeypatch):
     from hydra.utils import instantiate
     from pytorch_lightning.utilities.rank_zero import rank_zero_only
 
-    from gpo_lab.run.distributed import launched_as_rank_zero, started_together
+    from gpo_lab.parallel.ranks import launched_as_rank_zero, started_together
     from tests.helpers.runs import compose_config
 
     two_nodes = ["trainer.devices=8", "trainer.num_nodes=2", "hydra.launcher.nodes=2"]

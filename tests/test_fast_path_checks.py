@@ -16,7 +16,7 @@ from gpo_lab.eval.sampling import encode_prompts, generate_bank
 from gpo_lab.models.reference import freeze
 from gpo_lab.models.reference_cache import cache_spec, compute_reference_logps, spec_key
 from gpo_lab.models.tokenizers import byte_tokenizer, word_tokenizer
-from gpo_lab.scoring import verify
+from gpo_lab.scoring import fast_path_checks as verify
 from gpo_lab.scoring.batches import PlainPairs
 from gpo_lab.scoring.logprobs import projects_hidden_states_linearly
 from gpo_lab.scoring.packing import PackedPairs, supports_prefix_sharing

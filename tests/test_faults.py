@@ -10,9 +10,9 @@ import pytest
 import torch
 
 from gpo_lab.errors import ConfigError
-from gpo_lab.run.lock import RunDirectoryBusy, RunLock
-from gpo_lab.run.records import read_metrics
-from gpo_lab.run.redaction import redact_secrets
+from gpo_lab.store.lock import RunDirectoryBusy, RunLock
+from gpo_lab.store.records import read_metrics
+from gpo_lab.store.redaction import redact_secrets
 from tests.helpers import ROOT
 from tests.helpers.cli import run_cli
 from tests.helpers.runs import run_training

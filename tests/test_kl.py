@@ -16,7 +16,7 @@ from gpo_lab.losses import GPOLoss
 from gpo_lab.models.reference import freeze
 from gpo_lab.models.tiny import tiny_causal_lm
 from gpo_lab.models.tokenizers import word_tokenizer
-from gpo_lab.module import GPOModule
+from gpo_lab.training.gpo_module import GPOModule
 from tests.helpers.exact_kl import assert_estimates_match, enumerated_kl
 
 HORIZON = 4

@@ -16,8 +16,8 @@ import pytest
 import pytorch_lightning as pl
 
 from gpo_lab.errors import ConfigError
-from gpo_lab.run.records import read_metrics
 from gpo_lab.run.wandb_logging import has_credentials, resolve_mode
+from gpo_lab.store.records import read_metrics
 from tests.helpers.runs import compose_config, run_training
 
 TINY = ["+experiment=smoke", "trainer.max_steps=4", "trainer.val_check_interval=2"]

@@ -9,11 +9,11 @@ from gpo_lab.errors import ConfigError
 from gpo_lab.losses import FIELD, GPOLoss
 from gpo_lab.models.tiny import tiny_causal_lm
 from gpo_lab.models.tokenizers import byte_tokenizer
-from gpo_lab.module import GPOModule
 from gpo_lab.scoring.batches import PlainPairs
 from gpo_lab.scoring.packing import PackedPairs
 from gpo_lab.scoring.seq2seq import Seq2SeqPairs
 from gpo_lab.tasks.common import build_task
+from gpo_lab.training.gpo_module import GPOModule
 from tests.helpers.runs import compose_config
 
 # Two pairs: responses of 3 and 1 tokens (chosen), 2 and 4 tokens (rejected).
@@ -78,7 +78,7 @@ def test_an_offset_column_reaches_odpo(packing):
     """data.columns.offset maps a column onto each pair's offset; ODPO subtracts it from beta * rho."""
     import datasets
 
-    from gpo_lab.data.module import PreferenceDataModule
+    from gpo_lab.data.datamodule import PreferenceDataModule
     from gpo_lab.scoring.batches import PairLogps
 
     rows = [{"prompt": f"p{i}", "chosen": "good answer", "rejected": "bad", "gap": 0.5 * i} for i in range(6)]

@@ -7,7 +7,7 @@ from types import SimpleNamespace
 
 import torch
 
-from gpo_lab.run.per_prompt import PER_PROMPT_FILE, PerPromptFile, read_per_prompt, write_from_callback
+from gpo_lab.store.per_prompt import PER_PROMPT_FILE, PerPromptFile, read_per_prompt, write_from_callback
 
 
 def lines(run_dir):

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from gpo_lab.run.records import read_metrics
+from gpo_lab.store.records import read_metrics
 from tests.helpers.cli import run_cli
 from tests.helpers.runs import TINY_STUDY
 

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from gpo_lab.data.columns import batch_reference_logps
-from gpo_lab.data.module import PreferenceDataModule
+from gpo_lab.data.datamodule import PreferenceDataModule
 from gpo_lab.data.tokenization import Truncation
 from gpo_lab.data.toy import arithmetic_preferences
 from gpo_lab.models.reference import LazyReference

@@ -19,15 +19,15 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from gpo_lab.models.reference_cache import ReferenceLogpCache
 from gpo_lab.report.collect import _from_records
-from gpo_lab.run.atomic import atomic_path, atomic_write_text
-from gpo_lab.run.best_and_last import BestAndLast
-from gpo_lab.run.cache import ContentCache, spec_key
 from gpo_lab.run.checkpoints import AtomicCheckpointIO
 from gpo_lab.run.logger_steps import UpdateStepLogging
 from gpo_lab.run.metrics_file import MetricsFileLogger
-from gpo_lab.run.records import read_metrics, write_json
 from gpo_lab.run.summary import ValidationTracker
 from gpo_lab.run.wandb_logging import WandbLogger
+from gpo_lab.store.atomic import atomic_path, atomic_write_text
+from gpo_lab.store.best_and_last import BestAndLast
+from gpo_lab.store.cache import ContentCache, spec_key
+from gpo_lab.store.records import read_metrics, write_json
 from tests.helpers.runs import run_training
 
 

@@ -15,7 +15,7 @@ from gpo_lab.eval.sampling import encode_prompts, generate_bank
 from gpo_lab.models.reference import freeze
 from gpo_lab.models.tiny import tiny_seq2seq_lm
 from gpo_lab.models.tokenizers import word_tokenizer
-from gpo_lab.run.per_prompt import read_per_prompt
+from gpo_lab.store.per_prompt import read_per_prompt
 from tests.helpers.exact_kl import assert_estimates_match, enumerated_kl
 
 HORIZON = 3

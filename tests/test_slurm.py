@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from gpo_lab.run.records import read_metrics
+from gpo_lab.store.records import read_metrics
 from tests.helpers import ROOT
 from tests.helpers.cli import run_cli, wait_for
 from tests.helpers.runs import run_training

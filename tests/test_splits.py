@@ -8,7 +8,7 @@ import logging
 import datasets
 import pytest
 
-from gpo_lab.data.module import PreferenceDataModule
+from gpo_lab.data.datamodule import PreferenceDataModule
 from gpo_lab.models.tokenizers import byte_tokenizer
 
 

@@ -5,8 +5,8 @@ import shutil
 
 import pytest
 
-from gpo_lab.run.lock import RunLock
-from gpo_lab.run.status import expected_jobs, format_table, main, sweep_status
+from gpo_lab.status import expected_jobs, format_table, main, sweep_status
+from gpo_lab.store.lock import RunLock
 from tests.helpers import ROOT
 from tests.helpers.cli import run_cli
 

@@ -16,8 +16,8 @@ import gpo_lab.tasks.synthetic.sft as sft_module
 from gpo_lab.errors import ConfigError
 from gpo_lab.eval import WinRateCallback
 from gpo_lab.eval.sample_bank import find_bank
-from gpo_lab.run.cache import cached_entry
-from gpo_lab.run.records import read_metrics
+from gpo_lab.store.cache import cached_entry
+from gpo_lab.store.records import read_metrics
 from gpo_lab.tasks.synthetic import NoisyBehaviour, TopicTask
 from gpo_lab.tasks.synthetic.pairs import (
     PAIRS_VERSION,

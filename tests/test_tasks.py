@@ -9,13 +9,13 @@ import torch
 from omegaconf import OmegaConf
 
 from gpo_lab.losses import GPOLoss
-from gpo_lab.module import GPOModule
-from gpo_lab.optimisation import optimisation_options, warmed_up_optimizer
 from gpo_lab.scoring.packing import PackedPairs
 from gpo_lab.scoring.seq2seq import Seq2SeqPairs
 from gpo_lab.tasks.bandit import BanditModule, build_problem
 from gpo_lab.tasks.common import build_task
 from gpo_lab.tasks.language import ENCODER_DECODER_CACHE, is_encoder_decoder
+from gpo_lab.training.gpo_module import GPOModule
+from gpo_lab.training.optimizer import optimization_options, warmed_up_optimizer
 from tests.helpers.runs import compose_config
 
 
@@ -40,7 +40,7 @@ def test_linear_warmup_then_constant(warmup):
 
 def test_every_module_trains_with_the_shared_schedule():
     cfg = compose_config(["+experiment=bandit", "optim.warmup_steps=3", "optim.lr=0.2"])
-    options = optimisation_options(cfg)
+    options = optimization_options(cfg)
     assert options["warmup_steps"] == 3 and options["optimizer"].keywords["lr"] == 0.2
     bandit = BanditModule(build_problem(cfg.bandit, 0), GPOLoss("hinge"), 0.5, **options)
     policy = torch.nn.Linear(2, 2)

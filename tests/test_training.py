@@ -8,14 +8,14 @@ import pytest
 import torch
 
 from gpo_lab.losses import GPOLoss
-from gpo_lab.metrics import preference_metrics
 from gpo_lab.models.reference import frozen_copy
 from gpo_lab.models.tiny import tiny_causal_lm
 from gpo_lab.models.tokenizers import byte_tokenizer
-from gpo_lab.module import GPOModule
-from gpo_lab.run.guards import NonFiniteError, check_finite_gradients
-from gpo_lab.run.records import read_metrics
 from gpo_lab.scoring.batches import PairLogps, PlainPairs
+from gpo_lab.store.records import read_metrics
+from gpo_lab.training.gpo_module import GPOModule
+from gpo_lab.training.nonfinite import NonFiniteError, check_finite_gradients
+from gpo_lab.training.pair_metrics import preference_metrics
 from tests.helpers.cli import run_cli
 from tests.helpers.runs import run_training
 

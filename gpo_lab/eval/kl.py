@@ -13,9 +13,9 @@ import pytorch_lightning as pl
 
 from gpo_lab.eval.sample_bank import find_bank, log_value
 from gpo_lab.eval.sampling import SampleBank, mean_and_se
-from gpo_lab.run.per_prompt import write_from_callback
+from gpo_lab.store.per_prompt import write_from_callback
 
-# Which way is better, as logged under val/ (read by gpo_lab.run.directions): less divergence from the reference.
+# Which way is better, as logged under val/ (read by gpo_lab.store.directions): less divergence from the reference.
 METRIC_DIRECTIONS = {"kl_seq": "min", "kl_token": "min"}
 
 
@@ -27,7 +27,7 @@ def kl_estimates(bank: SampleBank) -> dict[str, float]:
 
 class KLCallback(pl.Callback):
     """Logs val/kl_seq, val/kl_token and their standard errors at every evaluation with a sample bank;
-    each prompt's two estimates go to ``per_prompt.jsonl`` (:mod:`gpo_lab.run.per_prompt`)."""
+    each prompt's two estimates go to ``per_prompt.jsonl`` (:mod:`gpo_lab.store.per_prompt`)."""
 
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         bank = find_bank(trainer, "kl").current(trainer, pl_module)

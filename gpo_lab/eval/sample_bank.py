@@ -12,11 +12,11 @@ from pytorch_lightning.trainer.states import TrainerFn
 from gpo_lab.data.columns import column_values
 from gpo_lab.errors import ConfigError
 from gpo_lab.eval.sampling import SampleBank, encode_prompts, generate_bank, mean_and_se
-from gpo_lab.run.distributed import full_parameters, sampling_ranks
+from gpo_lab.parallel.ranks import full_parameters, sampling_ranks
 
 log = logging.getLogger(__name__)
 
-# Which way is better, as logged under val/ (read by gpo_lab.run.directions): a length is neither good
+# Which way is better, as logged under val/ (read by gpo_lab.store.directions): a length is neither good
 # nor bad in itself (the judge's reward prices it where it matters).
 METRIC_DIRECTIONS = {"response_length": None, "response_length_reference": None}
 

@@ -21,7 +21,7 @@ from gpo_lab.data.tokenization import is_conversation, prompt_start_token, rende
 from gpo_lab.eval.draw import POLICY_STREAM, REFERENCE_STREAM, draw_next, prompt_uniforms
 from gpo_lab.eval.seq2seq_sampling import sample_seq2seq_responses, score_seq2seq_responses
 from gpo_lab.models.hf import cache_keyword, cache_of, is_encoder_decoder
-from gpo_lab.run.distributed import gather_objects, shard_bounds
+from gpo_lab.parallel.ranks import gather_objects, shard_bounds
 from gpo_lab.scoring.batches import PlainPairs
 from gpo_lab.scoring.logprobs import (
     position_ids_from_mask,

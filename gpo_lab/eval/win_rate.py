@@ -8,9 +8,9 @@ from gpo_lab.errors import ConfigError
 from gpo_lab.eval.judges import Judge, RewardJudge, win_rate
 from gpo_lab.eval.sample_bank import find_bank, log_value
 from gpo_lab.eval.sampling import mean_and_se
-from gpo_lab.run.per_prompt import write_from_callback
+from gpo_lab.store.per_prompt import write_from_callback
 
-# Which way is better, as logged under val/ (read by gpo_lab.run.directions). The reference's samples
+# Which way is better, as logged under val/ (read by gpo_lab.store.directions). The reference's samples
 # are drawn once and never change, so their reward has no better direction.
 METRIC_DIRECTIONS = {"win_rate": "max", "judge_reward": "max", "judge_reward_reference": None}
 
@@ -19,7 +19,7 @@ class WinRateCallback(pl.Callback):
     """Logs val/win_rate (ties count 1/2) and val/win_rate_se: one policy sample against one
     reference sample per prompt. A reward judge also gives the mean reward of both sides
     (val/judge_reward, val/judge_reward_reference). Each prompt's score goes to ``per_prompt.jsonl``
-    (:mod:`gpo_lab.run.per_prompt`), for the report's bootstrap over prompts."""
+    (:mod:`gpo_lab.store.per_prompt`), for the report's bootstrap over prompts."""
 
     def __init__(self, judge: Judge | None = None):
         if judge is None:

@@ -34,7 +34,7 @@ def logistic(z: torch.Tensor) -> torch.Tensor:
 
 
 def hinge(z: torch.Tensor) -> torch.Tensor:
-    """max(0, 1 - z): SLiC with the reference-normalised margin."""
+    """max(0, 1 - z): SLiC with the reference-normalized margin."""
     return torch.relu(1 - z)
 
 
@@ -226,7 +226,7 @@ class GPOLoss(torch.nn.Module):
     derivatives at 0 are measured; only the table's own functions (by identity) are trusted as they are.
     """
 
-    uses_reference = True  # rho is reference-normalised
+    uses_reference = True  # rho is reference-normalized
     on_rho = True  # a function of rho alone: the bandit can take it
 
     def __init__(self, fn: str | LossFunction, check: bool | None = None, allow_nonconvex: bool = False):

@@ -44,7 +44,7 @@ FIELD: dict[str, FieldEntry] = {
     "sigmoid_norm": FieldEntry(
         _margin("sigmoid_norm", fn="logistic", scores="log_ratio_avg"),
         "log(1 + exp(-beta (c/len(y_w) - r/len(y_l))))",
-        "length-normalised DPO",
+        "length-normalized DPO",
         "sigmoid_norm",
     ),
     "ipo_avg": FieldEntry(

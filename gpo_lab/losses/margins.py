@@ -156,7 +156,7 @@ class MarginLoss(torch.nn.Module):
     def per_example(self, rho: torch.Tensor, beta: float) -> torch.Tensor:
         """g(beta * rho), for losses that are functions of rho alone (the bandit)."""
         if not self.on_rho:
-            raise NotOnRho(f"Loss {self.name!r} is not a function of the summed reference-normalised margin rho.")
+            raise NotOnRho(f"Loss {self.name!r} is not a function of the summed reference-normalized margin rho.")
         return self.g(beta * _float(rho))
 
     def forward(self, logps, beta: float) -> torch.Tensor:

@@ -9,7 +9,7 @@ values are computed under the same precision (autocast or weight dtype) as the p
 in, so that rho is 0 at the first step; that holds only where the reference's numbers do not depend
 on what a pair is batched with, which :func:`batch_dependence` checks at start-up (the sdpa kernel's
 bf16 rounding on CPU varies with the batch's padding). Entries live in the locked
-content-addressed cache of :mod:`gpo_lab.run.cache` (a partial entry is never read; jobs that start
+content-addressed cache of :mod:`gpo_lab.store.cache` (a partial entry is never read; jobs that start
 together compute once while the others wait and then read it), each one safetensors file.
 """
 
@@ -36,12 +36,12 @@ from safetensors.torch import save_file
 
 from gpo_lab.data.columns import REFERENCE_LOGPS, column_values
 from gpo_lab.models.reference import LazyReference
-from gpo_lab.run.cache import ContentCache, spec_key
-from gpo_lab.scoring import verify
+from gpo_lab.scoring import fast_path_checks as verify
 from gpo_lab.scoring.batches import Pair, PlainPairs
+from gpo_lab.scoring.fast_path_checks import SCORING_VERSION
 from gpo_lab.scoring.packing import PackedPairs
 from gpo_lab.scoring.startup import training_precision
-from gpo_lab.scoring.verify import SCORING_VERSION
+from gpo_lab.store.cache import ContentCache, spec_key
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +99,7 @@ def pairs_fingerprint(pairs) -> str:
 
 
 def tokenizer_fingerprint(tokenizer) -> str:
-    """A hash of the tokenizer's full definition (vocabulary, merges, normalisation), specials and chat template."""
+    """A hash of the tokenizer's full definition (vocabulary, merges, normalization), specials and chat template."""
     digest = _hasher()
     backend = getattr(tokenizer, "backend_tokenizer", None)
     if backend is not None:

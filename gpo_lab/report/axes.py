@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from gpo_lab.run.records import metric_mode
+from gpo_lab.store.records import metric_mode
 
 # Divergence from the reference, most to least preferred: the low-variance token-wise estimator,
 # the sequence log-ratio estimator, the exact KL of the tabular experiments.

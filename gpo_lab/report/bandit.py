@@ -31,7 +31,8 @@ from omegaconf import OmegaConf
 from gpo_lab.losses import MEMBERS, GPOLoss
 from gpo_lab.report.claims import exact_claims
 from gpo_lab.report.markdown import best_beta_lines, claim_two, edge_warnings, ratio_lines
-from gpo_lab.run.records import METRICS_FILE, SUMMARY_FILE, read_json, read_metrics
+from gpo_lab.store.records import read_json, read_metrics
+from gpo_lab.store.run_files import METRICS_FILE, SUMMARY_FILE, RunFiles
 from gpo_lab.tasks.bandit.problem import build_problem
 
 TRAINING_FIGURE = "bandit_training.png"
@@ -69,11 +70,11 @@ def load_runs(sweep_dir: Path) -> list[BanditRun]:
     sweep_dir = Path(sweep_dir)
     for run_dir in [sweep_dir, *sorted(p for p in sweep_dir.iterdir() if p.is_dir())] if sweep_dir.is_dir() else []:
         summary_path = run_dir / SUMMARY_FILE
-        if not summary_path.is_file() or not (run_dir / "config.yaml").is_file():
+        if not summary_path.is_file() or not RunFiles(run_dir).config.is_file():
             continue
         if read_json(summary_path).get("status") != "completed":
             continue
-        cfg = OmegaConf.load(run_dir / "config.yaml")
+        cfg = OmegaConf.load(RunFiles(run_dir).config)
         if "bandit" not in cfg:
             continue
         loss = instantiate(cfg.loss) if cfg.loss.get("name") else GPOLoss(cfg.loss.fn, check=False)

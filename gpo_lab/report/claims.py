@@ -14,7 +14,7 @@ so the comparison across betas and losses is paired); elsewhere the job's value 
 N(value, se) with its logged standard error. The fit is redone per replicate; intervals are the
 2.5% and 97.5% percentiles.
 
-Ratio. Theory (docs/theory.md): equal regularisation at equal beta * f''(0)/|f'(0)|, so the best
+Ratio. Theory (docs/theory.md): equal regularization at equal beta * f''(0)/|f'(0)|, so the best
 beta of a loss with ratio r_1 over one with ratio r_2 is r_2 / r_1 (2 for logistic and savage,
 1/2, against squared, exponential and truncated quadratic, 1). Within each group the best betas are
 combined by their geometric mean, per replicate.
@@ -34,7 +34,7 @@ from gpo_lab.losses import FIELD
 from gpo_lab.report.aggregate import pareto_frontier, regularization_ratio
 from gpo_lab.report.axes import Metric
 from gpo_lab.report.collect import COMPLETED
-from gpo_lab.run.per_prompt import read_per_prompt
+from gpo_lab.store.per_prompt import read_per_prompt
 
 REPLICATES = 2000
 SEED = 0

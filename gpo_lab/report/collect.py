@@ -21,13 +21,14 @@ import yaml
 
 from gpo_lab.errors import ConfigError
 from gpo_lab.losses import ALIASES
-from gpo_lab.run.best_and_last import BestAndLast
-from gpo_lab.run.records import METRICS_FILE, SUMMARY_FILE, read_job_files
+from gpo_lab.store.best_and_last import BestAndLast
+from gpo_lab.store.records import read_job_files
+from gpo_lab.store.run_files import CONFIG_FILE, HYDRA_DIR, METRICS_FILE, SUMMARY_FILE, RunFiles
 
 log = logging.getLogger(__name__)
 
 COMPLETED, RUNNING, FAILED, DAMAGED = "completed", "running", "failed", "damaged"
-JOB_MARKERS = (SUMMARY_FILE, METRICS_FILE, "config.yaml", ".hydra")
+JOB_MARKERS = (SUMMARY_FILE, METRICS_FILE, CONFIG_FILE, HYDRA_DIR)
 SEED_KEYS = ("seed", "+seed", "++seed")
 
 
@@ -194,7 +195,7 @@ def _text(value: Any) -> str | None:
 
 def _read_config(job_dir: Path) -> dict[str, Any]:
     """The job's config for its identifying values; an unreadable or damaged one is skipped (the summary has them)."""
-    for path in (job_dir / "config.yaml", job_dir / ".hydra" / "config.yaml"):
+    for path in (RunFiles(job_dir).config, RunFiles(job_dir).hydra_config):
         try:
             config = yaml.safe_load(path.read_bytes().decode("utf-8", errors="replace"))
         except (OSError, yaml.YAMLError):

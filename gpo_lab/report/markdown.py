@@ -29,7 +29,7 @@ CAPTIONS = {
         "Left: against β. Right: against β·f''(0)/|f'(0)|, the weight of the offline "
         "regularizer E_μ[ρ²]/2 in the second-order expansion of the loss; where this theory holds, the losses' "
         "curves line up on the right. The hinge loss has f''(0) = 0 and is left out on the right, as are "
-        "losses that are not f(β·ρ) (SimPO, the length-normalised and two-argument losses): no f''(0).",
+        "losses that are not f(β·ρ) (SimPO, the length-normalized and two-argument losses): no f''(0).",
     ),
     "kl_beta": (
         "KL against β",
@@ -291,7 +291,7 @@ def ratio_lines(claims: Claims) -> list[str]:
         lines.append("_Not measured: the sweep has no losses of two different f''(0)/|f'(0)| groups._")
     else:
         lines += [
-            f"Theory: equal regularisation at equal β·f''(0)/|f'(0)|, so the best β of the group with "
+            f"Theory: equal regularization at equal β·f''(0)/|f'(0)|, so the best β of the group with "
             f"f''(0)/|f'(0)| = {ratio.low_group[0]:g} is {ratio.theory:g}× that of the group with "
             f"{ratio.high_group[0]:g}. Measured: the geometric mean of each group's fitted best β (per replicate).",
             "",

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import logging
 import tempfile
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
 from gpo_lab.report.collect import COMPLETED, FAILED, RUNNING, Sweep, canonical_loss, config_key
 from gpo_lab.run.wandb_logging import read_config_file, resolve_mode
+from gpo_lab.store.run_files import RunFiles
 
 if TYPE_CHECKING:
     from gpo_lab.report.build import Report
@@ -34,7 +34,7 @@ _STATES = {
 def wandb_target(sweep: Sweep) -> dict[str, Any] | None:
     """project, entity, group and mode of the wandb logger the sweep's jobs used, if any."""
     for path in sweep.jobs.get("path", pd.Series(dtype=str)):
-        node = (read_config_file(Path(path) / "config.yaml").get("logger") or {}).get("wandb")
+        node = (read_config_file(RunFiles(path).config).get("logger") or {}).get("wandb")
         if node:
             return {key: node.get(key) for key in ("project", "entity", "group", "mode")}
     return None

@@ -1,5 +1,5 @@
-"""The life of a run and the files it leaves: training, summary, metrics file, locks, atomic writes,
-redaction, start-up checks, checkpoints, caches, loggers and the sweep status.
+"""The life of one run, top to bottom: check the config, claim the run directory, build the task,
+fit, record the outcome (``summary.json``), and turn failed jobs into the command's exit code.
 
-Kept free of heavy imports: the report and status commands read a run's files without Lightning.
+Only orchestration lives here; the files it writes are named and written by :mod:`gpo_lab.store`.
 """

@@ -10,10 +10,10 @@ from typing import Any
 import torch
 from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 
-from gpo_lab.run.atomic import atomic_path
+from gpo_lab.store.atomic import atomic_path
+from gpo_lab.store.run_files import LAST_CHECKPOINT
 
 log = logging.getLogger(__name__)
-LAST = "last.ckpt"
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -41,7 +41,9 @@ def usable_checkpoint(checkpoint_dir: Path) -> tuple[Path | None, int]:
     ``<name>.damaged-<time>`` (never deleted) and named in the log, and the next one is tried;
     with none left the run starts from step 0.
     """
-    candidates = sorted(Path(checkpoint_dir).glob("*.ckpt"), key=lambda p: (p.name != LAST, -p.stat().st_mtime))
+    candidates = sorted(
+        Path(checkpoint_dir).glob("*.ckpt"), key=lambda p: (p.name != LAST_CHECKPOINT, -p.stat().st_mtime)
+    )
     for path in candidates:
         try:
             state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)

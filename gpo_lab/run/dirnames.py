@@ -20,7 +20,7 @@ import hashlib
 import re
 from collections.abc import Iterable
 
-from gpo_lab.run.redaction import is_secret_name, secret_environment_values
+from gpo_lab.store.redaction import is_secret_name, secret_environment_values
 
 DEFAULT = "default"  # the name of a run without overrides
 MAX_VALUE = 48  # a longer value is shortened to a hint and a hash

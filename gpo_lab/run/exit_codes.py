@@ -21,8 +21,8 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from gpo_lab.run.records import SUMMARY_FILE
-from gpo_lab.run.status import PROBLEM_STATES, expected_jobs, job_state
+from gpo_lab.status import PROBLEM_STATES, expected_jobs, job_state
+from gpo_lab.store.run_files import SUMMARY_FILE
 
 log = logging.getLogger("gpo_lab")
 EXIT_FAILED_JOBS = 1

@@ -21,7 +21,8 @@ from typing import Any
 from omegaconf import OmegaConf
 
 from gpo_lab.errors import ConfigError
-from gpo_lab.run.redaction import REDACTED
+from gpo_lab.store.redaction import REDACTED
+from gpo_lab.store.run_files import CONFIG_FILE
 
 # Where and how a run logs, caches and is observed, not what it trains: conf/hydra/gpo_lab.yaml's
 # exclude_keys leave these out of directory names too (a test keeps the lists in step; ``experiment``
@@ -39,7 +40,6 @@ NOT_IDENTIFYING = (
     "synthetic.cache_dir",
 )
 RUN_DIR = "<run_dir>"
-CONFIG_FILE = "config.yaml"
 SHOWN = 6  # differing keys named in the message
 
 

@@ -11,7 +11,8 @@ from pytorch_lightning.loggers.logger import Logger, rank_zero_experiment
 from pytorch_lightning.utilities import rank_zero_only
 
 from gpo_lab.run.logger_steps import UpdateStepLogging
-from gpo_lab.run.records import METRICS_FILE, atomic_write_text, read_metrics, to_jsonable
+from gpo_lab.store.records import atomic_write_text, read_metrics, to_jsonable
+from gpo_lab.store.run_files import METRICS_FILE
 
 
 class MetricsFileLogger(UpdateStepLogging, Logger):

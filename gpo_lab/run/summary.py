@@ -11,9 +11,10 @@ from typing import Any
 import pytorch_lightning as pl
 
 from gpo_lab.errors import bounded, error_text
-from gpo_lab.run.best_and_last import BestAndLast
-from gpo_lab.run.directions import declared_directions
-from gpo_lab.run.records import SCHEMA_VERSION, SUMMARY_FILE, read_json, to_jsonable, write_json
+from gpo_lab.store.best_and_last import BestAndLast
+from gpo_lab.store.directions import declared_directions
+from gpo_lab.store.records import SCHEMA_VERSION, read_json, to_jsonable, write_json
+from gpo_lab.store.run_files import SUMMARY_FILE
 
 log = logging.getLogger(__name__)
 

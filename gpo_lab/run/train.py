@@ -16,9 +16,7 @@ from lightning_fabric.plugins.environments import SLURMEnvironment
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from gpo_lab.errors import ConfigError, error_text, user_facing_cause
-from gpo_lab.run.checkpoints import AtomicCheckpointIO, usable_checkpoint
-from gpo_lab.run.checks import check_writable, validate_run_config
-from gpo_lab.run.distributed import (
+from gpo_lab.parallel.ranks import (
     announce_decision,
     await_decision,
     clear_failures,
@@ -30,13 +28,15 @@ from gpo_lab.run.distributed import (
     record_failure,
     started_together,
 )
+from gpo_lab.run.checkpoints import AtomicCheckpointIO, usable_checkpoint
+from gpo_lab.run.config_checks import check_writable, validate_run_config
 from gpo_lab.run.fingerprint import RunDirectoryHoldsAnotherRun, check_same_run, fingerprint, identity
-from gpo_lab.run.lock import RunLock
 from gpo_lab.run.metrics_file import MetricsFileLogger
-from gpo_lab.run.per_prompt import PER_PROMPT_FILE
-from gpo_lab.run.records import METRICS_FILE, SUMMARY_FILE, atomic_write_text, read_json, read_metrics
-from gpo_lab.run.redaction import redact_hydra_record, redact_override, redact_secrets
 from gpo_lab.run.summary import RunSummary, ValidationTracker
+from gpo_lab.store.lock import RunLock
+from gpo_lab.store.records import atomic_write_text, read_json, read_metrics
+from gpo_lab.store.redaction import redact_hydra_record, redact_override, redact_secrets
+from gpo_lab.store.run_files import METRICS_FILE, OUTCOME, PER_PROMPT_FILE, RunFiles
 from gpo_lab.tasks.common import build_task
 
 log = logging.getLogger(__name__)
@@ -47,9 +47,6 @@ log = logging.getLogger(__name__)
 warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode.*")
 warnings.filterwarnings("ignore", message=r".*The `srun` command is available.*")
 warnings.filterwarnings("ignore", message=r".*sync_dist=True.*when logging on epoch level in distributed.*")
-
-CHECKPOINT_DIR = "checkpoints"
-LAST_CHECKPOINT = "last.ckpt"
 
 
 def typed_overrides(cfg: DictConfig, redact: bool = True) -> list[str]:
@@ -81,18 +78,18 @@ def saved_config(cfg: DictConfig) -> dict[str, Any]:
 
 
 def has_run_files(run_dir: Path) -> bool:
-    return any((run_dir / name).exists() for name in (SUMMARY_FILE, METRICS_FILE, "config.yaml", CHECKPOINT_DIR))
+    return RunFiles(run_dir).has_outcome()
 
 
 def stored_fingerprint(run_dir: Path) -> str | None:
     try:
-        return read_json(run_dir / SUMMARY_FILE).get("config_fingerprint")
+        return read_json(RunFiles(run_dir).summary).get("config_fingerprint")
     except (OSError, ValueError, AttributeError):
         return None
 
 
 def last_checkpoint(run_dir: Path) -> Path | None:
-    path = Path(run_dir) / CHECKPOINT_DIR / LAST_CHECKPOINT
+    path = RunFiles(run_dir).last_checkpoint
     return path if path.is_file() else None
 
 
@@ -121,7 +118,7 @@ def archive_previous_run(run_dir: Path) -> Path:
     """Move a finished run's files aside (nothing is deleted) so the directory can train afresh."""
     archive = run_dir / f"previous-{time.strftime('%Y%m%d-%H%M%S')}"
     archive.mkdir()
-    for name in (SUMMARY_FILE, METRICS_FILE, PER_PROMPT_FILE, "config.yaml", CHECKPOINT_DIR):
+    for name in OUTCOME:
         if (run_dir / name).exists():
             shutil.move(str(run_dir / name), archive / name)
     return archive
@@ -134,7 +131,7 @@ def resume_point(run_dir: Path, metrics_file: MetricsFileLogger) -> tuple[Path |
     before its first checkpoint, or whose checkpoint was removed) are moved to ``previous-<time>/``:
     every step appears once in ``metrics.jsonl``, and nothing is deleted.
     """
-    resume_from, step = usable_checkpoint(run_dir / CHECKPOINT_DIR)
+    resume_from, step = usable_checkpoint(RunFiles(run_dir).checkpoints)
     if resume_from is not None:
         log.info("Resuming from %s (step %d).", resume_from, step)
         metrics_file.truncate_after(step)
@@ -225,7 +222,7 @@ def _train_other_rank(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     trainer = None
     try:
         module, datamodule = build_task(cfg)
-        resume_from, _ = usable_checkpoint(run_dir / CHECKPOINT_DIR)
+        resume_from, _ = usable_checkpoint(RunFiles(run_dir).checkpoints)
         tracker = ValidationTracker()
         trainer = instantiate(
             cfg.trainer,
@@ -269,7 +266,7 @@ def _train_locked(cfg: DictConfig, run_dir: Path, config: dict[str, Any], config
     try:
         clear_failures(run_dir)
         summary.update()
-        atomic_write_text(run_dir / "config.yaml", OmegaConf.to_yaml(OmegaConf.create(config)))
+        atomic_write_text(RunFiles(run_dir).config, OmegaConf.to_yaml(OmegaConf.create(config)))
         validate_run_config(cfg)
         module, datamodule = build_task(cfg)  # builds the caches (SFT policy, reference log-probs) for all ranks
 

@@ -25,10 +25,10 @@ from pytorch_lightning.loggers.logger import rank_zero_experiment
 from pytorch_lightning.utilities import rank_zero_only
 
 from gpo_lab.errors import ConfigError
-from gpo_lab.run.atomic import atomic_write_text
-from gpo_lab.run.directions import metric_mode
 from gpo_lab.run.logger_steps import UpdateStepLogging
-from gpo_lab.run.redaction import redact_override
+from gpo_lab.store.atomic import atomic_write_text
+from gpo_lab.store.directions import metric_mode
+from gpo_lab.store.redaction import redact_override
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +92,7 @@ class WandbLogger(UpdateStepLogging, LightningWandbLogger):
     - Validation metrics are logged at the number of optimizer updates applied, as in
       ``metrics.jsonl`` (Lightning logs them one step lower during fit), against
       ``trainer/global_step``; each ``val/`` metric's summary keeps its last value, and its best
-      where the metric declares which way is better (:mod:`gpo_lab.run.directions`).
+      where the metric declares which way is better (:mod:`gpo_lab.store.directions`).
     - A job resumed from its checkpoint continues the same wandb run (the id is kept in
       ``<save_dir>/wandb/run_id``); a fresh start is a fresh run.
     - Sequential jobs of one process (Hydra's basic launcher) each get their own run.

@@ -148,7 +148,7 @@ class PairLogps:
     """log pi and log pi_ref of a batch's chosen and rejected responses, one value per pair each.
 
     The responses' token counts (``chosen_length``, ``rejected_length``) ride along for the losses
-    that normalise by length or shift by it; ``offset`` is a per-pair margin offset (ODPO).
+    that normalize by length or shift by it; ``offset`` is a per-pair margin offset (ODPO).
     """
 
     policy_chosen: torch.Tensor

@@ -2,7 +2,7 @@
 
 Only positions that predict a response token are projected onto the vocabulary, so the prompt
 never materialises full-vocabulary logits (the dominant cost for long prompts). That fast path is
-checked against the model's own logits once per model (:mod:`gpo_lab.scoring.verify`).
+checked against the model's own logits once per model (:mod:`gpo_lab.scoring.fast_path_checks`).
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from gpo_lab.scoring import verify
+from gpo_lab.scoring import fast_path_checks as verify
 
 PROJECTION = "response_projection"  # the fast path's name in start-up checks and summary.json's ``fast_paths``
 

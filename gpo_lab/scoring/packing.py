@@ -19,7 +19,7 @@ from collections.abc import Sequence
 
 import torch
 
-from gpo_lab.scoring import verify
+from gpo_lab.scoring import fast_path_checks as verify
 from gpo_lab.scoring.batches import Pair, PairBatch, PlainPairs
 from gpo_lab.scoring.logprobs import projects_hidden_states_linearly, summed_logprobs
 

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 
 import torch
 
-from gpo_lab.scoring import verify
+from gpo_lab.scoring import fast_path_checks as verify
 from gpo_lab.scoring.logprobs import projects_hidden_states_linearly
 from gpo_lab.scoring.packing import supports_prefix_sharing
 

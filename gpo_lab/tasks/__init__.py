@@ -5,5 +5,5 @@ A task is a function ``build(cfg, loss, beta)`` named by the config's ``builder`
 pairs), :func:`gpo_lab.tasks.synthetic.build_synthetic_task` (the controlled study with a
 golden reward) and :func:`gpo_lab.tasks.bandit.build_bandit_task` (the exact tabular bandit).
 :func:`gpo_lab.tasks.common.build_task` builds the loss and calls the builder; every task takes its
-optimizer and warm-up from :mod:`gpo_lab.optimisation` and says when ``reference_cache`` does not apply.
+optimizer and warm-up from :mod:`gpo_lab.training.optimizer` and says when ``reference_cache`` does not apply.
 """

@@ -24,7 +24,7 @@ FAST_PATHS = "fast_paths"  # summary.json's ``data.fast_paths``: each scoring fa
 def build_task(cfg: DictConfig) -> tuple[pl.LightningModule, pl.LightningDataModule]:
     """The loss, then the task named by ``builder`` (a function ``build(cfg, loss, beta)``), seeded by ``seed``.
 
-    ``beta`` and the other values were checked at start-up (:func:`gpo_lab.run.checks.validate_run_config`).
+    ``beta`` and the other values were checked at start-up (:func:`gpo_lab.run.config_checks.validate_run_config`).
     """
     loss = instantiate(cfg.loss)
     log.info("loss %r", loss)

@@ -8,9 +8,9 @@ from omegaconf import DictConfig
 
 from gpo_lab.losses import GPOLoss
 from gpo_lab.models.hf import disable_dropout, is_encoder_decoder
-from gpo_lab.module import GPOModule
-from gpo_lab.optimisation import optimisation_options
 from gpo_lab.tasks.common import record_fast_paths, reference_cache_not_used, with_reference_cache
+from gpo_lab.training.gpo_module import GPOModule
+from gpo_lab.training.optimizer import optimization_options
 
 ENCODER_DECODER_CACHE = "the reference cache scores causal rows; an encoder-decoder reference runs at every step"
 
@@ -44,5 +44,5 @@ def build_language_task(cfg: DictConfig, loss: GPOLoss, beta: float) -> tuple[GP
         reference_cache_not_used(cfg, datamodule.stats, ENCODER_DECODER_CACHE)
     else:
         reference = with_reference_cache(cfg, datamodule, reference)
-    module = GPOModule(policy, reference, loss, beta, **optimisation_options(cfg))
+    module = GPOModule(policy, reference, loss, beta, **optimization_options(cfg))
     return module, datamodule

@@ -13,7 +13,7 @@ from typing import Any
 
 import yaml
 
-from gpo_lab.run.records import metric_mode
+from gpo_lab.store.records import metric_mode
 
 
 def job_name(**overrides: Any) -> str:

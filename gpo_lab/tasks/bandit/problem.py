@@ -143,7 +143,7 @@ class BanditProblem:
         }
 
 
-# Which way is better for each of BanditProblem.metrics, as logged under val/ (read by gpo_lab.run.directions).
+# Which way is better for each of BanditProblem.metrics, as logged under val/ (read by gpo_lab.store.directions).
 METRIC_DIRECTIONS = {
     "loss": "min",
     "kl": "min",

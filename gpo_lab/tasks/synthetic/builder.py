@@ -9,11 +9,11 @@ from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from gpo_lab.losses import GPOLoss
-from gpo_lab.module import GPOModule
-from gpo_lab.optimisation import optimisation_options
 from gpo_lab.tasks.common import record_fast_paths, with_reference_cache
 from gpo_lab.tasks.synthetic.pairs import PairSettings, offline_pairs
 from gpo_lab.tasks.synthetic.sft import SFTSettings, sft_policy
+from gpo_lab.training.gpo_module import GPOModule
+from gpo_lab.training.optimizer import optimization_options
 
 
 def build_synthetic_task(cfg: DictConfig, loss: GPOLoss, beta: float) -> tuple[GPOModule, pl.LightningDataModule]:
@@ -46,5 +46,5 @@ def build_synthetic_task(cfg: DictConfig, loss: GPOLoss, beta: float) -> tuple[G
     datamodule.setup("fit")
     record_fast_paths(cfg, datamodule, policy, reference)
     reference = with_reference_cache(cfg, datamodule, reference)
-    module = GPOModule(policy, reference, loss, beta, **optimisation_options(cfg))
+    module = GPOModule(policy, reference, loss, beta, **optimization_options(cfg))
     return module, datamodule

@@ -24,7 +24,7 @@ import datasets
 from gpo_lab.errors import ConfigError
 from gpo_lab.eval.draw import prompt_uniforms
 from gpo_lab.eval.sampling import decode, encode_prompts, sample_responses
-from gpo_lab.run.cache import cached_entry, spec_key
+from gpo_lab.store.cache import cached_entry, spec_key
 from gpo_lab.tasks.synthetic.behaviour import NoisyBehaviour
 from gpo_lab.tasks.synthetic.task import TopicTask
 

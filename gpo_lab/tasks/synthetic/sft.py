@@ -22,12 +22,12 @@ from omegaconf import DictConfig, OmegaConf
 from safetensors.torch import load_model, save_model
 from tqdm.auto import tqdm
 
-from gpo_lab.data.module import pad_rows
+from gpo_lab.data.datamodule import pad_rows
 from gpo_lab.errors import ConfigError
 from gpo_lab.eval.sampling import encode_prompts
 from gpo_lab.models.hf import disable_dropout
-from gpo_lab.run.cache import cached_entry, spec_key
 from gpo_lab.scoring.logprobs import token_logprobs
+from gpo_lab.store.cache import cached_entry, spec_key
 from gpo_lab.tasks.synthetic.behaviour import NoisyBehaviour
 from gpo_lab.tasks.synthetic.task import TopicTask
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from gpo_lab.run.directions import PREFIX, metric_mode
+from gpo_lab.store.directions import PREFIX, metric_mode
 
 
 class BestAndLast:

@@ -11,9 +11,9 @@ import torch
 import yaml
 
 from gpo_lab.errors import ConfigError
-from gpo_lab.run.records import read_metrics
-from gpo_lab.run.redaction import redact_secrets
-from gpo_lab.run.status import sweep_status
+from gpo_lab.status import sweep_status
+from gpo_lab.store.records import read_metrics
+from gpo_lab.store.redaction import redact_secrets
 from tests.helpers import CONF_DIR, ROOT
 from tests.helpers.cli import run_cli
 from tests.helpers.runs import compose_config, run_training

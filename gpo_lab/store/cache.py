@@ -3,7 +3,7 @@ log-probs), keyed by a hash of everything that determines them.
 
 An entry is a directory ``<kind>-<key>/`` holding what its builder wrote and ``spec.json``, the
 description it is keyed by. It is built in a temporary directory and renamed into place
-(:mod:`gpo_lab.run.atomic`), so a reader never sees half an entry; a file lock makes concurrent
+(:mod:`gpo_lab.store.atomic`), so a reader never sees half an entry; a file lock makes concurrent
 jobs of a sweep build it once while the others wait and then read it.
 """
 
@@ -17,8 +17,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from gpo_lab.run.atomic import atomic_path
-from gpo_lab.run.lock import file_lock
+from gpo_lab.store.atomic import atomic_path
+from gpo_lab.store.lock import file_lock
 
 log = logging.getLogger(__name__)
 

@@ -15,6 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from gpo_lab.errors import ConfigError
 from gpo_lab.losses import validate_beta
+from gpo_lab.store.run_files import CHECKPOINT_DIR
 
 
 def _number(cfg: DictConfig, key: str, minimum: float, inclusive: bool, integer: bool = False, optional=False):
@@ -52,7 +53,6 @@ def check_no_missing_values(cfg: DictConfig) -> None:
 
 def check_writable(run_dir: Path) -> None:
     """The run directory and its checkpoint folder must take files, or hours of training would be lost at the end."""
-    from gpo_lab.run.train import CHECKPOINT_DIR  # the one name of the folder
 
     run_dir = Path(run_dir)
     checkpoints = run_dir / CHECKPOINT_DIR

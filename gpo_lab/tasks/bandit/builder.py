@@ -16,9 +16,9 @@ from torch.utils.data import DataLoader, Dataset, StackDataset
 
 from gpo_lab.errors import ConfigError
 from gpo_lab.losses import GPOLoss
-from gpo_lab.optimisation import OptimizerFactory, optimisation_options, warmed_up_optimizer
 from gpo_lab.tasks.bandit.problem import BanditProblem, build_problem
 from gpo_lab.tasks.common import reference_cache_not_used
+from gpo_lab.training.optimizer import OptimizerFactory, optimization_options, warmed_up_optimizer
 
 OBJECTIVES = ("population", "sampled")
 
@@ -32,7 +32,7 @@ class BanditModule(pl.LightningModule):
         super().__init__()
         self.problem = problem
         self.loss = loss
-        self.beta = float(beta)  # checked with the rest of the config (gpo_lab.run.checks)
+        self.beta = float(beta)  # checked with the rest of the config (gpo_lab.run.config_checks)
         self.optimizer_factory = optimizer
         self.warmup_steps = warmup_steps
         self.logits = torch.nn.Parameter(problem.reference_logits.clone())
@@ -169,7 +169,7 @@ def build_bandit_task(cfg: DictConfig, loss: GPOLoss, beta: float) -> tuple[Band
             "batch). Pick a GPO loss or one of cdpo, robust, exo_pair, discopop."
         )
     problem = build_problem(settings, cfg.seed)
-    module = BanditModule(problem, loss, beta, **optimisation_options(cfg))
+    module = BanditModule(problem, loss, beta, **optimization_options(cfg))
     datamodule = BanditDataModule(
         problem,
         objective=settings.get("objective", "population"),

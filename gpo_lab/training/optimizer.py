@@ -1,4 +1,4 @@
-"""The optimisation every task's LightningModule shares: the configured optimizer on the trainable
+"""The optimization every task's LightningModule shares: the configured optimizer on the trainable
 parameters, its learning rate warmed up linearly over ``optim.warmup_steps`` steps, then constant."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from omegaconf import DictConfig
 OptimizerFactory = Callable[..., torch.optim.Optimizer]
 
 
-def optimisation_options(cfg: DictConfig) -> dict[str, Any]:
+def optimization_options(cfg: DictConfig) -> dict[str, Any]:
     """The ``optimizer`` factory (``optim.optimizer``, a partial) and ``warmup_steps`` a module takes."""
     return {"optimizer": instantiate(cfg.optim.optimizer), "warmup_steps": cfg.optim.get("warmup_steps", 0)}
 

@@ -21,9 +21,8 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from gpo_lab.run.records import atomic_write_text, read_metrics, to_jsonable
-
-PER_PROMPT_FILE = "per_prompt.jsonl"
+from gpo_lab.store.records import atomic_write_text, read_metrics, to_jsonable
+from gpo_lab.store.run_files import PER_PROMPT_FILE
 
 
 class PerPromptFile:

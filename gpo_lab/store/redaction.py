@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from gpo_lab.run.atomic import atomic_write_text
+from gpo_lab.store.atomic import atomic_write_text
 
 REDACTED = "<redacted>"
 # Tokenizer settings, not credentials: ``pad_token: "<pad>"`` stays readable.

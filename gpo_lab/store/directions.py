@@ -16,7 +16,13 @@ import functools
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1]
-PRODUCERS = ("metrics.py", "eval/kl.py", "eval/win_rate.py", "eval/sample_bank.py", "tasks/bandit/problem.py")
+PRODUCERS = (
+    "training/pair_metrics.py",
+    "eval/kl.py",
+    "eval/win_rate.py",
+    "eval/sample_bank.py",
+    "tasks/bandit/problem.py",
+)
 DECLARATION = "METRIC_DIRECTIONS"
 MODES = ("max", "min", None)
 PREFIX = "val/"

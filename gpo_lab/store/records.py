@@ -1,7 +1,7 @@
 """The files a run leaves behind for people and tools: ``metrics.jsonl`` and ``summary.json``.
 
 Both are documented in docs/outputs.md; the report, the notebooks and the sweep status
-read them, so their schema is an interface. Every write is atomic (:mod:`gpo_lab.run.atomic`), so
+read them, so their schema is an interface. Every write is atomic (:mod:`gpo_lab.store.atomic`), so
 a killed run never leaves a half-written summary.
 """
 
@@ -13,11 +13,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from gpo_lab.run.atomic import atomic_write_text
-from gpo_lab.run.directions import metric_mode
+from gpo_lab.store.atomic import atomic_write_text
+from gpo_lab.store.directions import metric_mode
+from gpo_lab.store.run_files import METRICS_FILE, SUMMARY_FILE
 
-SUMMARY_FILE = "summary.json"
-METRICS_FILE = "metrics.jsonl"
 SCHEMA_VERSION = 1
 
 __all__ = [

@@ -11,11 +11,11 @@ import pytorch_lightning as pl
 import torch
 
 from gpo_lab.losses import GPOLoss
-from gpo_lab.metrics import preference_metrics
-from gpo_lab.optimisation import OptimizerFactory, warmed_up_optimizer
-from gpo_lab.run.distributed import gather_rows
-from gpo_lab.run.guards import check_finite_gradients, check_finite_loss
+from gpo_lab.parallel.ranks import gather_rows
 from gpo_lab.scoring.batches import PairBatch, PairLogps
+from gpo_lab.training.nonfinite import check_finite_gradients, check_finite_loss
+from gpo_lab.training.optimizer import OptimizerFactory, warmed_up_optimizer
+from gpo_lab.training.pair_metrics import preference_metrics
 
 log = logging.getLogger(__name__)
 # Training statistics that need the reference: a reference-free loss's training steps do not log them.
@@ -30,7 +30,7 @@ class GPOModule(pl.LightningModule):
 
     The reference is kept out of checkpoints (it is rebuilt from the config, exactly as at the
     start), so a checkpoint holds the policy and optimizer state only. ``beta`` is checked once,
-    with the rest of the config, before a run builds anything (:mod:`gpo_lab.run.checks`).
+    with the rest of the config, before a run builds anything (:mod:`gpo_lab.run.config_checks`).
     """
 
     def __init__(
@@ -148,7 +148,7 @@ class GPOModule(pl.LightningModule):
         metrics = preference_metrics(everyone, all_losses, beta=self.beta)
         self.log_dict({f"val/{k}": v for k, v in metrics.items()}, on_step=False, on_epoch=True)
 
-    # ----------------------------------------------------------------- optimisation
+    # ----------------------------------------------------------------- optimization
     def configure_optimizers(self):
         trainable = (p for p in self.policy.parameters() if p.requires_grad)
         return warmed_up_optimizer(self.optimizer_factory, trainable, self.warmup_steps)

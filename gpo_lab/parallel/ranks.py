@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from gpo_lab.run.records import atomic_write_text
+from gpo_lab.store.records import atomic_write_text
 
 log = logging.getLogger(__name__)
 

@@ -12,6 +12,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from gpo_lab.errors import ConfigError
+from gpo_lab.store.run_files import RunFiles
 
 
 class RunDirectoryBusy(ConfigError):
@@ -26,7 +27,7 @@ class RunLock:
     """
 
     def __init__(self, run_dir: Path):
-        self.path = Path(run_dir) / ".lock"
+        self.path = RunFiles(run_dir).lock
         self.handle = None
 
     def __enter__(self) -> RunLock:
@@ -49,7 +50,7 @@ class RunLock:
     @staticmethod
     def is_held(run_dir: Path) -> bool:
         """Whether a live process holds the lock of ``run_dir`` (used by the sweep status)."""
-        path = Path(run_dir) / ".lock"
+        path = RunFiles(run_dir).lock
         if not path.exists():
             return False
         with path.open("a+") as handle:

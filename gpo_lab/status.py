@@ -18,8 +18,9 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf
 
 from gpo_lab.run.dirnames import job_dirname
-from gpo_lab.run.lock import RunLock
-from gpo_lab.run.records import METRICS_FILE, SUMMARY_FILE, read_job_files
+from gpo_lab.store.lock import RunLock
+from gpo_lab.store.records import read_job_files
+from gpo_lab.store.run_files import METRICS_FILE, SUMMARY_FILE
 
 KEY_METRICS = ("val/win_rate", "val/kl_token", "val/kl_seq", "val/kl", "val/offline_reg", "val/loss")
 STATES = ("completed", "running", "interrupted", "failed", "damaged", "not started")

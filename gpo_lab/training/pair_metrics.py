@@ -32,7 +32,7 @@ def preference_metrics(logps: PairLogps, per_example_loss: torch.Tensor, beta: f
     }
 
 
-# Which way is better for each validation statistic above (read by gpo_lab.run.directions; None: no better direction).
+# Which way is better for each validation statistic above (read by gpo_lab.store.directions; None: no better direction).
 METRIC_DIRECTIONS = {
     "loss": "min",
     "rho_mean": "max",  # the held-out margin of chosen over rejected

@@ -18,7 +18,7 @@ from gpo_lab.data.sources import DataError
 from gpo_lab.data.splits import prompts_in_both, split_by_prompt
 from gpo_lab.data.tokenization import Truncation, encode_pairs, is_conversation, prompt_start_token, render_texts
 from gpo_lab.errors import ConfigError
-from gpo_lab.run.distributed import shard_bounds
+from gpo_lab.parallel.ranks import shard_bounds
 from gpo_lab.scoring.batches import PairBatch, PlainPairs
 from gpo_lab.scoring.packing import PackedPairs
 from gpo_lab.scoring.seq2seq import Seq2SeqPairs

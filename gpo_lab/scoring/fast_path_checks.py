@@ -1,6 +1,6 @@
 """Start-up checks of the scoring fast paths: each is verified against the model's own forward pass.
 
-A fast path (the response-only projection, prefix-shared packed rows) is an optimisation of an
+A fast path (the response-only projection, prefix-shared packed rows) is an optimization of an
 obvious slow path, correct only when the model behaves as the fast path assumes (logits that are a
 plain projection of the last hidden state, attention that honours a custom 4D mask at every
 distance). Rather than trusting a list of known families, each path is run once per model, per
