@@ -7,6 +7,7 @@ The order is the one ``gpo_lab/__init__.py`` documents; a new package gets a pla
 from __future__ import annotations
 
 import ast
+import sys
 from pathlib import Path
 
 import pytest
@@ -121,6 +122,23 @@ def test_no_circle_of_imports():
 def test_no_gpo_lab_import_is_hidden_inside_a_function():
     hidden = [line for name in MODULES for line in imports_of(name)[1]]
     assert not hidden, "\n".join(hidden)
+
+
+def test_the_store_imports_only_the_standard_library_and_yaml():
+    """The status and report commands read a run's files through store/: it must load no framework."""
+    heavy = []
+    for name, path in MODULES.items():
+        if not name.startswith("gpo_lab.store"):
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                tops = [alias.name.split(".")[0] for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and not node.level:
+                tops = [(node.module or "").split(".")[0]]
+            else:
+                continue
+            heavy += [f"{name}: {top}" for top in tops if top not in sys.stdlib_module_names | {"yaml", "gpo_lab"}]
+    assert not heavy, "\n".join(heavy)
 
 
 @pytest.mark.parametrize(
