@@ -23,7 +23,7 @@ from transformers.optimization import Adafactor
 from gpo_lab.eval.judges import RewardModelJudge
 from gpo_lab.losses import FIELD, validate_beta
 from gpo_lab.run.train import build_callbacks, describe_run
-from gpo_lab.scoring.startup import training_precision
+from gpo_lab.scoring.precision import training_precision
 from tests.helpers import ROOT
 from tests.helpers.models import serve_hub_names, tiny_causal_lm_checkpoint, tiny_reward_model
 from tests.helpers.runs import compose_config, run_training

@@ -14,8 +14,9 @@ import transformers
 
 from gpo_lab.eval.draw import POLICY_STREAM, prompt_uniforms
 from gpo_lab.eval.sampling import sample_responses, score_responses
-from gpo_lab.models.reference_cache import compute_reference_logps
+from gpo_lab.models.reference_logps import compute_reference_logps
 from gpo_lab.scoring.batches import PlainPairs
+from gpo_lab.scoring.fast_path_report import ENCODER_DECODER, check_fast_paths
 from gpo_lab.scoring.logprobs import (
     full_response_logits,
     projected_response_logits,
@@ -23,7 +24,6 @@ from gpo_lab.scoring.logprobs import (
 )
 from gpo_lab.scoring.packing import PackedPairs, supports_prefix_sharing
 from gpo_lab.scoring.seq2seq import Seq2SeqPairs
-from gpo_lab.scoring.startup import ENCODER_DECODER, check_fast_paths
 from tests.helpers.families import FAMILIES, VOCAB, build
 
 ATTENTIONS = ("sdpa", "eager")

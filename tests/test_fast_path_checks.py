@@ -13,14 +13,16 @@ import transformers
 from gpo_lab.data.tokenization import Truncation
 from gpo_lab.eval import kl_estimates
 from gpo_lab.eval.sampling import encode_prompts, generate_bank
+from gpo_lab.models.fingerprints import cache_spec
 from gpo_lab.models.reference import freeze
-from gpo_lab.models.reference_cache import cache_spec, compute_reference_logps, spec_key
+from gpo_lab.models.reference_logps import compute_reference_logps
 from gpo_lab.models.tokenizers import byte_tokenizer, word_tokenizer
-from gpo_lab.scoring import fast_path_checks as verify
+from gpo_lab.scoring import fast_path_checks
 from gpo_lab.scoring.batches import PlainPairs
+from gpo_lab.scoring.fast_path_report import accelerator, check_fast_paths
 from gpo_lab.scoring.logprobs import projects_hidden_states_linearly
 from gpo_lab.scoring.packing import PackedPairs, supports_prefix_sharing
-from gpo_lab.scoring.startup import accelerator, check_fast_paths
+from gpo_lab.store.cache import spec_key
 from tests.helpers.exact_kl import every_response
 from tests.helpers.families import build
 from tests.test_kl import HORIZON, exact_logprobs
@@ -68,7 +70,7 @@ def test_granite_gives_the_true_logprob_and_kl_estimators_that_agree_with_the_ex
         truth, abs=1e-4
     )
     assert not projects_hidden_states_linearly(policy)  # the check saw the scaling; no list named Granite
-    assert "projected log-probs differ" in next(iter(verify.report(policy).values()))
+    assert "projected log-probs differ" in next(iter(fast_path_checks.report(policy).values()))
 
     exact = []
     for prompt in prompt_ids:
@@ -103,14 +105,14 @@ def test_a_sliding_window_longer_than_a_short_probe_falls_back_to_plain_rows():
         assert (wrong - truth).abs().max() > 1e-3  # what the 4D mask gives on rows longer than the window
         assert not supports_prefix_sharing(model)
         torch.testing.assert_close(packed.score(model).double(), truth, atol=1e-4, rtol=0)
-    assert verify.probe_span(model) > model.config.sliding_window
+    assert fast_path_checks.probe_span(model) > model.config.sliding_window
 
 
 def test_the_cache_key_has_the_attention_the_precision_the_layout_and_the_code_version():
     pairs = datasets.Dataset.from_dict({"prompt_ids": [[1, 2]], "chosen_ids": [[3]], "rejected_ids": [[4]]})
     args = ("weights", pairs, byte_tokenizer(), Truncation(64, 32))
     base = cache_spec(*args, attention="sdpa", precision="32-true", packing=True)
-    assert base["scoring"] == verify.SCORING_VERSION
+    assert base["scoring"] == fast_path_checks.SCORING_VERSION
     variants = [
         cache_spec(*args, attention="eager", precision="32-true", packing=True),
         cache_spec(*args, attention="sdpa", precision="bf16-mixed", packing=True),
@@ -186,7 +188,7 @@ def test_a_check_made_on_one_device_is_made_again_on_another():
     assert supports_prefix_sharing(model) and len(forwards) == checked_on_cpu  # same device: the result is reused
     model.to("meta")  # another device, whose tensors have no values: the check runs again there, and fails
     assert not supports_prefix_sharing(model)
-    report = verify.report(model)
+    report = fast_path_checks.report(model)
     assert report["prefix_sharing [attention sdpa, weights float32, device cpu]"] == "on"
     assert report["prefix_sharing [attention sdpa, weights float32, device meta]"].startswith("off: ")
 

@@ -14,23 +14,16 @@ from gpo_lab.data.columns import batch_reference_logps
 from gpo_lab.data.datamodule import PreferenceDataModule
 from gpo_lab.data.tokenization import Truncation
 from gpo_lab.data.toy import arithmetic_preferences
+from gpo_lab.models.batch_dependence import BATCH_ROUNDINGS, batch_dependence
+from gpo_lab.models.fingerprints import cache_spec, weights_fingerprint
 from gpo_lab.models.reference import LazyReference
-from gpo_lab.models.reference_cache import (
-    BATCH_ROUNDINGS,
-    COLUMN,
-    ReferenceLogpCache,
-    attach_reference_logps,
-    batch_dependence,
-    cache_spec,
-    compute_reference_logps,
-    default_cache_dir,
-    spec_key,
-    weights_fingerprint,
-)
+from gpo_lab.models.reference_cache import COLUMN, ReferenceLogpCache, attach_reference_logps, default_cache_dir
+from gpo_lab.models.reference_logps import compute_reference_logps
 from gpo_lab.models.tiny import tiny_causal_lm
 from gpo_lab.models.tokenizers import byte_tokenizer, word_tokenizer
 from gpo_lab.scoring.batches import PlainPairs
 from gpo_lab.scoring.packing import PackedPairs
+from gpo_lab.store.cache import spec_key
 
 PAIRS = datasets.Dataset.from_dict(
     {

@@ -131,7 +131,7 @@ def test_lora_reference_is_the_base_model_without_a_second_copy(tmp_path):
 def test_lora_reference_with_the_reference_cache(tmp_path):
     """The cache fingerprints the base weights, and loading the lazy reference (as an evaluation
     does) freezes nothing of the policy."""
-    from gpo_lab.models.reference_cache import weights_fingerprint
+    from gpo_lab.models.fingerprints import weights_fingerprint
 
     module, datamodule = build(["reference_cache.enabled=true"], tmp_path)
     assert "reference_logps" in datamodule.train_set.column_names

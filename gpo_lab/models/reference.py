@@ -21,6 +21,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from gpo_lab.errors import ConfigError
+from gpo_lab.models.fingerprints import weights_fingerprint
 from gpo_lab.models.hf import cache_keyword
 from gpo_lab.models.lora import ADAPTER_PARAMETERS, adapters_off_problems, is_lora_model
 
@@ -177,8 +178,6 @@ class LazyReference(torch.nn.Module):
         if not self.is_loaded:
             source = self._pending[0]
             model = source if isinstance(source, torch.nn.Module) else source()
-            from gpo_lab.models.reference_cache import weights_fingerprint  # the cache imports this module
-
             if self._fingerprint is not None and weights_fingerprint(model) != self._fingerprint:
                 raise RuntimeError(
                     "The reference built on demand differs from the one whose log-probs were cached; "

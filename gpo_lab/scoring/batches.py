@@ -15,44 +15,7 @@ from collections.abc import Sequence
 import torch
 
 from gpo_lab.scoring.logprobs import sequence_logprobs
-
-Row = tuple[Sequence[int], Sequence[int]]  # (prompt, response) token ids
-Pair = tuple[Sequence[int], Sequence[int], Sequence[int]]  # (prompt, chosen, rejected) token ids
-
-
-def chosen_then_rejected(pairs: Sequence[Pair]) -> list[Row]:
-    """The rows of pairs in batch order: every (prompt, chosen), then every (prompt, rejected)."""
-    return [(p, c) for p, c, _ in pairs] + [(p, r) for p, _, r in pairs]
-
-
-def as_ids(ids: Sequence[int] | torch.Tensor) -> torch.Tensor:
-    """Token ids as a long tensor (an empty list included)."""
-    return torch.as_tensor(ids, dtype=torch.long)
-
-
-def _padded_lists(
-    rows: Sequence[Row], width: int, pad_id: int, side: str
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """input_ids, attention_mask and response_mask of list rows, each built by one ``torch.tensor`` call."""
-    ids, attention, response = [], [], []
-    for prompt, answer in rows:
-        padding = width - len(prompt) - len(answer)
-        row_ids = [*prompt, *answer]
-        row_attention = [1] * len(row_ids)
-        row_response = [0] * len(prompt) + [1] * len(answer)
-        if side == "right":
-            ids.append(row_ids + [pad_id] * padding)
-            attention.append(row_attention + [0] * padding)
-            response.append(row_response + [0] * padding)
-        else:
-            ids.append([pad_id] * padding + row_ids)
-            attention.append([0] * padding + row_attention)
-            response.append([0] * padding + row_response)
-    return (
-        torch.tensor(ids, dtype=torch.long),
-        torch.tensor(attention, dtype=torch.long),
-        torch.tensor(response, dtype=torch.long),
-    )
+from gpo_lab.scoring.rows import Pair, Row, as_ids, chosen_then_rejected, padded_rows
 
 
 class PairBatch:
@@ -113,7 +76,7 @@ class PlainPairs(PairBatch):
         """Pad (prompt, response) rows on ``side``; ids may be lists or tensors (then built on ``device``)."""
         width = max(len(prompt) + len(response) for prompt, response in rows)
         if all(isinstance(ids, list) for row in rows for ids in row):  # the data loader's rows: one tensor each
-            input_ids, attention_mask, response_mask = _padded_lists(rows, width, pad_id, side)
+            input_ids, attention_mask, response_mask = padded_rows(rows, pad_id, side, width)
             return cls(input_ids, attention_mask, response_mask, reference_logps)
         input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long, device=device)
         attention_mask = torch.zeros((len(rows), width), dtype=torch.long, device=device)

@@ -10,7 +10,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from gpo_lab.scoring import fast_path_checks as verify
+from gpo_lab.scoring.fast_path_checks import checked, mismatch, probe_ids, probe_span, tolerance
+from gpo_lab.scoring.rows import padded_rows
 
 PROJECTION = "response_projection"  # the fast path's name in start-up checks and summary.json's ``fast_paths``
 
@@ -32,7 +33,7 @@ def projects_hidden_states_linearly(model) -> bool:
         return False
     if not hasattr(model, "get_decoder") or model.get_output_embeddings() is None:
         return False
-    return verify.checked(model, PROJECTION, check_projection)
+    return checked(model, PROJECTION, check_projection)
 
 
 def _model_inputs(input_ids, attention_mask):
@@ -58,18 +59,17 @@ def full_response_logits(model, input_ids, attention_mask, targets_mask) -> torc
 def check_projection(model) -> str | None:
     """None when the projection gives the model's own log-softmax at every scored position of a probe
     batch whose rows cross every attention window, else why not."""
-    span = verify.probe_span(model)
+    span = probe_span(model)
     lengths = [(2, span), (span // 2, span - span // 2), (1, 3)]
-    ids = verify.probe_ids(model, [n for pair in lengths for n in pair])
+    ids = probe_ids(model, [n for pair in lengths for n in pair])
     rows = [(ids[2 * i], ids[2 * i + 1]) for i in range(len(lengths))]
-    from gpo_lab.scoring.batches import PlainPairs  # the batches import this module
-
-    batch = PlainPairs.from_rows(rows, pad_id=0).to(next(model.parameters()).device)
-    targets_mask = batch.response_mask[:, 1:].bool() & batch.attention_mask[:, 1:].bool()
-    fast = projected_response_logits(model, batch.input_ids, batch.attention_mask, targets_mask)
-    slow = full_response_logits(model, batch.input_ids, batch.attention_mask, targets_mask)
-    return verify.mismatch(
-        "projected log-probs", F.log_softmax(fast.float(), -1), F.log_softmax(slow.float(), -1), verify.tolerance(model)
+    device = next(model.parameters()).device
+    input_ids, attention_mask, response_mask = (tensor.to(device) for tensor in padded_rows(rows, pad_id=0))
+    targets_mask = response_mask[:, 1:].bool() & attention_mask[:, 1:].bool()
+    fast = projected_response_logits(model, input_ids, attention_mask, targets_mask)
+    slow = full_response_logits(model, input_ids, attention_mask, targets_mask)
+    return mismatch(
+        "projected log-probs", F.log_softmax(fast.float(), -1), F.log_softmax(slow.float(), -1), tolerance(model)
     )
 
 

@@ -19,9 +19,10 @@ from collections.abc import Sequence
 
 import torch
 
-from gpo_lab.scoring import fast_path_checks as verify
-from gpo_lab.scoring.batches import Pair, PairBatch, PlainPairs
+from gpo_lab.scoring.batches import PairBatch, PlainPairs
+from gpo_lab.scoring.fast_path_checks import checked, mismatch, probe_ids, probe_span, tolerance
 from gpo_lab.scoring.logprobs import projects_hidden_states_linearly, summed_logprobs
+from gpo_lab.scoring.rows import Pair
 
 PROMPT, CHOSEN, REJECTED, PAD = 0, 1, 2, 3
 # Attention implementations that take an arbitrary dense 4D mask.
@@ -158,15 +159,15 @@ def supports_prefix_sharing(model) -> bool:
         return False
     if int(getattr(config, "vocab_size", 0) or 0) < 2:
         return False
-    return verify.checked(model, PREFIX_SHARING, check_prefix_sharing)
+    return checked(model, PREFIX_SHARING, check_prefix_sharing)
 
 
 def check_prefix_sharing(model) -> str | None:
     """None when the packed probe gives the plain rows' log-probs, else why not."""
-    span = verify.probe_span(model)
+    span = probe_span(model)
     lengths = [(span, 3, 5), (2, span, 1), (span // 2, 2, span - span // 2)]
-    ids = verify.probe_ids(model, [n for triple in lengths for n in triple])
+    ids = probe_ids(model, [n for triple in lengths for n in triple])
     pairs = [(ids[3 * i], ids[3 * i + 1], ids[3 * i + 2]) for i in range(len(lengths))]
     packed = PackedPairs.from_pairs(pairs, pad_id=0).to(next(model.parameters()).device)
     shared, plain = packed.score_shared(model), packed.unpack().score(model)
-    return verify.mismatch("packed log-probs", shared, plain, verify.tolerance(model, summed=True))
+    return mismatch("packed log-probs", shared, plain, tolerance(model, summed=True))

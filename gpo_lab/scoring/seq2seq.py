@@ -13,8 +13,9 @@ from collections.abc import Sequence
 
 import torch
 
-from gpo_lab.scoring.batches import Pair, PairBatch, Row, chosen_then_rejected
+from gpo_lab.scoring.batches import PairBatch
 from gpo_lab.scoring.logprobs import summed_logprobs
+from gpo_lab.scoring.rows import Pair, Row, chosen_then_rejected
 
 
 def _right_padded(sequences: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:

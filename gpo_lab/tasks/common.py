@@ -11,9 +11,10 @@ import torch
 from hydra.utils import get_method, instantiate
 from omegaconf import DictConfig
 
+from gpo_lab.models.batch_dependence import batch_dependence
 from gpo_lab.models.reference import LazyReference
-from gpo_lab.models.reference_cache import SPLITS, ReferenceLogpCache, attach_reference_logps, batch_dependence
-from gpo_lab.scoring.startup import check_fast_paths
+from gpo_lab.models.reference_cache import SPLITS, ReferenceLogpCache, attach_reference_logps
+from gpo_lab.scoring.fast_path_report import check_fast_paths
 
 log = logging.getLogger(__name__)
 

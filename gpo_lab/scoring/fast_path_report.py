@@ -1,42 +1,21 @@
-"""The run's precision as a context, and the start-up check of every scoring fast path under it.
+"""A model's fast-path report (summary.json's ``data.fast_paths``): every scoring fast path checked at
+start-up, under the run's precision, on this process's accelerator.
 
-Lightning runs the policy under autocast (``bf16-mixed``, ``16-mixed``) or with its weights cast
-(``bf16-true``, ...); anything that must give the policy's numbers without Lightning (the cached
-reference, the start-up checks) runs in :func:`training_precision` of the same setting.
+How one path is checked, and the results kept per model and context, is :mod:`gpo_lab.scoring.fast_path_checks`.
 """
 
 from __future__ import annotations
 
-import contextlib
-import copy
 import os
-from collections.abc import Iterator
 
 import torch
 
-from gpo_lab.scoring import fast_path_checks as verify
+from gpo_lab.scoring.fast_path_checks import report
 from gpo_lab.scoring.logprobs import projects_hidden_states_linearly
 from gpo_lab.scoring.packing import supports_prefix_sharing
+from gpo_lab.scoring.precision import MIXED, training_precision
 
-MIXED = {"bf16-mixed": torch.bfloat16, "bf16": torch.bfloat16, "16-mixed": torch.float16, "16": torch.float16}
-TRUE = {"bf16-true": torch.bfloat16, "16-true": torch.float16, "64-true": torch.float64, "64": torch.float64}
 ENCODER_DECODER = "no fast path: encoder-decoder rows are scored from the model's own logits"
-
-
-@contextlib.contextmanager
-def training_precision(model: torch.nn.Module, precision: str | int | None) -> Iterator[torch.nn.Module]:
-    """The model to run as Lightning's ``precision`` runs the policy: ``model`` itself under autocast for
-    the mixed settings (as Lightning's MixedPrecision does); for the true ones a copy with its weights
-    cast (Lightning casts the policy the same way), so ``model``'s own weights are never rounded."""
-    precision = str(precision)
-    if precision in MIXED:
-        device = next(model.parameters()).device
-        with torch.autocast(device.type, dtype=MIXED[precision], cache_enabled=False):
-            yield model
-    elif precision in TRUE and verify.parameter_dtype(model) != TRUE[precision]:
-        yield copy.deepcopy(model).to(TRUE[precision])
-    else:
-        yield model
 
 
 def accelerator(default: torch.device) -> torch.device:
@@ -68,4 +47,4 @@ def check_fast_paths(
             supports_prefix_sharing(model)
     finally:
         model.to(home)
-    return verify.report(model)
+    return report(model)
