@@ -15,6 +15,7 @@ import torch
 
 from gpo_lab.errors import ConfigError
 from gpo_lab.eval.sampling import mean_and_se
+from gpo_lab.models.hf import torch_dtype
 
 
 class Judge(ABC):
@@ -99,9 +100,8 @@ class RewardModelJudge(RewardJudge):
                 "or both a model and a tokenizer."
             )
         if model is None:
+            # Only a judge loaded by name needs the sequence-classification auto class.
             from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
-            from gpo_lab.models.hf import torch_dtype
 
             tokenizer = AutoTokenizer.from_pretrained(name, revision=revision)
             model = AutoModelForSequenceClassification.from_pretrained(
