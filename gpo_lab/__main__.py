@@ -9,7 +9,6 @@ Hydra's flags (``-m``, ``--cfg job``, ``--config-dir DIR``, ...) may stand anywh
 
 from __future__ import annotations
 
-import argparse
 import logging
 import sys
 from pathlib import Path
@@ -21,9 +20,16 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from gpo_lab.errors import bounded, error_text, user_facing_cause
-from gpo_lab.losses import register_loss_configs
+from gpo_lab.losses.config_store import register_loss_configs
 from gpo_lab.run.dirnames import job_dirname_resolver
 from gpo_lab.run.exit_codes import JobFailure
+
+# Training's modules (torch, Lightning, transformers) take seconds to import, and a line with one of these flags
+# never runs a job (Hydra only prints help, a config or information): it answers without them. Any other line
+# imports them here, once; the resolvers below are registered before Hydra composes a config either way.
+ANSWERED_BY_HYDRA = ("--help", "-h", "--hydra-help", "--version", "--cfg", "-c", "--info", "-i", "--shell-completion")
+if not any(arg.split("=", 1)[0] in ANSWERED_BY_HYDRA for arg in sys.argv[1:]):
+    from gpo_lab.run.train import train
 
 log = logging.getLogger("gpo_lab")
 # An absolute path: ``python -m gpo_lab`` and the ``gpo-lab`` script (which imports this module) find the same tree.
@@ -35,54 +41,40 @@ OmegaConf.register_new_resolver("gpo_lab.job_dirname", job_dirname_resolver, rep
 register_loss_configs()  # loss=dpo, loss=ipo, loss=slic: the registry's aliases
 
 
-def hydra_flags(parser: argparse.ArgumentParser | None = None) -> dict[str, argparse.Action]:
-    """Every option string of Hydra's command line (``-m``, ``--cfg``, ...) and the action that parses it."""
-    parser = parser or get_args_parser()
-    return {option: action for action in parser._actions for option in action.option_strings}
+def _is_override(arg: str) -> bool:
+    """Hydra's override shapes: ``key=value``, ``+key=value``, ``~key``."""
+    return not arg.startswith("-") and ("=" in arg or arg.startswith("~"))
 
 
-def abbreviated(arg: str, flags: dict[str, argparse.Action]) -> argparse.Action | None:
-    """The action of a long flag that ``arg`` abbreviates unambiguously (``--multi``), as argparse allows."""
-    if not arg.startswith("--") or "=" in arg:
-        return None
-    actions = {id(action): action for option, action in flags.items() if option.startswith(arg)}
-    return next(iter(actions.values())) if len(actions) == 1 else None
+def _bare_info_last(args: list[str]) -> list[str]:
+    """A bare ``--info`` (``-i``) before an override moved after the overrides: it takes a value only optionally,
+    and argparse would take the override for it (an invalid choice); alone at the end it shows everything."""
+    end = args.index("--") if "--" in args else len(args)
+    bare = {i for i in range(end - 1) if args[i] in ("--info", "-i") and _is_override(args[i + 1])}
+    if not bare:
+        return args
+    kept = [arg for i, arg in enumerate(args[:end]) if i not in bare]
+    return [*kept, "--info", *args[end:]]
 
 
-def flags_first(args: list[str], flags: dict[str, argparse.Action] | None = None) -> list[str]:
-    """``args`` with Hydra's flags (and their values) before the overrides, each group in its order.
+def flags_first(args: list[str]) -> list[str]:
+    """``args`` as Hydra's argparse needs them: its flags (``--multirun``, ``--cfg=job``, ...) before the overrides.
 
-    Hydra's argparse reads its flags only up to the first override (``-m`` between two overrides
-    is an "unrecognized argument"); moving them to the front lets them stand anywhere. A flag that
-    takes a value keeps the argument after it, even one that looks like an override; ``--info``
-    keeps it only when it is one of its choices. A flag still missing its value goes last, where
-    argparse reads it as before (``--info`` alone shows everything; ``--config-name`` alone is an
-    error). Everything from ``--`` on stays where it is, after the overrides.
+    Hydra's parser reads its flags only up to the first override (``-m`` between two overrides is an
+    "unrecognized argument"). The same parser's ``parse_intermixed_args`` reads flags anywhere (values,
+    ``--flag=value`` and abbreviations included) and reports an unknown flag or a missing value as
+    Hydra would; each flag set is written back in its long form (argparse names a flag's attribute
+    after it: ``config_dir`` is ``--config-dir``), then the overrides, in their order.
     """
-    flags = hydra_flags() if flags is None else flags
-    front: list[str] = []
-    overrides: list[str] = []
-    last: list[str] = []
-    position = 0
-    while position < len(args):
-        arg = args[position]
-        position += 1
-        if arg == "--":
-            return front + overrides + last + args[position - 1 :]
-        if not arg.startswith("-") or arg == "-":
-            overrides.append(arg)
-            continue
-        action = flags.get(arg) or abbreviated(arg, flags)
-        if action is None or action.nargs == 0:  # ``-m``, ``--cfg=job`` (holds its value), an unknown flag
-            front.append(arg)  # argparse reports the unknown ones as before
-            continue
-        following = args[position] if position < len(args) else "-"  # (a flag is nobody's value, as for argparse)
-        if not following.startswith("-") and (action.nargs is None or following in (action.choices or ())):
-            front += [arg, following]
-            position += 1
-        else:
-            last.append(arg)
-    return front + overrides + last
+    parsed = vars(get_args_parser().parse_intermixed_args(_bare_info_last(args)))
+    overrides = parsed.pop("overrides")
+    flags = [
+        "--" + name.replace("_", "-") + ("" if value is True else f"={value}")
+        for name, value in parsed.items()
+        if value is not None and value is not False
+    ]
+    separator = ["--"] if any(arg.startswith("-") for arg in overrides) else []  # those written after ``--``
+    return flags + separator + overrides
 
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
@@ -93,8 +85,6 @@ def app(cfg: DictConfig) -> JobFailure | None:
     jobs; :class:`~gpo_lab.run.exit_codes.ExitOnFailedJobs` then ends the sweep with code 1.
     A single run exits with code 2 on a fixable input error (one message) and 1 on any other.
     """
-    from gpo_lab.run.train import train  # heavy imports after Hydra has parsed the command line
-
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
     multirun = hydra_cfg.mode == RunMode.MULTIRUN

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import subprocess
 import sys
 
 import pytest
@@ -81,7 +82,17 @@ SHAPES = {
 
 
 @pytest.mark.parametrize("typed, expected", SHAPES.values(), ids=SHAPES.keys())
-def test_flags_move_before_the_overrides(typed, expected):
+def test_flags_come_first_in_their_long_form_then_the_overrides_in_their_order(typed, expected):
+    overrides = get_args_parser().parse_args(expected).overrides
+    line = flags_first(typed)
+    flags = line[: len(line) - len(overrides)]
+    assert line[len(flags) :] == overrides
+    assert all(flag.startswith("--") and flag != "--" for flag in flags)
+
+
+def test_a_flag_is_written_with_its_value_in_one_argument():
+    typed = ["loss=hinge", "-c", "hydra", "--config-dir", "odd=dir", "-m", "--config-n", "smoke", "beta=1"]
+    expected = ["--cfg=hydra", "--multirun", "--config-name=smoke", "--config-dir=odd=dir", "loss=hinge", "beta=1"]
     assert flags_first(typed) == expected
 
 
@@ -98,21 +109,23 @@ def test_hydra_alone_refuses_a_flag_after_the_overrides(capsys):
     assert "unrecognized arguments: beta=0.1,1" in capsys.readouterr().err
 
 
-def test_everything_after_a_double_dash_stays_in_place():
-    assert flags_first(["a=1", "-m", "--", "b=2", "--cfg", "job"]) == ["-m", "a=1", "--", "b=2", "--cfg", "job"]
+def test_everything_after_a_double_dash_stays_an_override():
+    assert flags_first(["a=1", "-m", "--", "b=2", "--cfg", "job"]) == ["--multirun", "--", "a=1", "b=2", "--cfg", "job"]
+    parsed = get_args_parser().parse_args(flags_first(["a=1", "-m", "--", "b=2", "--cfg", "job"]))
+    assert parsed.overrides == ["a=1", "b=2", "--cfg", "job"] and parsed.multirun and parsed.cfg is None
 
 
-def test_unknown_flags_move_too_and_take_no_value():
-    """argparse still reports them (the reordering hides no mistake)."""
-    assert flags_first(["a=1", "--bogus", "b=2"]) == ["--bogus", "a=1", "b=2"]
+def test_an_unknown_flag_is_reported_as_hydra_reports_it(capsys):
+    """The reordering hides no mistake."""
     with pytest.raises(SystemExit):
-        get_args_parser().parse_args(flags_first(["a=1", "--bogus", "b=2"]))
+        flags_first(["a=1", "--bogus", "b=2"])
+    assert "unrecognized arguments: --bogus" in capsys.readouterr().err
 
 
-def test_a_flag_missing_its_value_is_still_an_error(capsys):
-    assert flags_first(["a=1", "--config-name", "-m"]) == ["-m", "a=1", "--config-name"]
+@pytest.mark.parametrize("typed", [["a=1", "--config-name"], ["a=1", "--config-name", "-m"]])
+def test_a_flag_missing_its_value_is_still_an_error(typed, capsys):
     with pytest.raises(SystemExit):
-        get_args_parser().parse_args(flags_first(["a=1", "--config-name"]))
+        flags_first(typed)
     assert "expected one argument" in capsys.readouterr().err
 
 
@@ -121,7 +134,21 @@ def test_main_reorders_the_command_line_before_hydra_reads_it(monkeypatch):
     monkeypatch.setattr(sys, "argv", ["gpo-lab", "+experiment=smoke", "beta=0.1,1", "-m"])
     monkeypatch.setattr(cli, "app", lambda: seen.append(list(sys.argv)))
     cli.main()
-    assert seen == [["gpo-lab", "-m", "+experiment=smoke", "beta=0.1,1"]]
+    assert seen == [["gpo-lab", "--multirun", "+experiment=smoke", "beta=0.1,1"]]
+
+
+def imports_training(*args: str) -> bool:
+    """Whether ``python -m gpo_lab ARGS`` would load the training modules (the module imported, nothing run)."""
+    code = "import sys, gpo_lab.__main__; print('gpo_lab.run.train' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", code, *args], cwd=ROOT, capture_output=True, text=True, check=True)
+    return result.stdout.strip() == "True"
+
+
+def test_help_and_printed_configs_answer_without_the_training_modules():
+    assert not imports_training("--help")
+    assert not imports_training("+experiment=smoke", "beta=0.3", "--cfg", "job")
+    assert not imports_training("--info=defaults")
+    assert imports_training("+experiment=smoke", "-m", "beta=0.1,1")
 
 
 @pytest.fixture
