@@ -15,9 +15,6 @@ from gpo_lab.eval.sample_bank import find_bank, log_value
 from gpo_lab.eval.sampling import SampleBank, mean_and_se
 from gpo_lab.store.per_prompt import write_from_callback
 
-# Which way is better, as logged under val/ (read by gpo_lab.store.directions): less divergence from the reference.
-METRIC_DIRECTIONS = {"kl_seq": "min", "kl_token": "min"}
-
 
 def kl_estimates(bank: SampleBank) -> dict[str, float]:
     seq, seq_se = mean_and_se(bank.policy_logps - bank.reference_logps)

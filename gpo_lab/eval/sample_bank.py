@@ -16,10 +16,6 @@ from gpo_lab.parallel.ranks import full_parameters, sampling_ranks
 
 log = logging.getLogger(__name__)
 
-# Which way is better, as logged under val/ (read by gpo_lab.store.directions): a length is neither good
-# nor bad in itself (the judge's reward prices it where it matters).
-METRIC_DIRECTIONS = {"response_length": None, "response_length_reference": None}
-
 
 def held_out_prompts(datamodule, limit: int, tokenizer) -> tuple[list, list[list[int]]]:
     """The first ``limit`` distinct prompts of the validation pairs (texts, token ids).

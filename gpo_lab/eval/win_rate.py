@@ -10,10 +10,6 @@ from gpo_lab.eval.sample_bank import find_bank, log_value
 from gpo_lab.eval.sampling import mean_and_se
 from gpo_lab.store.per_prompt import write_from_callback
 
-# Which way is better, as logged under val/ (read by gpo_lab.store.directions). The reference's samples
-# are drawn once and never change, so their reward has no better direction.
-METRIC_DIRECTIONS = {"win_rate": "max", "judge_reward": "max", "judge_reward_reference": None}
-
 
 class WinRateCallback(pl.Callback):
     """Logs val/win_rate (ties count 1/2) and val/win_rate_se: one policy sample against one

@@ -9,15 +9,18 @@ from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
+import torch
 
 from gpo_lab.errors import bounded, error_text
 from gpo_lab.store.best_and_last import BestAndLast
-from gpo_lab.store.directions import declared_directions
+from gpo_lab.store.directions import METRIC_DIRECTIONS
 from gpo_lab.store.records import SCHEMA_VERSION, read_json, to_jsonable, write_json
 from gpo_lab.store.run_files import SUMMARY_FILE
 
 log = logging.getLogger(__name__)
 
+LOSS_CURVE_POINTS = 61  # f on [-3, 3] every 0.1, for the report's loss_functions.png
+LOSS_CURVE_RANGE = 3.0
 MAX_TRACEBACK_CHARS = 1000  # each of the traceback's last entries
 TRACEBACK_ENTRIES = 8
 
@@ -47,10 +50,9 @@ class ValidationTracker(pl.Callback):
         self.values.update(self.step, values)
 
     def _warn_undeclared(self, values: dict[str, float]) -> None:
-        declared = declared_directions()
-        for name in sorted(set(values) - declared.keys() - self._undeclared):
+        for name in sorted(set(values) - METRIC_DIRECTIONS.keys() - self._undeclared):
             if not (name.endswith("_se") and name[: -len("_se")] in values):
-                log.warning("%s has no declared direction (METRIC_DIRECTIONS); no best value is kept for it.", name)
+                log.warning("%s has no direction in gpo_lab.store.directions; no best value is kept for it.", name)
             self._undeclared.add(name)
 
     def state_dict(self) -> dict[str, Any]:
@@ -102,3 +104,26 @@ class RunSummary:
             final=tracker.final if tracker else {},
             best=tracker.best if tracker else {},
         )
+
+
+def loss_function_record(loss: Any) -> dict[str, Any] | None:
+    """What the report needs of an f(beta * rho) loss, recorded at training time so the report needs no torch.
+
+    f(0), f'(0), f''(0) and f''(0)/|f'(0)| from the loss's ``derivatives`` (exact for the GPO members,
+    central differences for the others), and f on a grid of z for the loss_functions figure. None for a
+    loss that is not a function of beta * rho (it has no derivatives).
+    """
+    derivatives = getattr(loss, "derivatives", None)
+    if derivatives is None:
+        return None
+    z = torch.linspace(-LOSS_CURVE_RANGE, LOSS_CURVE_RANGE, LOSS_CURVE_POINTS, dtype=torch.float64)
+    with torch.no_grad():
+        values = loss.per_example(z, 1.0)  # f(1 * z)
+    return {
+        "f0": float(derivatives.f0),
+        "d1": float(derivatives.d1),
+        "d2": float(derivatives.d2),
+        "regularization_ratio": float(derivatives.regularization_ratio),
+        "z": [round(float(v), 6) for v in z],
+        "f": [float(v) for v in values.double()],
+    }

@@ -32,7 +32,7 @@ from gpo_lab.run.checkpoints import AtomicCheckpointIO, usable_checkpoint
 from gpo_lab.run.config_checks import check_writable, validate_run_config
 from gpo_lab.run.fingerprint import RunDirectoryHoldsAnotherRun, check_same_run, fingerprint, identity
 from gpo_lab.run.metrics_file import MetricsFileLogger
-from gpo_lab.run.summary import RunSummary, ValidationTracker
+from gpo_lab.run.summary import RunSummary, ValidationTracker, loss_function_record
 from gpo_lab.store.lock import RunLock
 from gpo_lab.store.records import atomic_write_text, read_json, read_metrics
 from gpo_lab.store.redaction import redact_hydra_record, redact_override, redact_secrets
@@ -269,6 +269,7 @@ def _train_locked(cfg: DictConfig, run_dir: Path, config: dict[str, Any], config
         atomic_write_text(RunFiles(run_dir).config, OmegaConf.to_yaml(OmegaConf.create(config)))
         validate_run_config(cfg)
         module, datamodule = build_task(cfg)  # builds the caches (SFT policy, reference log-probs) for all ranks
+        summary.update(loss_function=loss_function_record(getattr(module, "loss", None)))  # for the report
 
         tracker = ValidationTracker()
         metrics_file = MetricsFileLogger(run_dir)

@@ -1,60 +1,52 @@
-"""Which way is better for each validation metric, as declared by the code that produces it.
+"""Which way is better for each validation metric the code logs: one literal table.
 
-Each producer module holds a literal ``METRIC_DIRECTIONS = {name: "max" | "min" | None}``, with the
-names it logs under ``val/``. None says that a metric has no better direction (a spread, a
-length): no best is kept for it. The standard error ``X_se`` of a metric ``X`` has none either.
+The run keeps a best value only for a metric with a direction, the wandb logger summarizes it as
+its best, and the report reads "higher is better" from it. None says that a metric has no better
+direction (a spread, a length). The standard error ``X_se`` of a metric ``X`` has none either.
 
-The report and the sweep status run without Lightning, and most producers import it (the
-callbacks, the bandit's package), so the declarations are read from the producers' source with
-:func:`ast.literal_eval` instead of importing them; a test checks that both readings agree.
+The table lives here, below every producer, so that the report and the sweep status read it
+without importing the producers (the callbacks and the bandit load torch and Lightning). A test
+(``tests/test_directions.py``) checks on real runs that every ``val/`` metric logged has an entry.
 """
 
 from __future__ import annotations
 
-import ast
-import functools
-from pathlib import Path
+from collections.abc import Mapping
+from types import MappingProxyType
 
-PACKAGE = Path(__file__).resolve().parents[1]
-PRODUCERS = (
-    "training/pair_metrics.py",
-    "eval/kl.py",
-    "eval/win_rate.py",
-    "eval/sample_bank.py",
-    "tasks/bandit/problem.py",
-)
-DECLARATION = "METRIC_DIRECTIONS"
-MODES = ("max", "min", None)
 PREFIX = "val/"
+MODES = ("max", "min", None)
+
+METRIC_DIRECTIONS: Mapping[str, str | None] = MappingProxyType(
+    {
+        # The pair statistics of every validation batch (training/pair_metrics.py).
+        "val/loss": "min",
+        "val/rho_mean": "max",  # the held-out margin of chosen over rejected
+        "val/rho_std": None,  # a spread of the margins: neither way is better
+        "val/offline_reg": "min",  # R_mu: the policy stays closer to the reference on mu
+        "val/rewards/chosen": "max",  # held-out preferred responses gained on the reference
+        "val/rewards/rejected": "min",  # dispreferred ones lost
+        "val/rewards/margins": "max",
+        "val/rewards/accuracies": "max",
+        "val/logps/chosen": "max",  # held-out preferred responses made more likely
+        "val/logps/rejected": "min",
+        # The sample bank's callbacks (eval/): less divergence from the reference, more wins.
+        "val/kl_seq": "min",
+        "val/kl_token": "min",
+        "val/win_rate": "max",
+        "val/judge_reward": "max",
+        "val/judge_reward_reference": None,  # the reference's samples: a baseline, not the policy's doing
+        "val/response_length": None,  # a length is neither good nor bad
+        "val/response_length_reference": None,
+        # The tabular bandit's exact quantities (tasks/bandit/problem.py).
+        "val/kl": "min",
+        "val/reward": "max",
+        "val/off_support_mass": "min",  # mass that no loss constrains: less is less blind extrapolation
+    }
+)
 
 
 def metric_mode(name: str) -> str | None:
-    """``"max"`` or ``"min"`` for a declared validation metric; None when it has no better direction
-    (or no declaration, such as a standard error or a training metric)."""
-    return declared_directions().get(name)
-
-
-@functools.cache
-def declared_directions() -> dict[str, str | None]:
-    """Every producer's declarations under their logged ``val/`` names; producers of one name must agree."""
-    merged: dict[str, str | None] = {}
-    origin: dict[str, str] = {}
-    for producer in PRODUCERS:
-        for name, mode in read_declaration(PACKAGE / producer).items():
-            key = PREFIX + name
-            if mode not in MODES:
-                raise ValueError(f"{producer}: {DECLARATION}[{name!r}] is {mode!r}; use one of {MODES}.")
-            if key in merged and merged[key] != mode:
-                raise ValueError(f"{key} is declared {merged[key]!r} by {origin[key]} and {mode!r} by {producer}.")
-            merged[key], origin[key] = mode, producer
-    return merged
-
-
-def read_declaration(path: Path) -> dict[str, str | None]:
-    """The literal ``METRIC_DIRECTIONS`` of a module's source, without importing the module."""
-    tree = ast.parse(Path(path).read_text(), filename=str(path))
-    for node in tree.body:
-        targets = node.targets if isinstance(node, ast.Assign) else [getattr(node, "target", None)]
-        if any(isinstance(target, ast.Name) and target.id == DECLARATION for target in targets) and node.value:
-            return ast.literal_eval(node.value)
-    raise ValueError(f"{path} declares no {DECLARATION}.")
+    """``"max"`` or ``"min"`` for a validation metric with a direction; None when it has no better
+    direction or no entry (a standard error, a training metric)."""
+    return METRIC_DIRECTIONS.get(name)

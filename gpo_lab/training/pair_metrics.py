@@ -30,18 +30,3 @@ def preference_metrics(logps: PairLogps, per_example_loss: torch.Tensor, beta: f
         "logps/chosen": logps.policy_chosen.mean(),
         "logps/rejected": logps.policy_rejected.mean(),
     }
-
-
-# Which way is better for each validation statistic above (read by gpo_lab.store.directions; None: no better direction).
-METRIC_DIRECTIONS = {
-    "loss": "min",
-    "rho_mean": "max",  # the held-out margin of chosen over rejected
-    "rho_std": None,  # a spread of the margins: neither way is better
-    "offline_reg": "min",  # R_mu: the policy stays closer to the reference on mu
-    "rewards/chosen": "max",  # held-out preferred responses gained on the reference
-    "rewards/rejected": "min",  # dispreferred ones lost
-    "rewards/margins": "max",
-    "rewards/accuracies": "max",
-    "logps/chosen": "max",  # held-out preferred responses made more likely
-    "logps/rejected": "min",
-}
