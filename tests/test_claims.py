@@ -10,22 +10,17 @@ import pytest
 
 from gpo_lab.report import analyse, collect, make_report
 from gpo_lab.report.__main__ import main as report_main
-from gpo_lab.report.aggregate import regularization_ratio
 from gpo_lab.report.axes import Metric, MissingMetric
 from gpo_lab.report.bandit import BanditRun, claims_markdown
+from gpo_lab.report.beta_ratio import beta_ratio
 from gpo_lab.report.build import completed_jobs, histories
-from gpo_lab.report.claims import (
-    Frontier,
-    best_betas,
-    beta_ratio,
-    exact_claims,
-    fit_peak,
-    frontier_gap,
-    frontiers,
-    grids,
-)
-from gpo_lab.report.figures import departure, regularizer_vs_kl
-from gpo_lab.report.markdown import verdict
+from gpo_lab.report.claims import exact_claims
+from gpo_lab.report.frontier_gap import Frontier, frontier_gap, frontiers
+from gpo_lab.report.grids import grids
+from gpo_lab.report.loss_shapes import member_ratio
+from gpo_lab.report.peak_fit import best_betas, fit_peak
+from gpo_lab.report.training_figures import departure, regularizer_vs_kl
+from gpo_lab.report.verdict import verdict
 from gpo_lab.store.per_prompt import PER_PROMPT_FILE
 from tests.helpers.sweeps import synthetic_sweep, write_job
 
@@ -211,7 +206,7 @@ def test_the_regularizer_figure_draws_every_completed_job(tmp_path):
 
 
 def bandit_run(loss, beta, win, mu="full"):
-    ratio = regularization_ratio(loss)
+    ratio = member_ratio(loss)
     curve = {"val/win_rate": [(0, 0.5), (100, win)], "val/kl": [(0, 0.0), (100, 1.0 / beta)]}
     return BanditRun(loss, beta, "bradley_terry", mu, ratio, curve)
 

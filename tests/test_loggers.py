@@ -16,7 +16,7 @@ import pytest
 import pytorch_lightning as pl
 
 from gpo_lab.errors import ConfigError
-from gpo_lab.run.wandb_logging import has_credentials, resolve_mode
+from gpo_lab.run.wandb_mode import has_credentials, resolve_mode
 from gpo_lab.store.records import read_metrics
 from tests.helpers.runs import compose_config, run_training
 

@@ -13,7 +13,7 @@ import sys
 from gpo_lab.errors import ConfigError
 from gpo_lab.report.axes import KL_CANDIDATES, QUALITY_CANDIDATES
 from gpo_lab.report.build import make_report
-from gpo_lab.report.markdown import verdict
+from gpo_lab.report.verdict import verdict
 from gpo_lab.report.wandb_io import attach_to_wandb
 
 log = logging.getLogger("gpo_lab.report")

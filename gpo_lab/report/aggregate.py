@@ -13,20 +13,11 @@ import math
 import numpy as np
 import pandas as pd
 
-from gpo_lab.losses import derivatives_of
 from gpo_lab.report.axes import Metric
 from gpo_lab.report.collect import COMPLETED, RUNNING
 
 SEED_SD = "sd over seeds"
 EVAL_SE = "evaluation SE"
-
-
-def regularization_ratio(loss: str) -> float:
-    """f''(0)/|f'(0)|: how strongly the loss applies the offline regularizer per unit of beta."""
-    try:
-        return derivatives_of(loss).regularization_ratio
-    except Exception:  # a custom loss that cannot be imported here: no theory line for it
-        return math.nan
 
 
 def aggregate(jobs: pd.DataFrame, metrics: list[Metric], value: str = "final") -> pd.DataFrame:
@@ -54,6 +45,7 @@ def aggregate(jobs: pd.DataFrame, metrics: list[Metric], value: str = "final") -
             "seeds": sorted(group["seed"].dropna().tolist()),
             "partial": bool((group["status"] == RUNNING).any()),
             "jobs": group["job"].tolist(),
+            "ratio": _first_number(group, "ratio"),  # f''(0)/|f'(0)|, as the jobs recorded it
         }
         for metric in metrics:
             values = group[f"{metric.spec} v"].dropna()
@@ -76,9 +68,13 @@ def aggregate(jobs: pd.DataFrame, metrics: list[Metric], value: str = "final") -
     frame = pd.DataFrame(rows)
     if frame.empty:
         return frame
-    frame["ratio"] = [regularization_ratio(loss) if isinstance(loss, str) else math.nan for loss in frame["loss"]]
     frame["scaled_beta"] = frame["beta"] * frame["ratio"]
     return frame.sort_values(["loss", "lr", "beta"], na_position="last").reset_index(drop=True)
+
+
+def _first_number(group: pd.DataFrame, column: str) -> float:
+    values = pd.to_numeric(group[column], errors="coerce").dropna() if column in group else pd.Series(dtype=float)
+    return float(values.iloc[0]) if len(values) else math.nan
 
 
 def best_beta(configs: pd.DataFrame, metric: Metric, jobs: pd.DataFrame | None = None) -> pd.DataFrame:

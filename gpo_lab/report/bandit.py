@@ -2,6 +2,10 @@
 
     python -m gpo_lab.report.bandit multirun/bandit [--beta 0.5]
 
+A command of its own: it rebuilds each run's loss and bandit problem (torch) to compute the exact
+values at step 0, so ``python -m gpo_lab.report`` never imports this module (nothing in the rest of
+gpo_lab.report does) and runs without torch.
+
 writes into that directory
 - ``bandit_training.png``: R_mu, KL(pi || pi_ref) and pi's mass off the support of mu over
   training, for the partial-support runs at one beta, one colour per loss;
@@ -28,9 +32,9 @@ from matplotlib.lines import Line2D
 from matplotlib.ticker import FixedLocator, FormatStrFormatter, NullFormatter
 from omegaconf import OmegaConf
 
-from gpo_lab.losses import MEMBERS, GPOLoss
+from gpo_lab.losses.catalog import GPO_MEMBERS, LINESTYLES
 from gpo_lab.report.claims import exact_claims
-from gpo_lab.report.markdown import best_beta_lines, claim_two, edge_warnings, ratio_lines
+from gpo_lab.report.verdict import best_beta_lines, claim_two, edge_warnings, ratio_lines
 from gpo_lab.store.records import read_json, read_metrics
 from gpo_lab.store.run_files import METRICS_FILE, SUMMARY_FILE, RunFiles
 from gpo_lab.tasks.bandit.problem import build_problem
@@ -39,7 +43,7 @@ TRAINING_FIGURE = "bandit_training.png"
 KL_FIGURE = "bandit_kl_vs_beta.png"
 CLAIMS_FILE = "bandit_claims.md"
 QUALITY = ("val/win_rate", "val/reward")  # the first that every run logged
-LOSS_ORDER = list(MEMBERS)  # the registry's order
+LOSS_ORDER = list(GPO_MEMBERS)  # the paper's order
 SYMLOG_TICKS = [0, 0.5, 1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000]
 SETTLING_WINDOW = 0.2  # a KL has settled if it moved < 1% over the last 20% of the steps
 
@@ -77,7 +81,8 @@ def load_runs(sweep_dir: Path) -> list[BanditRun]:
         cfg = OmegaConf.load(RunFiles(run_dir).config)
         if "bandit" not in cfg:
             continue
-        loss = instantiate(cfg.loss) if cfg.loss.get("name") else GPOLoss(cfg.loss.fn, check=False)
+        # A GPO loss given by f (loss.fn) was checked when it trained: not again here.
+        loss = instantiate(cfg.loss) if cfg.loss.get("name") else instantiate(cfg.loss, check=False)
         curve: dict[str, list[tuple[int, float]]] = {}
         for record in read_metrics(run_dir / METRICS_FILE):
             for key, value in record.items():
@@ -106,16 +111,15 @@ def load_runs(sweep_dir: Path) -> list[BanditRun]:
 
 
 def _styles(runs: list[BanditRun]) -> dict[str, dict]:
-    """A colour and a line style per loss, the same in every figure: the registry's line styles keep
+    """A colour and a line style per loss, the same in every figure: the members' line styles keep
     curves that coincide (logistic, savage and, after rescaling, exponential; squared and truncated
-    quadratic) all visible. Losses outside the registry take the next colours, solid."""
+    quadratic) all visible. Other losses take the next colours, solid."""
     names = sorted({r.loss for r in runs}, key=_order)
     others = iter(range(len(LOSS_ORDER), len(LOSS_ORDER) + len(names)))
     styles = {}
     for name in names:
-        known = MEMBERS.get(name)
-        index = LOSS_ORDER.index(name) if known is not None else next(others)
-        styles[name] = {"color": f"C{index % 10}", "linestyle": known.linestyle if known is not None else "-"}
+        index = LOSS_ORDER.index(name) if name in LOSS_ORDER else next(others)
+        styles[name] = {"color": f"C{index % 10}", "linestyle": LINESTYLES.get(name, "-")}
     return styles
 
 
@@ -242,11 +246,12 @@ def claims_markdown(runs: list[BanditRun]) -> str:
     for kind in _label_kinds(runs):
         for mu in sorted({r.mu for r in runs if r.labels == kind}):
             chosen = [r for r in runs if r.labels == kind and r.mu == mu]
-            curves = {}
+            curves, ratios = {}, {}
             for name in sorted({r.loss for r in chosen}, key=_order):
                 points = sorted((r for r in chosen if r.loss == name), key=lambda r: r.beta)
                 curves[name] = ([r.beta for r in points], [r.final(metric) for r in points])
-            claims = exact_claims(curves)
+                ratios[name] = points[0].ratio
+            claims = exact_claims(curves, ratios)
             lines += [f"## {kind.replace('_', '-')} labels, mu = {mu}", ""]
             lines += [f"**Best-β shift:** {claim_two(claims)}", ""] + edge_warnings(claims)
             lines += best_beta_lines(claims, f"`{metric}`") + [""] + ratio_lines(claims) + [""]

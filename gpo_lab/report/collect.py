@@ -20,7 +20,8 @@ import pandas as pd
 import yaml
 
 from gpo_lab.errors import ConfigError
-from gpo_lab.losses import ALIASES
+from gpo_lab.losses.catalog import canonical_name
+from gpo_lab.report.loss_shapes import LossShape, members_first, ratio_of, shape_of
 from gpo_lab.store.best_and_last import BestAndLast
 from gpo_lab.store.records import read_job_files
 from gpo_lab.store.run_files import CONFIG_FILE, HYDRA_DIR, METRICS_FILE, SUMMARY_FILE, RunFiles
@@ -40,6 +41,7 @@ class Sweep:
     source: str
     jobs: pd.DataFrame
     read_history: Callable[[str], pd.DataFrame] = field(repr=False)
+    loss_shapes: dict[str, LossShape] = field(default_factory=dict, repr=False)  # loss -> its shape, if known
 
     def history(self, job: str) -> pd.DataFrame:
         """Validation records of a job: a ``step`` column and one column per ``val/`` metric."""
@@ -88,7 +90,8 @@ def collect(sweep_dir: str | Path) -> Sweep:
             f"{str(sweep_dir)!r} holds no job directories (none has a {SUMMARY_FILE}, "
             f"{METRICS_FILE} or config.yaml). Pass the folder a multirun wrote, e.g. multirun/<name>/."
         )
-    rows = [read_job(path) for path in jobs]
+    read = [job_and_shape(path) for path in jobs]
+    rows = [row for row, _ in read]
     frame = pd.DataFrame(rows)
     names = frame["name"].dropna().unique()
     name = str(names[0]) if len(names) == 1 else sweep_dir.name
@@ -98,7 +101,18 @@ def collect(sweep_dir: str | Path) -> Sweep:
         source=str(sweep_dir),
         jobs=frame,
         read_history=lambda job: validation_history(read_job_files(paths[job]).records),
+        loss_shapes=pick_shapes(read),
     )
+
+
+def pick_shapes(read: list[tuple[dict[str, Any], LossShape | None]]) -> dict[str, LossShape]:
+    """One shape per loss, members first: a recorded curve before the exact fallback, a completed job first."""
+    ranked = sorted(read, key=lambda pair: (pair[1] is None or not pair[1].has_curve, pair[0]["status"] != COMPLETED))
+    shapes: dict[str, LossShape] = {}
+    for row, shape in ranked:
+        if shape is not None and isinstance(row["loss"], str):
+            shapes.setdefault(row["loss"], shape)
+    return {loss: shapes[loss] for loss in members_first(list(shapes))}
 
 
 def validation_history(records: list[dict[str, Any]]) -> pd.DataFrame:
@@ -116,7 +130,7 @@ def canonical_loss(name: Any) -> str | None:
     """The table name of a loss given by name or alias (a dotted path of a custom loss stays as is)."""
     if name is None or (isinstance(name, float) and math.isnan(name)):
         return None
-    return ALIASES.get(str(name), str(name))
+    return canonical_name(str(name))
 
 
 def read_job(job_dir: Path) -> dict[str, Any]:
@@ -125,9 +139,14 @@ def read_job(job_dir: Path) -> dict[str, Any]:
     Columns: ``job`` (directory name), ``path``, ``status``, ``partial`` (values read from a
     running job's metrics), ``name``, ``loss``, ``beta``, ``lr``, ``seed``, ``config`` (the job's
     name without its seed: jobs that differ only by seed share it), ``steps`` (optimizer
-    updates done), ``wall_time_s``, ``error``, and per validation metric M: ``final/M``,
-    ``best/M``, ``best_step/M``, ``best_se/M``.
+    updates done), ``wall_time_s``, ``error``, ``ratio`` (the loss's f''(0)/|f'(0)|, NaN if
+    unknown), and per validation metric M: ``final/M``, ``best/M``, ``best_step/M``, ``best_se/M``.
     """
+    return job_and_shape(job_dir)[0]
+
+
+def job_and_shape(job_dir: Path) -> tuple[dict[str, Any], LossShape | None]:
+    """A job's row (:func:`read_job`) and its loss's shape (:mod:`~gpo_lab.report.loss_shapes`)."""
     files = read_job_files(job_dir)
     if files.problem is not None:
         log.warning("%s", files.problem)
@@ -152,6 +171,8 @@ def read_job(job_dir: Path) -> dict[str, Any]:
         "wall_time_s": summary.get("wall_time_s"),
         "error": files.problem or _text(summary.get("error")),
     }
+    shape = shape_of(summary.get("loss_function"), row["loss"])
+    row["ratio"] = ratio_of(shape)
     final, best = _mapping(summary.get("final")), _mapping(summary.get("best"))
     if status == RUNNING or (not final and records):
         final, best = _from_records(records)
@@ -162,7 +183,7 @@ def read_job(job_dir: Path) -> dict[str, Any]:
         row[f"best/{metric}"] = _number(entry.get("value"))
         row[f"best_step/{metric}"] = entry.get("step")
         row[f"best_se/{metric}"] = _number(entry.get("se"))
-    return row
+    return row, shape
 
 
 def config_key(job_name: str) -> str:

@@ -1,23 +1,25 @@
 """The report's wandb side: read a sweep back from a wandb project, attach the report to it.
 
 Both need the network and an API key; nothing else in the report does. Local files stay the
-reference: a sweep directory holds everything the report draws.
+reference: a sweep directory holds everything the report draws. wandb itself is imported inside
+the functions that use it: it is optional and slow to load, and ``python -m gpo_lab.report`` on a
+local sweep without wandb in its config never needs it.
 """
 
 from __future__ import annotations
 
 import logging
 import tempfile
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import pandas as pd
 
+from gpo_lab.report.analysis import Report
 from gpo_lab.report.collect import COMPLETED, FAILED, RUNNING, Sweep, canonical_loss, config_key
-from gpo_lab.run.wandb_logging import read_config_file, resolve_mode
+from gpo_lab.report.loss_shapes import member_ratio
+from gpo_lab.run.wandb_mode import resolve_mode
+from gpo_lab.store.config_file import read_config_file
 from gpo_lab.store.run_files import RunFiles
-
-if TYPE_CHECKING:
-    from gpo_lab.report.build import Report
 
 log = logging.getLogger(__name__)
 
@@ -120,13 +122,14 @@ def load_wandb_sweep(project: str, group: str | None = None) -> Sweep:
 def _row(run: Any) -> dict[str, Any]:
     config, summary = run.config, dict(run.summary)
     status = _STATES.get(run.state, run.state)
+    loss = canonical_loss(config.get("loss"))
     row = {
         "job": run.name,
         "path": run.url,
         "status": status,
         "partial": status == RUNNING,
         "name": run.group,
-        "loss": canonical_loss(config.get("loss")),
+        "loss": loss,
         "beta": config.get("beta"),
         "lr": config.get("lr"),
         "seed": config.get("seed"),
@@ -134,6 +137,7 @@ def _row(run: Any) -> dict[str, Any]:
         "steps": summary.get("trainer/global_step"),
         "wall_time_s": summary.get("_runtime"),
         "error": None,
+        "ratio": member_ratio(loss) if loss else float("nan"),  # no loss_function record on wandb: members only
     }
     for name, value in summary.items():
         if not name.startswith("val/"):

@@ -2,8 +2,7 @@
 
 Offline runs are written under ``<run_dir>/wandb/`` and uploaded later with ``wandb sync``; the
 local ``metrics.jsonl`` and ``summary.json`` are written whatever the logger, so nothing is lost
-either way. The API key is never read into a config or written to a log: only whether one
-exists is checked, without any network call.
+either way. Which mode applies is decided by :mod:`gpo_lab.run.wandb_mode`.
 """
 
 from __future__ import annotations
@@ -14,72 +13,26 @@ import secrets
 import shlex
 import string
 import sys
-import warnings
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pytorch_lightning.loggers import WandbLogger as LightningWandbLogger
 from pytorch_lightning.loggers.logger import rank_zero_experiment
 from pytorch_lightning.utilities import rank_zero_only
 
-from gpo_lab.errors import ConfigError
 from gpo_lab.run.logger_steps import UpdateStepLogging
+from gpo_lab.run.wandb_mode import resolve_mode
 from gpo_lab.store.atomic import atomic_write_text
+from gpo_lab.store.config_file import read_config_file
 from gpo_lab.store.directions import metric_mode
 from gpo_lab.store.redaction import redact_override
+from gpo_lab.store.run_files import RunFiles
 
 log = logging.getLogger(__name__)
 
-MODES = ("online", "offline", "disabled")
 STEP_METRIC = "trainer/global_step"
 RUN_ID_FILE = "run_id"  # inside <save_dir>/wandb/: a resumed job continues the same wandb run
-
-
-def has_credentials() -> bool:
-    """Whether wandb would find an API key (environment, ``wandb login``'s netrc, settings).
-
-    Reads local state only; the key itself is neither returned nor logged.
-    """
-    if os.environ.get("WANDB_API_KEY") or os.environ.get("WANDB_IDENTITY_TOKEN_FILE"):
-        return True
-    try:
-        from wandb.sdk import wandb_setup
-        from wandb.sdk.lib import wbauth
-
-        settings = wandb_setup.singleton().settings
-        return bool(wbauth.read_netrc_auth(host=settings.base_url) or settings.api_key)
-    except ImportError:  # another wandb version: its public (deprecated) accessor reads the same places
-        import wandb
-
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            return bool(wandb.api.api_key)
-    except Exception as error:  # an unreadable netrc or settings file means no usable key
-        log.debug("wandb credentials check failed: %s", error)
-        return False
-
-
-def resolve_mode(mode: str | None = None) -> str:
-    """The wandb mode to run in: ``mode`` if given, else ``WANDB_MODE``, else online iff a key exists."""
-    requested = mode or os.environ.get("WANDB_MODE") or None
-    if requested is None:
-        return "online" if has_credentials() else "offline"
-    requested = {"dryrun": "offline", "run": "online"}.get(requested, requested)
-    if requested not in MODES:
-        raise ConfigError(
-            f"Unknown wandb mode {requested!r}. Use one of {', '.join(MODES)} "
-            "(logger.wandb.mode=..., or the WANDB_MODE environment variable), or leave it unset."
-        )
-    return requested
-
-
-def read_config_file(path: str | os.PathLike | None) -> dict[str, Any]:
-    """The run's resolved ``config.yaml`` (written before the loggers are built), or {} if absent."""
-    if path is None or not Path(path).is_file():
-        return {}
-    return yaml.safe_load(Path(path).read_text()) or {}
 
 
 class WandbLogger(UpdateStepLogging, LightningWandbLogger):
@@ -88,7 +41,8 @@ class WandbLogger(UpdateStepLogging, LightningWandbLogger):
     - ``mode``: online with a key, else offline (one log line says where the files are and how
       to upload them); an explicit ``mode`` or ``WANDB_MODE`` wins.
     - ``config`` holds the identifying numbers (loss, beta, lr, seed, ...) as top-level keys, and
-      the whole resolved run config under ``config``.
+      the whole resolved run config under ``config`` (the run's ``config.yaml`` in ``save_dir``,
+      unless ``config_file`` names another file).
     - Validation metrics are logged at the number of optimizer updates applied, as in
       ``metrics.jsonl`` (Lightning logs them one step lower during fit), against
       ``trainer/global_step``; each ``val/`` metric's summary keeps its last value, and its best
@@ -116,7 +70,7 @@ class WandbLogger(UpdateStepLogging, LightningWandbLogger):
         self._why = "as configured" if mode or os.environ.get("WANDB_MODE") else "no API key configured"
         save_dir = Path(save_dir)
         run_config = dict(config or {})
-        full_config = read_config_file(config_file)
+        full_config = read_config_file(config_file if config_file is not None else RunFiles(save_dir).config)
         if full_config:
             run_config["config"] = full_config
         super().__init__(
@@ -139,10 +93,8 @@ class WandbLogger(UpdateStepLogging, LightningWandbLogger):
     @staticmethod
     def _run_id(save_dir: Path) -> str:
         """The stored id when the run resumes from a checkpoint; a new one (stored) otherwise."""
-        from gpo_lab.run.train import last_checkpoint
-
         path = save_dir / "wandb" / RUN_ID_FILE
-        if path.is_file() and last_checkpoint(save_dir) is not None:
+        if path.is_file() and RunFiles(save_dir).last_checkpoint.is_file():
             return path.read_text().strip()
         run_id = "".join(secrets.choice(string.ascii_lowercase + string.digits) for _ in range(8))
         atomic_write_text(path, run_id + "\n")

@@ -15,6 +15,33 @@ import yaml
 
 from gpo_lab.store.records import metric_mode
 
+# The GPO members' f and (f(0), f'(0), f''(0)), written out by hand: a hand-written job carries the
+# loss_function record of summary.json that a run writes (f on z = -3, -2.9, ..., 3).
+MEMBER_FUNCTIONS = {
+    "logistic": (lambda z: math.log1p(math.exp(-z)), (math.log(2), -0.5, 0.25)),
+    "hinge": (lambda z: max(0.0, 1 - z), (1.0, -1.0, 0.0)),
+    "squared": (lambda z: (z - 1) ** 2, (1.0, -2.0, 2.0)),
+    "exponential": (lambda z: math.exp(-z), (1.0, -1.0, 1.0)),
+    "truncated_quadratic": (lambda z: max(0.0, 1 - z) ** 2, (1.0, -2.0, 2.0)),
+    "savage": (lambda z: 1 / (1 + math.exp(z)) ** 2, (0.25, -0.25, 0.125)),
+}
+CURVE_Z = [round(-3 + 0.1 * k, 6) for k in range(61)]
+
+
+def loss_function_record(loss: str) -> dict[str, Any] | None:
+    """summary.json's ``loss_function`` for a GPO member (None for any other loss)."""
+    if loss not in MEMBER_FUNCTIONS:
+        return None
+    f, (f0, d1, d2) = MEMBER_FUNCTIONS[loss]
+    return {
+        "f0": f0,
+        "d1": d1,
+        "d2": d2,
+        "regularization_ratio": d2 / abs(d1),
+        "z": CURVE_Z,
+        "f": [f(z) for z in CURVE_Z],
+    }
+
 
 def job_name(**overrides: Any) -> str:
     """Hydra's override_dirname: key=value items sorted by key, joined by commas."""
@@ -34,9 +61,11 @@ def write_job(
     final: dict[str, float] | None = None,
     error: str | None = None,
     name: str = "synthetic",
+    loss_function: bool = True,
 ) -> Path:
     """One job directory. ``history`` holds (step, val metrics) records; ``final`` defaults to
-    the last value of each; ``best`` follows each metric's mode; ``status=None`` writes no summary."""
+    the last value of each; ``best`` follows each metric's mode; ``status=None`` writes no summary;
+    ``loss_function=False`` leaves out the loss's record, as summaries written before it did."""
     overrides = {"loss": loss, "beta": beta, "optim.lr": lr}
     if seeded:
         overrides["seed"] = seed
@@ -75,6 +104,8 @@ def write_job(
         "best": best,
         "data": {},
     }
+    if loss_function:
+        summary["loss_function"] = loss_function_record(loss)
     if status == "running":
         summary.update(final={}, best={})
     if error is not None:

@@ -1,0 +1,182 @@
+"""The claims section of report.md (and of the bandit's claims file): the verdict on the paper's two
+claims, the fitted best beta of each loss, the best-beta ratio against theory, the frontiers' gap."""
+
+from __future__ import annotations
+
+import math
+
+from gpo_lab.report.axes import Metric
+from gpo_lab.report.cells import number, table
+from gpo_lab.report.claims import Claims
+
+
+def verdict(claims: Claims) -> str:
+    """What the sweep shows on the paper's two claims, whichever way it falls."""
+    gap, k = claims.gap, claims.overlap_se
+    if gap is None:
+        one = "cannot be judged: no two losses' frontiers share a range of KL (or no KL was logged)."
+    elif gap.z <= k:
+        one = (
+            f"the frontiers overlap within {k:g} SE: the largest gap between two losses' frontiers is "
+            f"{gap.z:.2f} SE ({gap.higher} above {gap.lower} by {gap.gap:.3g} at KL {gap.kl:.3g})."
+        )
+    else:
+        one = (
+            f"the frontiers do not overlap within {k:g} SE: {gap.higher}'s frontier lies {gap.z:.2f} SE above "
+            f"{gap.lower}'s (by {gap.gap:.3g} at KL {gap.kl:.3g})."
+        )
+    edges = [b.loss for b in claims.bests if not b.claimable]
+    tail = f" No β shift is claimed for {', '.join(edges)} (see the notes below)." if edges else ""
+    return (
+        f"**Verdict.** Claim 1 (similar trade-offs): {one} Claim 2 (best β moves as f''(0)/|f'(0)|): "
+        f"{claim_two(claims)}{tail}"
+    )
+
+
+def claim_two(claims: Claims) -> str:
+    """What the sweep shows on the best-β shift: consistent with theory or not, or why it cannot tell."""
+    ratio = claims.ratio
+    if ratio is None:
+        two = "cannot be judged: the sweep has no losses of two different f''(0)/|f'(0)| groups."
+    elif not ratio.judged:
+        two = f"cannot be judged: {ratio.problem}; extend the grid."
+    else:
+        measured = (
+            f"the best β of {', '.join(ratio.low_group[1])} is {ratio.measured:.3g}× that of "
+            f"{', '.join(ratio.high_group[1])}"
+        )
+        if ratio.contains_theory is None:
+            two = f"{measured} (exact values, no interval); theory predicts {ratio.theory:.3g}."
+        elif ratio.contains_theory:
+            two = (
+                f"consistent with theory: {measured} ({claims.level:.0%} interval {ratio.low:.3g}–{ratio.high:.3g}), "
+                f"which contains theory's {ratio.theory:.3g}."
+            )
+            if ratio.low <= 1 <= ratio.high:
+                two += " It also contains 1 (no shift): the sweep does not resolve the shift."
+        else:
+            two = (
+                f"not consistent with theory: {measured} ({claims.level:.0%} interval "
+                f"{ratio.low:.3g}–{ratio.high:.3g}), which excludes theory's {ratio.theory:.3g}."
+            )
+            if ratio.low <= 1 <= ratio.high:
+                two += " It contains 1: no shift at all."
+    return two
+
+
+def claims_section(claims: Claims, y: Metric | None, x: Metric | None, partial: bool = False) -> list[str]:
+    """The claims section of report.md: verdict, fitted best β, the ratio, the frontiers' gap."""
+    lines = ["## The paper's claims", ""]
+    if partial:
+        lines += ["_The sweep is still running: the claims count completed jobs only and may change._", ""]
+    quality = f"`{y.spec}`" if y is not None else "the quality metric"
+    lines += [verdict(claims), ""] + edge_warnings(claims) + best_beta_lines(claims, quality)
+    lines += ["", "### Best-β ratio between the f''(0)/|f'(0)| groups", ""] + ratio_lines(claims)
+    if claims.replicates or claims.gap is not None:
+        lines += ["", "### Do the frontiers overlap?", ""] + gap_lines(claims, quality, x)
+    lines += [f"- {note}" for note in claims.notes]
+    return lines
+
+
+def edge_warnings(claims: Claims) -> list[str]:
+    """One loud line per loss whose best β is at an edge of its grid (or that has too few β)."""
+    lines = [f"> **⚠ {b.loss}: {b.note}.**" for b in claims.bests if b.note and not b.claimable]
+    return lines + [""] if lines else []
+
+
+def best_beta_lines(claims: Claims, quality: str) -> list[str]:
+    """The fitted best β of each loss, with its interval and note."""
+    if claims.replicates:
+        how = (
+            f"Interval: {claims.level:.0%} bootstrap ({claims.replicates} replicates) over the seeds of each "
+            f"configuration and the evaluation prompts ({claims.bootstrap}), the fit redone per replicate."
+        )
+    else:
+        how = "Exact values: no interval."
+    lines = [
+        "### Best β per loss, fitted",
+        "",
+        f"Fit: a quadratic in log β through the highest mean {quality} over seeds and its two neighbours on "
+        f"the grid; its vertex (clamped to the neighbours' range) is the fitted best β. {how}",
+        "",
+    ]
+    rows = []
+    for b in claims.bests:
+        interval = f"{number(b.low)} – {number(b.high)}" if math.isfinite(b.low) and b.claimable else "—"
+        rows.append(
+            [
+                b.loss,
+                number(b.lr),
+                ", ".join(f"{v:g}" for v in b.betas),
+                str(b.seeds),
+                number(b.grid_best),
+                number(b.best) if b.claimable else "—" if len(b.betas) < 3 or b.flat else f"({number(b.best)}: edge)",
+                interval,
+                number(b.ratio),
+                number(b.best * b.ratio) if b.claimable else "—",
+                b.note,
+            ]
+        )
+    lines += table(
+        [
+            "loss",
+            "lr",
+            "β run",
+            "seeds",
+            "highest mean at β",
+            "fitted best β",
+            f"{claims.level:.0%} interval",
+            "f''(0)/|f'(0)|",
+            "fitted β·f''(0)/|f'(0)|",
+            "note",
+        ],
+        rows,
+    )
+    return lines
+
+
+def ratio_lines(claims: Claims) -> list[str]:
+    """The two groups, the measured ratio of their best β and theory's, and what was left out."""
+    ratio, lines = claims.ratio, []
+    if ratio is None:
+        lines.append("_Not measured: the sweep has no losses of two different f''(0)/|f'(0)| groups._")
+    else:
+        lines += [
+            f"Theory: equal regularization at equal β·f''(0)/|f'(0)|, so the best β of the group with "
+            f"f''(0)/|f'(0)| = {ratio.low_group[0]:g} is {ratio.theory:g}× that of the group with "
+            f"{ratio.high_group[0]:g}. Measured: the geometric mean of each group's fitted best β (per replicate).",
+            "",
+            f"- Group f''(0)/|f'(0)| = {ratio.low_group[0]:g}: {', '.join(ratio.low_group[1]) or '—'}",
+            f"- Group f''(0)/|f'(0)| = {ratio.high_group[0]:g}: {', '.join(ratio.high_group[1]) or '—'}",
+        ]
+        if ratio.judged:
+            interval = ""
+            if math.isfinite(ratio.low):
+                interval = f" ({claims.level:.0%} interval {number(ratio.low)} – {number(ratio.high)})"
+            lines.append(f"- **Measured ratio: {number(ratio.measured)}{interval}; theory: {number(ratio.theory)}.**")
+        else:
+            lines.append(f"- **No ratio is claimed: {ratio.problem}.** Theory: {number(ratio.theory)}.")
+        lines += [f"- Left out: {loss} ({why})" for loss, why in ratio.excluded.items()]
+    return lines
+
+
+def gap_lines(claims: Claims, quality: str, x: Metric | None) -> list[str]:
+    """The largest gap between two losses' frontiers, in standard errors."""
+    gap = claims.gap
+    if gap is None:
+        return ["_Not measured: no two losses' frontiers share a range of KL, or no KL metric was logged._"]
+    kl = f"`{x.spec}`" if x is not None else "KL"
+    lines = [
+        f"Each loss's frontier (its configurations no other of its configurations beats on {kl} and "
+        f"{quality}) is interpolated linearly in KL; on the common KL range of every pair, the gap is "
+        "divided by the two frontiers' standard errors there, sqrt(se₁² + se₂²) (a point's SE: the "
+        "larger of sd over seeds/√n and its evaluation SE/√n).",
+        "",
+        f"- **Largest gap: {gap.z:.2f} SE**: {gap.higher} above {gap.lower} by {number(gap.gap)} at KL "
+        f"{number(gap.kl)} (SE {number(gap.se)}), over {gap.pairs} pair(s) of losses.",
+        "- It is the largest of many comparisons (every pair, every frontier point), so a value somewhat "
+        "above 2 can arise by chance alone when the frontiers are the same.",
+    ]
+    if gap.skipped:
+        lines.append(f"- No common KL range: {', '.join(gap.skipped)}.")
+    return lines
