@@ -15,7 +15,8 @@ import datasets
 import pytest
 from hydra.utils import instantiate
 
-from gpo_lab.data.formats import convert, detect_schema, load, split_transcripts
+from gpo_lab.data.formats import convert, detect_schema, load
+from gpo_lab.data.preference_schemas import split_transcripts
 from gpo_lab.data.sources import DataError
 from gpo_lab.models.tokenizers import byte_tokenizer
 from tests.helpers.runs import compose_config
