@@ -11,7 +11,7 @@ import torch
 from omegaconf import OmegaConf
 
 from gpo_lab.errors import ConfigError
-from gpo_lab.losses import GPOLoss
+from gpo_lab.losses.gpo import GPOLoss
 from gpo_lab.report.bandit import CLAIMS_FILE, KL_FIGURE, TRAINING_FIGURE, draw
 from gpo_lab.tasks.bandit import BanditModule, build_problem
 from gpo_lab.tasks.bandit.problem import DTYPE

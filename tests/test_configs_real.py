@@ -21,7 +21,9 @@ from hydra.utils import get_method, instantiate
 from transformers.optimization import Adafactor
 
 from gpo_lab.eval.judges import RewardModelJudge
-from gpo_lab.losses import FIELD, validate_beta
+from gpo_lab.losses.base import validate_beta
+from gpo_lab.losses.catalog import FIELD_LOSSES
+from gpo_lab.losses.named_losses import loss_config
 from gpo_lab.run.train import build_callbacks, describe_run
 from gpo_lab.scoring.precision import training_precision
 from tests.helpers import ROOT
@@ -33,7 +35,7 @@ SFT_POLICY = "cleanrl/EleutherAI_pythia-1b-deduped__sft__tldr"
 REWARD_MODEL = "cleanrl/EleutherAI_pythia-6.9b-deduped__reward__tldr"
 PAPER_LOSSES = {"logistic", "hinge", "squared", "exponential", "truncated_quadratic", "savage"}
 # Every loss of the field that is a function of the chosen and the rejected log-ratios.
-TWO_ARGUMENT_LOSSES = {name for name, entry in FIELD.items() if entry.config["_target_"].endswith("PairFunctionLoss")}
+TWO_ARGUMENT_LOSSES = {name for name in FIELD_LOSSES if loss_config(name)["_target_"].endswith("PairFunctionLoss")}
 
 
 def submits_to_slurm(launcher) -> bool:

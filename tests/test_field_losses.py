@@ -10,10 +10,13 @@ import math
 
 import pytest
 import torch
-import yaml
 
 from gpo_lab.errors import ConfigError
-from gpo_lab.losses import FIELD, AOTLoss, GPOLoss, NotOnRho
+from gpo_lab.losses.aot import AOTLoss
+from gpo_lab.losses.base import NotOnRho
+from gpo_lab.losses.catalog import FIELD_LOSSES, loss_card
+from gpo_lab.losses.gpo import GPOLoss
+from gpo_lab.losses.named_losses import build_loss, needs_nonconvex_switch
 from gpo_lab.scoring.batches import PairLogps
 from tests.helpers import CONF_DIR
 
@@ -50,7 +53,7 @@ def log_sigmoid(x):
 
 
 def build(name, **overrides):
-    return FIELD[name].build(**overrides)
+    return build_loss(name, **overrides)
 
 
 BETA = 0.7
@@ -160,14 +163,13 @@ def test_aot_mode_is_checked():
         build("aot_unpaired").per_example(t(1.0), 1.0)
 
 
-def test_every_field_loss_has_its_yaml_and_no_yaml_is_unknown():
-    files = {p.stem: yaml.safe_load(p.read_text()) for p in (CONF_DIR / "loss").glob("*.yaml")}
-    for name, entry in FIELD.items():
-        assert files[name] == entry.config, name
+def test_the_nonconvex_losses_carry_the_switch_in_their_yaml():
+    assert all(needs_nonconvex_switch(name) for name in NONCONVEX)
+    assert not needs_nonconvex_switch("cdpo")
 
 
 def test_reference_free_losses_say_so():
-    assert {n for n, e in FIELD.items() if not build(n, **_allow(n)).uses_reference} == {"simpo", "orpo", "sft"}
+    assert {n for n in FIELD_LOSSES if not build(n, **_allow(n)).uses_reference} == {"simpo", "orpo", "sft"}
     # ...and need no reference values at all: NaN references leave them finite
     nan = torch.full((2,), float("nan"), dtype=torch.float64)
     blind = PairLogps(LOGPS.policy_chosen, LOGPS.policy_rejected, nan, nan, LOGPS.chosen_length, LOGPS.rejected_length)
@@ -188,7 +190,7 @@ def test_nonconvex_losses_need_the_explicit_switch():
 
 def test_on_rho_losses_are_their_g_of_beta_rho():
     """cdpo, robust, exo and discopop are g(beta * rho): the bandit and the report can use them."""
-    on_rho = {n for n in FIELD if build(n, **_allow(n)).on_rho}
+    on_rho = {n for n in FIELD_LOSSES if build(n, **_allow(n)).on_rho}
     assert on_rho == {"cdpo", "robust", "exo_pair", "discopop"}
     # cDPO's slope at 0 is (1 - 2 eps) f'(0) = -0.4, its curvature f''(0) = 1/4, by hand
     d = build("cdpo").derivatives
@@ -213,26 +215,29 @@ def test_user_f_of_a_margin_loss_is_checked():
     with pytest.raises(Exception, match="not convex"):
         build("cdpo", fn="tests.test_losses.not_convex")
     with pytest.raises(Exception, match=r"f'\(0\) = 0.6"):  # (1 - 2 eps) * 1 = 0.6 for exp(z)
-        FIELD["cdpo"].build(label_smoothing=0.2, fn="tests.test_losses.increasing_at_zero")
+        build("cdpo", label_smoothing=0.2, fn="tests.test_losses.increasing_at_zero")
 
 
-def test_the_docs_table_is_the_field():
+def test_every_field_loss_describes_itself_in_its_yaml():
+    """The ``# formula:`` and ``# paper:`` header of conf/loss/<name>.yaml, read by code (catalog.loss_card)."""
+    cdpo = loss_card("cdpo")
+    assert (cdpo.formula, cdpo.paper) == (
+        "(1 - eps) log(1 + exp(-z)) + eps log(1 + exp(z))",
+        "conservative DPO, Mitchell 2023",
+    )
+    assert (
+        cdpo.trl == "label_smoothing of CPOTrainer's sigmoid" and cdpo.beta == "the same beta; eps is label_smoothing"
+    )
+    assert (loss_card("odpo").trl, loss_card("odpo").beta) == ("", "the same beta")  # the defaults
+    for name in FIELD_LOSSES:
+        card = loss_card(name)
+        assert card.formula and card.paper, name
+
+
+def test_the_docs_table_of_the_field_names_only_real_losses():
+    """The table in docs/losses.md is prose about the losses; each row it has must name a loss=<name> option."""
     text = (CONF_DIR.parent / "docs" / "losses.md").read_text()
-    section = text.split("## The rest of the field", 1)[1].split("\n## ", 1)[0]
-    rows = [[cell.strip() for cell in line.split(" | ")] for line in section.splitlines() if line.startswith("| `")]
-    rows = rows[1:]  # after the header
-    assert [row[0].strip("| `") for row in rows] == list(FIELD)
-    for row in rows:
-        entry = FIELD[row[0].strip("| `")]
-        assert row[1] == f"`{entry.formula}`" and row[2] == entry.paper
-        assert row[3] == (entry.trl or "—") and row[4].rstrip(" |") == entry.beta
-
-
-def test_the_report_rescales_only_losses_of_beta_rho():
-    from gpo_lab.report import aggregate, figures
-
-    assert math.isnan(aggregate.regularization_ratio("simpo"))  # no f''(0): left out of the rescaled panel
-    assert "not f(β·ρ)" in figures._omission("simpo", math.nan)
-    # cDPO: f''(0) = 1/4 and |f'(0)| = (1 - 2 eps)/2 = 0.4 by hand
-    assert aggregate.regularization_ratio("cdpo") == pytest.approx(0.25 / 0.4, rel=1e-6)
-    assert aggregate.regularization_ratio("sigmoid") == 0.5  # the alias is logistic
+    section = text.split("## The rest of the field", 1)[-1].split("\n## ", 1)[0]
+    rows = [line.split("|")[1].strip().strip("`") for line in section.splitlines() if line.startswith("| `")]
+    named = rows[1:]  # after the header
+    assert set(named) <= set(FIELD_LOSSES), set(named) - set(FIELD_LOSSES)

@@ -12,7 +12,7 @@ import torch
 from gpo_lab.data import PreferenceDataModule
 from gpo_lab.eval import kl_estimates
 from gpo_lab.eval.sampling import encode_prompts, generate_bank
-from gpo_lab.losses import GPOLoss
+from gpo_lab.losses.gpo import GPOLoss
 from gpo_lab.models.reference import freeze
 from gpo_lab.models.tiny import tiny_causal_lm
 from gpo_lab.models.tokenizers import word_tokenizer

@@ -1,15 +1,20 @@
 """What the rest of gpo_lab gives the losses: token counts from every layout, a module that skips the
 reference for reference-free losses, and a bandit that refuses losses not defined on rho alone."""
 
+import functools
+import math
+
 import pytest
 import torch
 from omegaconf import OmegaConf
 
 from gpo_lab.errors import ConfigError
-from gpo_lab.losses import FIELD, GPOLoss
+from gpo_lab.losses.base import NotOnRho, PreferenceLoss
+from gpo_lab.losses.gpo import GPOLoss
+from gpo_lab.losses.named_losses import build_loss
 from gpo_lab.models.tiny import tiny_causal_lm
 from gpo_lab.models.tokenizers import byte_tokenizer
-from gpo_lab.scoring.batches import PlainPairs
+from gpo_lab.scoring.batches import PairLogps, PlainPairs
 from gpo_lab.scoring.packing import PackedPairs
 from gpo_lab.scoring.seq2seq import Seq2SeqPairs
 from gpo_lab.tasks.common import build_task
@@ -43,7 +48,7 @@ def test_reference_free_losses_skip_the_reference_in_training():
     torch.manual_seed(0)
     policy = tiny_causal_lm(byte_tokenizer(), hidden_size=32, num_layers=1, num_heads=2)
     batch = PlainPairs.from_pairs(PAIRS, pad_id=0)
-    module = GPOModule(policy, Forbidden(), FIELD["simpo"].build(), beta=2.0, optimizer=torch.optim.SGD)
+    module = GPOModule(policy, Forbidden(), build_loss("simpo"), beta=2.0, optimizer=torch.optim.SGD)
     assert module.skips_reference
     logps = module.batch_logprobs(batch, reference=False)
     assert torch.isnan(logps.reference_chosen).all()
@@ -79,7 +84,6 @@ def test_an_offset_column_reaches_odpo(packing):
     import datasets
 
     from gpo_lab.data.datamodule import PreferenceDataModule
-    from gpo_lab.scoring.batches import PairLogps
 
     rows = [{"prompt": f"p{i}", "chosen": "good answer", "rejected": "bad", "gap": 0.5 * i} for i in range(6)]
     module = PreferenceDataModule(
@@ -99,4 +103,21 @@ def test_an_offset_column_reaches_odpo(packing):
     zeros = torch.zeros(batch.num_pairs)
     logps = PairLogps(zeros, zeros, zeros, zeros, offset=batch.offset)  # rho = 0: loss = log(1 + exp(offset))
     expected = torch.log1p(torch.exp(batch.offset))
-    torch.testing.assert_close(FIELD["odpo"].build().pair_loss(logps, 0.3), expected)
+    torch.testing.assert_close(build_loss("odpo").pair_loss(logps, 0.3), expected)
+
+
+def test_the_base_class_states_the_interface():
+    """forward is the batch mean of pair_loss for every loss; per_example exists only for f(beta * rho)."""
+    t = functools.partial(torch.tensor, dtype=torch.float64)
+    # chosen log-ratios (1, -1), rejected (-1, 1): rho = (2, -2)
+    logps = PairLogps(t([-4.0, -10.0]), t([-6.0, -7.0]), t([-5.0, -9.0]), t([-5.0, -8.0]), t([2.0, 4.0]), t([4.0, 2.0]))
+    for loss in (GPOLoss("logistic"), build_loss("simpo"), build_loss("nca_pair"), build_loss("rpo")):
+        assert isinstance(loss, PreferenceLoss)
+        torch.testing.assert_close(loss(logps, 0.5), loss.pair_loss(logps, 0.5).mean())
+    # logistic at beta = 1/2 on rho = (2, -2): log(1 + e^-1) and log(1 + e^1), by hand
+    torch.testing.assert_close(
+        GPOLoss("logistic").pair_loss(logps, 0.5), t([math.log1p(math.exp(-1.0)), math.log1p(math.exp(1.0))])
+    )
+    with pytest.raises(NotOnRho, match="nca_pair"):
+        build_loss("nca_pair").per_example(torch.zeros(2), 1.0)
+    assert not build_loss("sft").uses_reference and build_loss("nca_pair").uses_reference

@@ -1,5 +1,5 @@
-"""The loss registry is the one list of losses: its yaml files, its aliases, the docs' table and
-the docs' worked example of adding a member all agree with it."""
+"""A named loss is its conf/loss/<name>.yaml: the members' files, the aliases, the docs' family table and
+the docs' worked example of adding a loss all agree with that and with the catalog."""
 
 import math
 import re
@@ -8,15 +8,19 @@ from fractions import Fraction
 import pytest
 import torch
 import yaml
+from hydra.utils import instantiate
 
-from gpo_lab import losses
-from gpo_lab.losses import ALIASES, MEMBERS, GPOLoss, GPOMember, InvalidGPOLoss, check_gpo_function
-from gpo_lab.report import bandit, figures
+from gpo_lab.losses import catalog, gpo
+from gpo_lab.losses.base import PreferenceLoss
+from gpo_lab.losses.catalog import ALIASES, EXACT_DERIVATIVES, FIELD_LOSSES, GPO_MEMBERS
+from gpo_lab.losses.function_check import InvalidGPOLoss, check_gpo_function
+from gpo_lab.losses.gpo import MEMBER_FUNCTIONS, GPOLoss
+from gpo_lab.losses.named_losses import build_loss, loss_config, needs_nonconvex_switch
 from tests.helpers import CONF_DIR, ROOT
 from tests.helpers.runs import compose_config
 
 DOCS = ROOT / "docs" / "losses.md"
-LOSS_YAML = {"_target_": "gpo_lab.losses.GPOLoss"}
+LOSS_YAML = {"_target_": "gpo_lab.losses.gpo.GPOLoss"}
 
 
 def autograd_at_zero(f) -> tuple[float, float, float]:
@@ -27,43 +31,43 @@ def autograd_at_zero(f) -> tuple[float, float, float]:
     return value.item(), first.item(), second.item()
 
 
-def test_every_member_has_its_yaml_and_every_yaml_is_a_member():
+def test_the_yaml_files_are_the_members_custom_and_the_field():
     files = {p.stem: yaml.safe_load(p.read_text()) for p in (CONF_DIR / "loss").glob("*.yaml")}
     assert files.pop("custom") == {**LOSS_YAML, "fn": "???"}
-    for name in losses.FIELD:  # the rest of the field, checked in tests/test_field_losses.py
-        files.pop(name)
-    assert files == {name: {**LOSS_YAML, "fn": name} for name in MEMBERS}
+    assert {name: files.pop(name) for name in GPO_MEMBERS} == {name: {**LOSS_YAML, "fn": name} for name in GPO_MEMBERS}
+    assert sorted(files) == list(FIELD_LOSSES)
+
+
+@pytest.mark.parametrize("name", ["custom", *GPO_MEMBERS, *FIELD_LOSSES])
+def test_every_loss_option_is_a_preference_loss(name):
+    overrides = {"fn": "tests.test_losses.scaled_logistic"} if name == "custom" else {}
+    if needs_nonconvex_switch(name):
+        overrides["allow_nonconvex"] = True
+    loss = build_loss(name, **overrides)
+    assert isinstance(loss, PreferenceLoss)
+    assert loss.on_rho == (loss.derivatives is not None)
 
 
 @pytest.mark.parametrize("alias,name", sorted(ALIASES.items()))
 def test_every_alias_composes_as_its_member(alias, name):
-    assert not (CONF_DIR / "loss" / f"{alias}.yaml").exists()  # stored from the registry, not written by hand
+    assert not (CONF_DIR / "loss" / f"{alias}.yaml").exists()  # stored in Hydra's ConfigStore, not written by hand
     assert compose_config([f"loss={alias}"]).loss == compose_config([f"loss={name}"]).loss
-    assert GPOLoss(alias).name == name
+    assert GPOLoss(alias).name == name and loss_config(alias) == loss_config(name)
 
 
-@pytest.mark.parametrize("name", list(MEMBERS))
-def test_exact_derivatives_are_the_functions_own(name):
-    member = MEMBERS[name]
-    d = member.derivatives
-    assert autograd_at_zero(member.function) == pytest.approx((d.f0, d.d1, d.d2), abs=1e-12)
-    assert losses.EXACT_DERIVATIVES[name] is d and losses.BUILTIN_FUNCTIONS[name] is member.function
-    assert getattr(losses, name) is member.function  # importable by its table name
+def test_the_member_functions_are_the_papers_in_its_order():
+    assert tuple(MEMBER_FUNCTIONS) == GPO_MEMBERS
+    for name, function in MEMBER_FUNCTIONS.items():
+        assert getattr(gpo, name) is function  # importable by its table name
+        assert GPOLoss(name).derivatives is EXACT_DERIVATIVES[name]  # a member is trusted, not measured
 
 
-def test_every_list_of_losses_is_the_registrys():
-    assert figures.PAPER_LOSSES == tuple(MEMBERS) == tuple(bandit.LOSS_ORDER)
-    styles = bandit._styles([bandit.BanditRun(name, 1.0, "bradley_terry", "partial", 0.0, {}) for name in MEMBERS])
-    assert [s["linestyle"] for s in styles.values()] == [m.linestyle for m in MEMBERS.values()]
+def test_an_unknown_name_lists_the_valid_ones():
     with pytest.raises(InvalidGPOLoss) as error:
         GPOLoss("nope")
-    assert f"Valid names: {', '.join(sorted(MEMBERS) + sorted(ALIASES))};" in str(error.value)
-
-
-def test_a_registered_name_cannot_be_taken_twice():
-    with pytest.raises(ValueError, match="dpo"):
-        losses.register(GPOMember("new", losses.logistic, MEMBERS["logistic"].derivatives, "GPO", ("dpo",)))
-    assert "new" not in MEMBERS
+    assert f"Valid names: {', '.join(sorted(GPO_MEMBERS) + sorted(ALIASES))};" in str(error.value)
+    with pytest.raises(KeyError, match="the loss options are: .*cdpo"):
+        build_loss("nope")
 
 
 # ----------------------------------------------------------------------------- docs/losses.md
@@ -84,44 +88,45 @@ def number(text: str) -> float:
     return math.log(float(text.removeprefix("log "))) if text.startswith("log ") else float(Fraction(text))
 
 
-def test_the_docs_table_is_the_registry():
+def test_the_docs_family_table_is_the_catalog():
     rows = [
         re.split(r"(?<!\\)\|", line)[1:-1] for line in doc_section("The family").splitlines() if line.startswith("| `")
     ][1:]  # after the header
-    assert [row[0].strip().strip("`") for row in rows] == list(MEMBERS)
+    assert [row[0].strip().strip("`") for row in rows] == list(GPO_MEMBERS)
     for name, formula, known_as, f0, d1, d2, ratio in rows:
-        member = MEMBERS[name.strip().strip("`")]
-        aliases = ", ".join(f"`loss={a}`" for a in member.aliases)
-        assert known_as.strip() == (f"{member.known_as} ({aliases})" if aliases else member.known_as)
-        d = member.derivatives
+        name = name.strip().strip("`")
+        assert re.findall(r"`loss=(\w+)`", known_as) == [a for a, n in ALIASES.items() if n == name]
+        d = EXACT_DERIVATIVES[name]
         assert [number(v) for v in (f0, d1, d2, ratio)] == pytest.approx([d.f0, d.d1, d.d2, d.regularization_ratio])
-        assert member.function.__doc__.startswith(formula.strip())
+        function = MEMBER_FUNCTIONS[name]
+        assert function.__doc__.startswith(formula.strip())
         closed_form = formula.strip().replace("^", "**")
         for z in (-2.0, -0.5, 0.0, 0.7, 3.0):
             expected = eval(closed_form, {"exp": math.exp, "log": math.log, "max": max, "z": z})
-            assert member.function(torch.tensor(z, dtype=torch.float64)).item() == pytest.approx(expected, rel=1e-12)
+            assert function(torch.tensor(z, dtype=torch.float64)).item() == pytest.approx(expected, rel=1e-12)
 
 
-def test_the_docs_example_of_adding_a_loss_works(monkeypatch):
-    function_code, entry_code = code_blocks(doc_section("Adding a loss to the family"), "python")
-    (config,) = code_blocks(doc_section("Adding a loss to the family"), "yaml")
-    namespace = {"torch": torch, "math": math, "GPOMember": GPOMember, "Derivatives": losses.Derivatives}
+def test_the_docs_example_of_adding_a_loss_works(monkeypatch, tmp_path):
+    """The two steps of the docs, run as written: the function, then the yaml file (in a copy of conf/loss/)."""
+    section = doc_section("Adding a loss to the family")
+    (function_code,) = code_blocks(section, "python")
+    (config_text,) = code_blocks(section, "yaml")
+    namespace = {"torch": torch}
     exec(function_code, namespace)  # noqa: S102
-    (member,) = eval(entry_code, namespace)  # an entry of the MEMBERS tuple
-    monkeypatch.setattr(losses, "MEMBERS", dict(MEMBERS))
-    losses.register(member)
+    monkeypatch.setattr(gpo, "pseudo_huber", namespace["pseudo_huber"], raising=False)
+    (tmp_path / "pseudo_huber.yaml").write_text(config_text)
+    monkeypatch.setattr(catalog, "LOSS_CONFIG_DIR", tmp_path)
 
-    assert yaml.safe_load(config) == {**LOSS_YAML, "fn": member.name}
-    loss = GPOLoss("smooth_hinge")
-    assert loss.name == "pseudo_huber" and loss.derivatives is member.derivatives
+    card = catalog.loss_card("pseudo_huber")
+    assert namespace["pseudo_huber"].__doc__.startswith(card.formula) and card.paper
+    loss = instantiate(yaml.safe_load(config_text))
+    assert isinstance(loss, GPOLoss) and loss.name == "pseudo_huber"
     rho = torch.tensor([2.0, -1.0, 0.0], dtype=torch.float64)
-    expected = sum(math.sqrt(1 + (0.5 * r - 1) ** 2) for r in (2.0, -1.0, 0.0)) / 3
-    assert loss(rho, beta=0.5).item() == pytest.approx(expected, rel=1e-12)
-    d = member.derivatives
-    assert autograd_at_zero(member.function) == pytest.approx((d.f0, d.d1, d.d2), abs=1e-12)
-    numerical = losses.numerical_derivatives(member.function)
-    assert (d.f0, d.d1, d.d2) == pytest.approx((numerical.f0, numerical.d1, numerical.d2), rel=1e-5)
-    assert d.regularization_ratio == pytest.approx(0.5)
-    check_gpo_function(member.name, member.function)  # it really is a GPO loss
-    with pytest.raises(InvalidGPOLoss, match="pseudo_huber, .*smooth_hinge"):
-        GPOLoss("pseudo_hubr")
+    expected = [math.sqrt(1 + (0.5 * r - 1) ** 2) for r in (2.0, -1.0, 0.0)]
+    torch.testing.assert_close(loss.per_example(rho, beta=0.5), torch.tensor(expected, dtype=torch.float64))
+    # f(0) = sqrt 2, f'(0) = -1/sqrt 2, f''(0) = 1/(2 sqrt 2), by hand: f''(0)/|f'(0)| = 1/2
+    d = loss.derivatives
+    expected_derivatives = (math.sqrt(2), -1 / math.sqrt(2), 1 / (2 * math.sqrt(2)))
+    assert (d.f0, d.d1, d.d2) == pytest.approx(expected_derivatives, rel=1e-6)
+    assert d.regularization_ratio == pytest.approx(0.5, rel=1e-6)
+    check_gpo_function("pseudo_huber", loss.function)  # it really is a GPO loss

@@ -5,9 +5,13 @@ import math
 import pytest
 import torch
 
-from gpo_lab import losses
 from gpo_lab.errors import ConfigError
-from gpo_lab.losses import EXACT_DERIVATIVES, GPOLoss, InvalidGPOLoss, check_gpo_function, numerical_derivatives
+from gpo_lab.losses import gpo
+from gpo_lab.losses.base import validate_beta
+from gpo_lab.losses.catalog import EXACT_DERIVATIVES
+from gpo_lab.losses.function_check import InvalidGPOLoss, check_gpo_function, numerical_derivatives
+from gpo_lab.losses.gpo import GPOLoss
+from gpo_lab.losses.named_losses import derivatives_of
 
 Z = torch.tensor([-3.0, -1.0, -0.25, 0.0, 0.5, 1.0, 2.0, 5.0], dtype=torch.float64)
 
@@ -33,7 +37,7 @@ HAND_DERIVATIVES = {
 
 @pytest.mark.parametrize("name", sorted(CLOSED_FORMS))
 def test_function_matches_closed_form(name):
-    f = getattr(losses, name)  # importable by its table name
+    f = getattr(gpo, name)  # importable by its table name
     expected = torch.tensor([CLOSED_FORMS[name](float(z)) for z in Z], dtype=torch.float64)
     torch.testing.assert_close(f(Z), expected, rtol=1e-12, atol=1e-12)
 
@@ -45,7 +49,7 @@ def test_derivatives_at_zero(name):
     assert (exact.f0, exact.d1, exact.d2) == pytest.approx((f0, d1, d2), abs=1e-15)
     # Autograd of the implementation agrees with the hand values (hinge's kink is at z=1, not 0).
     z = torch.zeros((), dtype=torch.float64, requires_grad=True)
-    value = getattr(losses, name)(z)
+    value = getattr(gpo, name)(z)
     (first,) = torch.autograd.grad(value, z, create_graph=True)
     second = torch.autograd.grad(first, z)[0] if first.requires_grad else torch.zeros(())
     assert (value.item(), first.item(), second.item()) == pytest.approx((f0, d1, d2), abs=1e-12)
@@ -64,11 +68,11 @@ def test_numerically_stable_in_float32_far_from_zero():
     for name in CLOSED_FORMS:
         if name == "exponential":
             continue  # exp(200) is not representable in float32; it is checked below
-        assert torch.isfinite(getattr(losses, name)(z)).all(), name
-    assert losses.logistic(torch.tensor([-200.0])).item() == pytest.approx(200.0)
-    assert losses.savage(torch.tensor([200.0])).item() == 0.0
+        assert torch.isfinite(getattr(gpo, name)(z)).all(), name
+    assert gpo.logistic(torch.tensor([-200.0])).item() == pytest.approx(200.0)
+    assert gpo.savage(torch.tensor([200.0])).item() == 0.0
     # exponential is computed in at least float32 even for half-precision input
-    half = losses.exponential(torch.tensor([-20.0], dtype=torch.float16))
+    half = gpo.exponential(torch.tensor([-20.0], dtype=torch.float16))
     assert half.dtype == torch.float32 and half.item() == pytest.approx(math.exp(20), rel=1e-6)
 
 
@@ -80,12 +84,12 @@ def test_aliases(alias, target):
 def test_loss_value_at_rho_zero_is_f0():
     rho = torch.zeros(5)
     for name, (f0, _, _) in HAND_DERIVATIVES.items():
-        assert GPOLoss(name)(rho, beta=0.3).item() == pytest.approx(f0, rel=1e-6)
+        assert GPOLoss(name).per_example(rho, beta=0.3).mean().item() == pytest.approx(f0, rel=1e-6)
 
 
 def test_loss_applies_beta_inside_f():
     rho = torch.tensor([2.0, -1.0], dtype=torch.float64)
-    loss = GPOLoss("squared")(rho, beta=0.5)
+    loss = GPOLoss("squared").per_example(rho, beta=0.5).mean()
     assert loss.item() == pytest.approx(((1.0 - 1) ** 2 + (-0.5 - 1) ** 2) / 2)
 
 
@@ -132,25 +136,25 @@ def test_unknown_name_lists_the_valid_ones():
 @pytest.mark.parametrize("beta", [0, -0.1, float("nan"), float("inf")])
 def test_beta_must_be_positive(beta):
     with pytest.raises(ConfigError, match="beta must be"):
-        losses.validate_beta(beta)
+        validate_beta(beta)
 
 
 def test_savage_is_convex_only_right_of_minus_log_two():
     """Hand-computed: f'' = 2 s^2 (1 - s)(2 - 3 s), s = sigmoid(-z); negative for z < -log 2."""
     for z0 in (-1.0, 0.0, 1.0):
         z = torch.tensor(z0, dtype=torch.float64, requires_grad=True)
-        (first,) = torch.autograd.grad(losses.savage(z), z, create_graph=True)
+        (first,) = torch.autograd.grad(gpo.savage(z), z, create_graph=True)
         (second,) = torch.autograd.grad(first, z)
         s = 1 / (1 + math.exp(z0))
         assert second.item() == pytest.approx(2 * s**2 * (1 - s) * (2 - 3 * s), rel=1e-10)
     with pytest.raises(InvalidGPOLoss, match="not convex"):
-        check_gpo_function("savage", losses.savage)
+        check_gpo_function("savage", gpo.savage)
     assert GPOLoss("savage").name == "savage"  # the paper's member is accepted by name
 
 
 @pytest.mark.parametrize("name", sorted(set(CLOSED_FORMS) - {"savage"}))
 def test_table_losses_pass_the_convexity_check(name):
-    check_gpo_function(name, getattr(losses, name))
+    check_gpo_function(name, getattr(gpo, name))
 
 
 # ----------------------------------------------------------------------------- the check's three holes
@@ -173,7 +177,7 @@ def test_a_user_function_named_like_a_member_is_still_checked():
     assert loss.name == "tests.test_losses.squared" and loss.function is squared
     d = loss.derivatives
     assert (d.f0, d.d1, d.d2) == pytest.approx((3.0, -6.0, 6.0), rel=1e-6)
-    assert losses.derivatives_of("tests.test_losses.squared").d1 == pytest.approx(-6.0, rel=1e-6)
+    assert derivatives_of("tests.test_losses.squared").d1 == pytest.approx(-6.0, rel=1e-6)
     assert GPOLoss("squared").derivatives is EXACT_DERIVATIVES["squared"]  # the member itself is still trusted
 
 

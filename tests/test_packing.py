@@ -7,7 +7,7 @@ import pytest
 import torch
 from transformers import GPT2Config, GPT2LMHeadModel
 
-from gpo_lab.losses import GPOLoss
+from gpo_lab.losses.gpo import GPOLoss
 from gpo_lab.models.tiny import tiny_causal_lm
 from gpo_lab.models.tokenizers import byte_tokenizer
 from gpo_lab.scoring.batches import PlainPairs
@@ -139,7 +139,7 @@ def loss_and_grads(model, logps):
     half = logps.shape[0] // 2
     reference = torch.linspace(-30.0, -10.0, logps.shape[0])
     rho = (logps[:half] - reference[:half]) - (logps[half:] - reference[half:])
-    loss = GPOLoss("logistic")(rho, 0.1)
+    loss = GPOLoss("logistic").per_example(rho, 0.1).mean()
     model.zero_grad()
     loss.backward()
     return loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}

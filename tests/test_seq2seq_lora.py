@@ -11,7 +11,7 @@ import pytorch_lightning as pl
 import torch
 from omegaconf import OmegaConf
 
-from gpo_lab.losses import GPOLoss
+from gpo_lab.losses.gpo import GPOLoss
 from gpo_lab.models.tiny import tiny_seq2seq_lm
 from gpo_lab.models.tokenizers import byte_tokenizer
 from gpo_lab.scoring.logprobs import sequence_logprobs

@@ -8,7 +8,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from gpo_lab.losses import GPOLoss
+from gpo_lab.losses.gpo import GPOLoss
 from gpo_lab.scoring.packing import PackedPairs
 from gpo_lab.scoring.seq2seq import Seq2SeqPairs
 from gpo_lab.tasks.bandit import BanditModule, build_problem

@@ -7,7 +7,7 @@ from functools import partial
 import pytest
 import torch
 
-from gpo_lab.losses import GPOLoss
+from gpo_lab.losses.gpo import GPOLoss
 from gpo_lab.models.reference import frozen_copy
 from gpo_lab.models.tiny import tiny_causal_lm
 from gpo_lab.models.tokenizers import byte_tokenizer

@@ -25,7 +25,10 @@ os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
 
 from trl import DPOTrainer  # noqa: E402
 
-from gpo_lab.losses import FIELD, GPOLoss, WeightedSum  # noqa: E402
+from gpo_lab.losses.catalog import FIELD_LOSSES  # noqa: E402
+from gpo_lab.losses.gpo import GPOLoss  # noqa: E402
+from gpo_lab.losses.named_losses import build_loss, needs_nonconvex_switch  # noqa: E402
+from gpo_lab.losses.weighted_sum import WeightedSum  # noqa: E402
 from gpo_lab.scoring.batches import PairLogps  # noqa: E402
 
 B, T = 4, 7  # pairs, completion positions
@@ -56,8 +59,8 @@ RTOL = {"exo_pair": 1e-7}
 
 
 def gpo_lab_loss(name: str):
-    if name in FIELD:
-        return FIELD[name].build(**({"allow_nonconvex": True} if FIELD[name].nonconvex else {}))
+    if name in FIELD_LOSSES:
+        return build_loss(name, **({"allow_nonconvex": True} if needs_nonconvex_switch(name) else {}))
     return GPOLoss(name)
 
 
@@ -193,7 +196,7 @@ def assert_per_quantile_equal_trls(name, beta, **options):
     loss_type, _ = DPO_SHARED[name]
     per_token, mask, reference = token_logps(seed=len(name))
     leaf_mine = per_token.clone().requires_grad_(True)
-    mine = ours(FIELD[name].build(**options), leaf_mine * mask, mask, reference, beta)
+    mine = ours(build_loss(name, **options), leaf_mine * mask, mask, reference, beta)
     for k in range(B):
         leaf_theirs = per_token.clone().requires_grad_(True)
         theirs = trl_dpo_loss(loss_type, leaf_theirs * mask, mask, reference, pick=k, beta=beta, **options)
@@ -211,7 +214,7 @@ def test_aot_label_smoothing_equals_trls(name):
 def test_loss_weights_are_a_weighted_sum():
     """TRL's loss_type=[sigmoid, sft], loss_weights=[1, 0.5] is WeightedSum(logistic, sft) with those weights."""
     per_token, mask, reference = token_logps(seed=7)
-    mixed = WeightedSum("mix", [GPOLoss("logistic"), FIELD["sft"].build()], [1.0, 0.5])
+    mixed = WeightedSum("mix", [GPOLoss("logistic"), build_loss("sft")], [1.0, 0.5])
     leaf_mine, leaf_theirs = (per_token.clone().requires_grad_(True) for _ in range(2))
     mine = ours(mixed, leaf_mine * mask, mask, reference, 0.3).mean()
     theirs = trl_dpo_loss(["sigmoid", "sft"], leaf_theirs * mask, mask, reference, weights=[1.0, 0.5], beta=0.3)
@@ -225,7 +228,7 @@ def test_rpo_differs_from_trls_sft_weight_only_in_how_it_averages_tokens():
     """RPO's NLL is per response (-log pi(y_w)/|y_w|), TRL's sft over the batch's tokens: equal lengths agree."""
     per_token, _, reference = token_logps(seed=3)
     mask = torch.ones_like(per_token)
-    mine = ours(FIELD["rpo"].build(weights=[1.0, 0.25]), per_token, mask, reference, 0.2).mean()
+    mine = ours(build_loss("rpo", weights=[1.0, 0.25]), per_token, mask, reference, 0.2).mean()
     theirs = trl_dpo_loss(["sigmoid", "sft"], per_token, mask, reference, weights=[1.0, 0.25], beta=0.2)
     torch.testing.assert_close(mine, theirs, rtol=1e-10, atol=1e-12)
 
@@ -261,7 +264,7 @@ def test_simpo_equals_trls_cpo_simpo(beta):
 
     policy, lengths, reference = averaged_logps(11)
     leaf_mine, leaf_theirs = (policy.clone().requires_grad_(True) for _ in range(2))
-    mine = FIELD["simpo"].build(gamma=0.7).pair_loss(PairLogps.from_scores(leaf_mine, reference, lengths), beta)
+    mine = build_loss("simpo", gamma=0.7).pair_loss(PairLogps.from_scores(leaf_mine, reference, lengths), beta)
     average = leaf_theirs / lengths  # CPOTrainer's simpo scores average token log-probs
     theirs, _, _ = CPOTrainer.cpo_loss(cpo_self("simpo", beta, simpo_gamma=0.7), average[:B], average[B:])
     torch.testing.assert_close(mine, theirs, rtol=1e-10, atol=1e-12)
@@ -276,7 +279,7 @@ def test_cdpo_equals_trls_label_smoothed_sigmoid_on_log_ratios():
 
     policy, lengths, reference = averaged_logps(13)
     logps = PairLogps.from_scores(policy, reference, lengths)
-    mine = FIELD["cdpo"].build(label_smoothing=0.2).pair_loss(logps, 0.6)
+    mine = build_loss("cdpo", label_smoothing=0.2).pair_loss(logps, 0.6)
     ratios = policy - reference
     theirs, _, _ = CPOTrainer.cpo_loss(cpo_self("sigmoid", 0.6, label_smoothing=0.2), ratios[:B], ratios[B:])
     torch.testing.assert_close(mine, theirs, rtol=1e-10, atol=1e-12)
@@ -287,7 +290,7 @@ def test_orpo_odds_ratio_term_equals_trls():
     from trl.experimental.orpo import ORPOTrainer
 
     policy, lengths, reference = averaged_logps(17)
-    orpo = FIELD["orpo"].build()
+    orpo = build_loss("orpo")
     nll, odds = orpo.parts
     logps = PairLogps.from_scores(policy, reference, lengths)
     average = (policy / lengths).float()

@@ -14,7 +14,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from gpo_lab.errors import ConfigError
-from gpo_lab.losses import validate_beta
+from gpo_lab.losses.base import validate_beta
 from gpo_lab.store.run_files import CHECKPOINT_DIR
 
 

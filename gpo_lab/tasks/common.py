@@ -11,6 +11,7 @@ import torch
 from hydra.utils import get_method, instantiate
 from omegaconf import DictConfig
 
+from gpo_lab.losses.base import PreferenceLoss
 from gpo_lab.models.batch_dependence import batch_dependence
 from gpo_lab.models.reference import LazyReference
 from gpo_lab.models.reference_cache import SPLITS, ReferenceLogpCache, attach_reference_logps
@@ -27,7 +28,7 @@ def build_task(cfg: DictConfig) -> tuple[pl.LightningModule, pl.LightningDataMod
 
     ``beta`` and the other values were checked at start-up (:func:`gpo_lab.run.config_checks.validate_run_config`).
     """
-    loss = instantiate(cfg.loss)
+    loss: PreferenceLoss = instantiate(cfg.loss)
     log.info("loss %r", loss)
     pl.seed_everything(cfg.seed, workers=True)
     return get_method(cfg.builder)(cfg, loss, float(cfg.beta))

@@ -6,7 +6,7 @@ import pytorch_lightning as pl
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-from gpo_lab.losses import GPOLoss
+from gpo_lab.losses.base import PreferenceLoss
 from gpo_lab.models.hf import disable_dropout, is_encoder_decoder
 from gpo_lab.tasks.common import record_fast_paths, reference_cache_not_used, with_reference_cache
 from gpo_lab.training.gpo_module import GPOModule
@@ -15,7 +15,7 @@ from gpo_lab.training.optimizer import optimization_options
 ENCODER_DECODER_CACHE = "the reference cache scores causal rows; an encoder-decoder reference runs at every step"
 
 
-def build_language_task(cfg: DictConfig, loss: GPOLoss, beta: float) -> tuple[GPOModule, pl.LightningDataModule]:
+def build_language_task(cfg: DictConfig, loss: PreferenceLoss, beta: float) -> tuple[GPOModule, pl.LightningDataModule]:
     """The default task: a causal or encoder-decoder LM policy on a dataset of text preference pairs.
 
     The data is read, checked and tokenized before the model is loaded, so bad data fails in

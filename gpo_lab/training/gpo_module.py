@@ -10,7 +10,7 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 
-from gpo_lab.losses import GPOLoss
+from gpo_lab.losses.base import PreferenceLoss
 from gpo_lab.parallel.ranks import gather_rows
 from gpo_lab.scoring.batches import PairBatch, PairLogps
 from gpo_lab.training.nonfinite import check_finite_gradients, check_finite_loss
@@ -37,7 +37,7 @@ class GPOModule(pl.LightningModule):
         self,
         policy: torch.nn.Module,
         reference: torch.nn.Module,
-        loss: GPOLoss,
+        loss: PreferenceLoss,
         beta: float,
         optimizer: OptimizerFactory,
         warmup_steps: int = 0,

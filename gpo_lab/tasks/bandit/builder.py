@@ -15,7 +15,7 @@ from omegaconf import DictConfig
 from torch.utils.data import DataLoader, Dataset, StackDataset
 
 from gpo_lab.errors import ConfigError
-from gpo_lab.losses import GPOLoss
+from gpo_lab.losses.base import PreferenceLoss
 from gpo_lab.tasks.bandit.problem import BanditProblem, build_problem
 from gpo_lab.tasks.common import reference_cache_not_used
 from gpo_lab.training.optimizer import OptimizerFactory, optimization_options, warmed_up_optimizer
@@ -27,7 +27,12 @@ class BanditModule(pl.LightningModule):
     """A softmax policy with one free logit per action, initialised at the reference (rho = 0)."""
 
     def __init__(
-        self, problem: BanditProblem, loss: GPOLoss, beta: float, optimizer: OptimizerFactory, warmup_steps: int = 0
+        self,
+        problem: BanditProblem,
+        loss: PreferenceLoss,
+        beta: float,
+        optimizer: OptimizerFactory,
+        warmup_steps: int = 0,
     ):
         super().__init__()
         self.problem = problem
@@ -157,7 +162,7 @@ class BanditDataModule(pl.LightningDataModule):
         }
 
 
-def build_bandit_task(cfg: DictConfig, loss: GPOLoss, beta: float) -> tuple[BanditModule, BanditDataModule]:
+def build_bandit_task(cfg: DictConfig, loss: PreferenceLoss, beta: float) -> tuple[BanditModule, BanditDataModule]:
     """The ``builder`` of ``+experiment=bandit``: reads the ``bandit:`` block, ``optim`` and ``seed``."""
     settings = cfg.get("bandit")
     if settings is None:

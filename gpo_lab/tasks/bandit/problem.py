@@ -18,7 +18,7 @@ from typing import Any
 import torch
 
 from gpo_lab.errors import ConfigError
-from gpo_lab.losses import GPOLoss
+from gpo_lab.losses.base import PreferenceLoss
 
 DTYPE = torch.float64
 
@@ -96,7 +96,7 @@ class BanditProblem:
         """E[rho(chosen, rejected)] over mu and the labels: sum_i w_i (2 p_i - 1) rho_i."""
         return (self.pair_weights * (2 * self.preference - 1) * self.rho(logits)).sum(-1)
 
-    def population_loss(self, loss: GPOLoss, logits: torch.Tensor, beta: float) -> torch.Tensor:
+    def population_loss(self, loss: PreferenceLoss, logits: torch.Tensor, beta: float) -> torch.Tensor:
         """The exact expected loss: sum_i w_i [p_i f(beta rho_i) + (1 - p_i) f(-beta rho_i)]."""
         rho = self.rho(logits)
         return (
@@ -104,7 +104,7 @@ class BanditProblem:
             * (self.preference * loss.per_example(rho, beta) + (1 - self.preference) * loss.per_example(-rho, beta))
         ).sum(-1)
 
-    def metrics(self, logits: torch.Tensor, loss: GPOLoss, beta: float) -> dict[str, torch.Tensor]:
+    def metrics(self, logits: torch.Tensor, loss: PreferenceLoss, beta: float) -> dict[str, torch.Tensor]:
         """Every exact quantity, under the names the runs log them (without the ``val/`` prefix)."""
         return {
             "loss": self.population_loss(loss, logits, beta),

@@ -8,7 +8,7 @@ import torch
 from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from gpo_lab.losses import GPOLoss
+from gpo_lab.losses.base import PreferenceLoss
 from gpo_lab.tasks.common import record_fast_paths, with_reference_cache
 from gpo_lab.tasks.synthetic.pairs import PairSettings, offline_pairs
 from gpo_lab.tasks.synthetic.sft import SFTSettings, sft_policy
@@ -16,7 +16,9 @@ from gpo_lab.training.gpo_module import GPOModule
 from gpo_lab.training.optimizer import optimization_options
 
 
-def build_synthetic_task(cfg: DictConfig, loss: GPOLoss, beta: float) -> tuple[GPOModule, pl.LightningDataModule]:
+def build_synthetic_task(
+    cfg: DictConfig, loss: PreferenceLoss, beta: float
+) -> tuple[GPOModule, pl.LightningDataModule]:
     """pi_ref = the SFT policy; mu = pairs labelled by the golden reward; validation = held-out prompts.
 
     The data config names the data module (``_target_``) and its batching options; the pairs

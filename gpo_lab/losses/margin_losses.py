@@ -1,4 +1,4 @@
-"""Losses of one margin: f of beta times a margin, shifted, with optional label noise.
+"""Losses of one margin: f of beta times a margin, shifted, with optional label noise (cDPO, SimPO, ORPO's term, ...).
 
 The margin is the summed or length-averaged log-ratio, SimPO's reference-free averaged log-prob
 or ORPO's log-odds (:func:`scores`); the f is a GPO member, a user's f or a non-convex f of the
@@ -14,8 +14,9 @@ import torch
 import torch.nn.functional as F
 
 from gpo_lab.errors import ConfigError
-from gpo_lab.losses.check import check_gpo_function, numerical_derivatives
-from gpo_lab.losses.parts import NotOnRho, _float, _lengths
+from gpo_lab.losses.base import NotOnRho, PreferenceLoss, at_least_float32, response_lengths
+from gpo_lab.losses.function_check import LossFunction, check_gpo_function, numerical_derivatives
+from gpo_lab.losses.gpo import resolve_function
 
 SCORES = ("log_ratio", "log_ratio_avg", "logp_avg", "log_odds")
 NOISE = ("none", "cdpo", "robust")
@@ -31,11 +32,16 @@ def scores(logps, kind: str) -> tuple[torch.Tensor, torch.Tensor]:
     geometric mean token probability, no reference (ORPO).
     """
     if kind == "log_ratio":
-        return _float(logps.chosen_log_ratio), _float(logps.rejected_log_ratio)
-    chosen_length, rejected_length = _lengths(logps)
+        return at_least_float32(logps.chosen_log_ratio), at_least_float32(logps.rejected_log_ratio)
+    chosen_length, rejected_length = response_lengths(logps)
     if kind == "log_ratio_avg":
-        return _float(logps.chosen_log_ratio) / chosen_length, _float(logps.rejected_log_ratio) / rejected_length
-    chosen, rejected = _float(logps.policy_chosen) / chosen_length, _float(logps.policy_rejected) / rejected_length
+        return at_least_float32(logps.chosen_log_ratio) / chosen_length, at_least_float32(
+            logps.rejected_log_ratio
+        ) / rejected_length
+    chosen, rejected = (
+        at_least_float32(logps.policy_chosen) / chosen_length,
+        at_least_float32(logps.policy_rejected) / rejected_length,
+    )
     if kind == "logp_avg":
         return chosen, rejected
     return chosen - log1mexp(chosen), rejected - log1mexp(rejected)  # log_odds
@@ -49,14 +55,14 @@ def log1mexp(x: torch.Tensor) -> torch.Tensor:
 # ----------------------------------------------------------------------------- non-convex f of z
 def discopop(z: torch.Tensor, tau: float = 0.05) -> torch.Tensor:
     """(1 - sigmoid(z/tau)) log(1 + exp(-z)) + sigmoid(z/tau) exp(-z): DiscoPOP's log-ratio modulated loss."""
-    z = _float(z)
+    z = at_least_float32(z)
     mix = torch.sigmoid(z / tau)
     return (1 - mix) * F.softplus(-z) + mix * torch.exp(-z)
 
 
 def exo_pair(z: torch.Tensor, epsilon: float = 1e-3) -> torch.Tensor:
     """KL(softmax(z, 0) || (1 - eps, eps)) over {chosen, rejected}: EXO-pref with K = 2."""
-    z = _float(z)
+    z = at_least_float32(z)
     return torch.sigmoid(z) * (F.logsigmoid(z) - math.log1p(-epsilon)) + torch.sigmoid(-z) * (
         F.logsigmoid(-z) - math.log(epsilon)
     )
@@ -65,16 +71,14 @@ def exo_pair(z: torch.Tensor, epsilon: float = 1e-3) -> torch.Tensor:
 NONCONVEX_FUNCTIONS = {"discopop": discopop, "exo_pair": exo_pair}
 
 
-def _resolve(fn: str, fn_kwargs: dict | None):
+def resolve_margin_function(fn: str, fn_kwargs: dict | None) -> tuple[str, LossFunction]:
     """(name, f) for a GPO member or alias, a non-convex f of the field, or a user's dotted path."""
-    from gpo_lab.losses import resolve_function
-
     if fn in NONCONVEX_FUNCTIONS:
         return fn, functools.partial(NONCONVEX_FUNCTIONS[fn], **(fn_kwargs or {}))
     return resolve_function(fn)  # checked by MarginLoss as the z -> loss function it builds
 
 
-class MarginLoss(torch.nn.Module):
+class MarginLoss(PreferenceLoss):
     """loss = c * g(a * (s_w - s_l) - shift), g = f with optional label noise: one margin, one f.
 
     ``scores``: which margin (see :func:`scores`). ``shift`` = gamma (SimPO's target margin)
@@ -84,8 +88,6 @@ class MarginLoss(torch.nn.Module):
     or ``ipo`` (a = 2 beta, c = 1 / (2 beta)^2, with f = squared: (m - 1/(2 beta))^2, IPO's tau = beta).
     g is checked like a user's f (finite, convex unless ``allow_nonconvex``, decreasing at 0).
     """
-
-    on_rho = False
 
     def __init__(
         self,
@@ -119,12 +121,12 @@ class MarginLoss(torch.nn.Module):
             beta_role,
         )
         self.gamma, self.length_alpha, self.offset = float(gamma), float(length_alpha), bool(offset)
-        self.fn_name, self.f = _resolve(fn, fn_kwargs)
+        self.fn_name, self.f = resolve_margin_function(fn, fn_kwargs)
         self.uses_reference = scores in ("log_ratio", "log_ratio_avg")
         shifted = self.gamma != 0 or self.length_alpha != 0 or self.offset
-        self.on_rho = scores == "log_ratio" and not shifted and beta_role == "temperature"
+        on_rho = scores == "log_ratio" and not shifted and beta_role == "temperature"
         check_gpo_function(f"{name} (f = {self.fn_name}, noise = {noise})", self.g, allow_nonconvex=allow_nonconvex)
-        self.derivatives = numerical_derivatives(self.g) if self.on_rho else None
+        self.derivatives = numerical_derivatives(self.g) if on_rho else None
 
     def g(self, z: torch.Tensor) -> torch.Tensor:
         """f with label noise, as a function of z."""
@@ -138,12 +140,12 @@ class MarginLoss(torch.nn.Module):
     def shift(self, logps) -> torch.Tensor | float:
         shift: torch.Tensor | float = self.gamma
         if self.length_alpha:
-            chosen_length, rejected_length = _lengths(logps)
-            shift = shift + self.length_alpha * _float(chosen_length - rejected_length)
+            chosen_length, rejected_length = response_lengths(logps)
+            shift = shift + self.length_alpha * at_least_float32(chosen_length - rejected_length)
         if self.offset:
             if logps.offset is None:
                 raise ConfigError(f"Loss {self.name!r} needs a per-pair offset, but the batch has none.")
-            shift = shift + _float(logps.offset)
+            shift = shift + at_least_float32(logps.offset)
         return shift
 
     def pair_loss(self, logps, beta: float) -> torch.Tensor:
@@ -157,10 +159,7 @@ class MarginLoss(torch.nn.Module):
         """g(beta * rho), for losses that are functions of rho alone (the bandit)."""
         if not self.on_rho:
             raise NotOnRho(f"Loss {self.name!r} is not a function of the summed reference-normalized margin rho.")
-        return self.g(beta * _float(rho))
-
-    def forward(self, logps, beta: float) -> torch.Tensor:
-        return self.pair_loss(logps, beta).mean()
+        return self.g(beta * at_least_float32(rho))
 
     def extra_repr(self) -> str:
         return f"{self.name}: f={self.fn_name}, scores={self.score_kind}, noise={self.noise}, beta as {self.beta_role}"

@@ -13,6 +13,7 @@ from collections.abc import Callable
 import torch
 
 from gpo_lab.errors import ConfigError
+from gpo_lab.losses.catalog import Derivatives
 
 LossFunction = Callable[[torch.Tensor], torch.Tensor]
 
@@ -21,10 +22,8 @@ class InvalidGPOLoss(ConfigError):
     """Raised at start-up when a function does not define a GPO loss."""
 
 
-def numerical_derivatives(f: LossFunction, h: float = 1e-4):
+def numerical_derivatives(f: LossFunction, h: float = 1e-4) -> Derivatives:
     """Central finite differences at 0 in float64; exact enough to check signs and ratios."""
-    from gpo_lab.losses import Derivatives
-
     z = torch.tensor([-h, 0.0, h], dtype=torch.float64)
     lo, mid, hi = (float(v) for v in f(z))
     return Derivatives(mid, (hi - lo) / (2 * h), (hi - 2 * mid + lo) / h**2)
