@@ -45,7 +45,7 @@ def aggregate(jobs: pd.DataFrame, metrics: list[Metric], value: str = "final") -
             "seeds": sorted(group["seed"].dropna().tolist()),
             "partial": bool((group["status"] == RUNNING).any()),
             "jobs": group["job"].tolist(),
-            "ratio": _first_number(group, "ratio"),  # f''(0)/|f'(0)|, as the jobs recorded it
+            "ratio": first_number(group, "ratio"),  # f''(0)/|f'(0)|, as the jobs recorded it
         }
         for metric in metrics:
             values = group[f"{metric.spec} v"].dropna()
@@ -72,7 +72,8 @@ def aggregate(jobs: pd.DataFrame, metrics: list[Metric], value: str = "final") -
     return frame.sort_values(["loss", "lr", "beta"], na_position="last").reset_index(drop=True)
 
 
-def _first_number(group: pd.DataFrame, column: str) -> float:
+def first_number(group: pd.DataFrame, column: str) -> float:
+    """The first numeric value of ``column`` among the rows (NaN if none): e.g. a loss's recorded ratio."""
     values = pd.to_numeric(group[column], errors="coerce").dropna() if column in group else pd.Series(dtype=float)
     return float(values.iloc[0]) if len(values) else math.nan
 

@@ -46,7 +46,7 @@ def analyse(
     y_metric = choose(sweep.jobs, y, QUALITY_CANDIDATES)
     notes = []
     for requested, metric in ((x, x_metric), (y, y_metric)):
-        if requested and not metric.present(sweep.jobs):
+        if requested and metric is not None and not metric.present(sweep.jobs):
             notes.append(
                 f"The requested metric {metric.name} was not logged by any job; "
                 f"logged: {', '.join(sweep.metrics()) or 'none'}."

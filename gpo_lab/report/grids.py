@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from gpo_lab.losses.catalog import GPO_MEMBERS
+from gpo_lab.report.aggregate import first_number
 from gpo_lab.report.axes import Metric
 from gpo_lab.report.collect import COMPLETED
 from gpo_lab.store.per_prompt import read_per_prompt
@@ -78,9 +79,8 @@ def grids(
                 scores = _scores(row, metric, value, sign) if per_prompt else None
                 cell.append(JobValue(str(row["job"]), float(row["_v"]), float(row["_se"]), scores))
             cells.append(cell)
-        ratio = pd.to_numeric(group["ratio"], errors="coerce").dropna() if "ratio" in group else []
         lr_value = float(lr) if pd.notna(lr) else math.nan
-        out.append(Grid(str(loss), lr_value, betas, cells, float(ratio.iloc[0]) if len(ratio) else math.nan))
+        out.append(Grid(str(loss), lr_value, betas, cells, first_number(group, "ratio")))
     order = {name: i for i, name in enumerate(GPO_MEMBERS)}
     out.sort(key=lambda g: (order.get(g.loss, len(order)), g.loss))
     return out, notes

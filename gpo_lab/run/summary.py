@@ -124,6 +124,6 @@ def loss_function_record(loss: Any) -> dict[str, Any] | None:
         "d1": float(derivatives.d1),
         "d2": float(derivatives.d2),
         "regularization_ratio": float(derivatives.regularization_ratio),
-        "z": [round(float(v), 6) for v in z],
+        "z": [round(float(v), 6) + 0.0 for v in z],  # + 0.0: no -0.0
         "f": [float(v) for v in values.double()],
     }
