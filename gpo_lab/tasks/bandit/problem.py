@@ -143,18 +143,6 @@ class BanditProblem:
         }
 
 
-# Which way is better for each of BanditProblem.metrics, as logged under val/ (read by gpo_lab.store.directions).
-METRIC_DIRECTIONS = {
-    "loss": "min",
-    "kl": "min",
-    "offline_reg": "min",
-    "reward": "max",
-    "win_rate": "max",
-    "off_support_mass": "min",  # mass that no loss constrains: less is less blind extrapolation
-    "rho_mean": "max",  # the expected margin of chosen over rejected
-}
-
-
 # ---------------------------------------------------------------------- construction
 LABELS = ("bradley_terry", "deterministic")
 MU_KINDS = ("full", "partial", "pairs")
