@@ -50,12 +50,12 @@ class GPOModule(pl.LightningModule):
         self.optimizer_factory = optimizer
         self.warmup_steps = warmup_steps
         self._val_outputs: list[tuple[PairLogps, torch.Tensor]] = []
-        self.skips_reference = not getattr(loss, "uses_reference", True)
+        self.skips_reference = not loss.uses_reference
         if self.skips_reference:
             log.info(
                 "loss %s is reference-free: training steps do not score the reference; validation still does, "
                 "for R_mu, the rewards and KL",
-                getattr(loss, "name", loss),
+                loss.name,
             )
 
     def train(self, mode: bool = True) -> GPOModule:

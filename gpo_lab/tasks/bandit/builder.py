@@ -167,9 +167,9 @@ def build_bandit_task(cfg: DictConfig, loss: PreferenceLoss, beta: float) -> tup
     settings = cfg.get("bandit")
     if settings is None:
         raise ConfigError("The bandit builder needs a `bandit:` block in the config; run with +experiment=bandit.")
-    if not getattr(loss, "on_rho", False):
+    if not loss.on_rho:
         raise ConfigError(
-            f"The bandit is defined on pairs through rho alone, but loss {getattr(loss, 'name', loss)!r} is not a "
+            f"The bandit is defined on pairs through rho alone, but loss {loss.name!r} is not a "
             "function of beta * rho (it uses lengths, the reference-free scores, the two log-ratios apart or the "
             "batch). Pick a GPO loss or one of cdpo, robust, exo_pair, discopop."
         )
