@@ -18,6 +18,7 @@ from pathlib import Path
 
 import torch
 import torch.distributed as dist
+from torch.distributed.fsdp import FullyShardedDataParallel
 
 from gpo_lab.store.records import atomic_write_text
 
@@ -189,7 +190,6 @@ def full_parameters(trainer) -> AbstractContextManager:
 
     Every rank must enter it at the same point (it gathers the shards); other strategies need nothing.
     """
-    from torch.distributed.fsdp import FullyShardedDataParallel
 
     model = getattr(getattr(trainer, "strategy", None), "model", None)
     if isinstance(model, FullyShardedDataParallel):
@@ -204,7 +204,6 @@ def sampling_ranks(trainer) -> tuple[int, int]:
     collective, which ranks with different shares would call different numbers of times. Then
     each rank does the whole work alone, ``(0, 1)``, with the same result.
     """
-    from torch.distributed.fsdp import FullyShardedDataParallel
 
     model = getattr(getattr(trainer, "strategy", None), "model", None)
     if model is not None and sum(isinstance(m, FullyShardedDataParallel) for m in model.modules()) > 1:

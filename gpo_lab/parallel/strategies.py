@@ -14,6 +14,12 @@ import torch
 from pytorch_lightning.strategies import DDPStrategy
 from pytorch_lightning.strategies import FSDPStrategy as LightningFSDPStrategy
 from pytorch_lightning.strategies import fsdp as lightning_fsdp
+from torch.distributed.fsdp import (
+    FullOptimStateDictConfig,
+    FullStateDictConfig,
+    FullyShardedDataParallel,
+    StateDictType,
+)
 
 
 class CPUDDPStrategy(DDPStrategy):
@@ -73,11 +79,9 @@ def _full_state_dict_context(module: torch.nn.Module, world_size: int, rank0_onl
     Offloading CPU parameters "to the CPU" makes torch's FSDP clone freed storage: a segfault at
     the first checkpoint. For modules on a GPU it is Lightning's context unchanged.
     """
-    from torch.distributed.fsdp import FullOptimStateDictConfig, FullStateDictConfig, StateDictType
-    from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
 
     offload = any(p.device.type != "cpu" for p in module.parameters())
-    return FSDP.state_dict_type(
+    return FullyShardedDataParallel.state_dict_type(
         module=module,
         state_dict_type=StateDictType.FULL_STATE_DICT,
         state_dict_config=FullStateDictConfig(offload_to_cpu=offload, rank0_only=rank0_only),
@@ -101,7 +105,6 @@ class CPUFSDPStrategy(FSDPStrategy):
 
     def _wrap(self, model: torch.nn.Module) -> torch.nn.Module:
         """Wraps with ``device_id=cpu``: Lightning passes none on CPU, and torch's FSDP then refuses a CPU device."""
-        from torch.distributed.fsdp import FullyShardedDataParallel
 
         if not any(isinstance(module, FullyShardedDataParallel) for module in model.modules()):
             model = FullyShardedDataParallel(

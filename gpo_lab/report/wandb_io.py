@@ -66,7 +66,7 @@ def attach_to_wandb(report: Report) -> bool:
         )
         return False
     try:
-        import wandb
+        import wandb  # slow to import, and only the --wandb path needs it
 
         with tempfile.TemporaryDirectory() as directory:
             run = wandb.init(
@@ -103,7 +103,7 @@ def load_wandb_sweep(project: str, group: str | None = None) -> Sweep:
 
     Needs the network and a key. Rows have the columns of :func:`gpo_lab.report.collect.read_job`.
     """
-    import wandb
+    import wandb  # slow to import, and only the --wandb path needs it
 
     api = wandb.Api()
     runs = [run for run in api.runs(project, filters={"group": group} if group else None) if run.job_type != "report"]

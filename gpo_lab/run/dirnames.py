@@ -20,6 +20,9 @@ import hashlib
 import re
 from collections.abc import Iterable
 
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from omegaconf import Container, OmegaConf
+
 from gpo_lab.store.redaction import is_secret_name, secret_environment_values
 
 DEFAULT = "default"  # the name of a run without overrides
@@ -57,7 +60,6 @@ def item_name(override: str, secrets: list[str]) -> str:
 
 def job_dirname(overrides: Iterable[str], exclude_keys: Iterable[str] = ()) -> str:
     """The directory name of a job run with ``overrides`` (as typed), leaving out those of ``exclude_keys``."""
-    from hydra.core.override_parser.overrides_parser import OverridesParser
 
     overrides = [str(o) for o in overrides]
     excluded = set(exclude_keys)
@@ -72,7 +74,6 @@ def job_dirname(overrides: Iterable[str], exclude_keys: Iterable[str] = ()) -> s
 
 def job_dirname_resolver(overrides, exclude_keys=()) -> str:
     """The ``gpo_lab.job_dirname`` resolver: Hydra passes the override list unresolved, as typed."""
-    from omegaconf import Container, OmegaConf
 
     def plain(node):
         return OmegaConf.to_container(node, resolve=False) if isinstance(node, Container) else list(node or [])

@@ -11,6 +11,8 @@ from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from hydra.utils import instantiate
 from lightning_fabric.plugins.environments import SLURMEnvironment
 from omegaconf import DictConfig, ListConfig, OmegaConf
@@ -86,11 +88,6 @@ def stored_fingerprint(run_dir: Path) -> str | None:
         return read_json(RunFiles(run_dir).summary).get("config_fingerprint")
     except (OSError, ValueError, AttributeError):
         return None
-
-
-def last_checkpoint(run_dir: Path) -> Path | None:
-    path = RunFiles(run_dir).last_checkpoint
-    return path if path.is_file() else None
 
 
 def build_callbacks(cfg: DictConfig) -> list[pl.Callback]:
@@ -193,8 +190,6 @@ def check_launch(cfg: DictConfig) -> None:
     Lightning's launcher re-runs the command line for each extra rank, and the command line of a
     multirun is the whole sweep (or, under submitit, submitit's own entry point).
     """
-    from hydra.core.hydra_config import HydraConfig
-    from hydra.types import RunMode
 
     if started_together() or not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
         return

@@ -104,7 +104,7 @@ class WandbLogger(UpdateStepLogging, LightningWandbLogger):
     @rank_zero_experiment
     def experiment(self):
         if self._experiment is None:
-            import wandb
+            import wandb  # slow to import: only when a run actually logs to wandb
 
             if wandb.run is not None and wandb.run.id != self._id:
                 wandb.run.finish()  # the previous job of this process; Lightning would reuse its run
