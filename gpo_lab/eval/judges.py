@@ -15,7 +15,7 @@ import torch
 
 from gpo_lab.errors import ConfigError
 from gpo_lab.eval.sampling import mean_and_se
-from gpo_lab.models.hf import torch_dtype
+from gpo_lab.models.hf import model_location, torch_dtype
 
 
 class Judge(ABC):
@@ -103,9 +103,10 @@ class RewardModelJudge(RewardJudge):
             # Only a judge loaded by name needs the sequence-classification auto class.
             from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-            tokenizer = AutoTokenizer.from_pretrained(name, revision=revision)
+            location = model_location(name, "judge.name")
+            tokenizer = AutoTokenizer.from_pretrained(location, revision=revision)
             model = AutoModelForSequenceClassification.from_pretrained(
-                name, revision=revision, dtype=torch_dtype(dtype)
+                location, revision=revision, dtype=torch_dtype(dtype)
             )
         if model.config.num_labels not in (1, 2):
             raise ConfigError(

@@ -3,16 +3,63 @@
 from __future__ import annotations
 
 import inspect
+import os
+from pathlib import Path
 
 import torch
 from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer, PreTrainedModel
 
+from gpo_lab.errors import ConfigError
+
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+MODEL_KEYS = "model.name (reference.model.name for reference=model)"
+
+
+def looks_local(name: str) -> bool:
+    """Whether ``name`` can only be a path: a hub id is ``name`` or ``namespace/name``, never absolute,
+    never ``./``, ``../`` or ``~``, never with two slashes or a backslash."""
+    return (
+        name.startswith((".", "~")) or os.path.isabs(name) or name.count("/") > 1 or "\\" in name or name.endswith("/")
+    )
+
+
+def model_location(name, key: str = MODEL_KEYS, saved_model: bool = True) -> str:
+    """``name`` as Hugging Face should read it, after checking a local path ourselves.
+
+    A path that does not exist would otherwise be read as a hub id and refused as a malformed one
+    ("Repo id must use alphanumeric chars"); a file where a directory belongs, or (``saved_model``)
+    a directory with no model config, fails deep inside transformers pointing at the hub. Hub ids
+    pass through unchanged.
+    """
+    name = str(name)
+    path = Path(name).expanduser()
+    if not path.exists():
+        if not looks_local(name):
+            return name
+        raise ConfigError(
+            f"{key}: no such directory: {name}. Set it to the directory of a saved model (the one holding "
+            "config.json, as written by save_pretrained) or to a hub name such as EleutherAI/pythia-160m."
+        )
+    if not path.is_dir():
+        if not looks_local(name) and "/" not in name:
+            return name  # a file that happens to bear a hub id's name, in the working directory
+        raise ConfigError(
+            f"{key}: {name} is a file, not a directory. Set it to the directory that holds the model's "
+            "config.json and weights (as written by save_pretrained), not to one of its files."
+        )
+    if saved_model and not any((path / config).is_file() for config in ("config.json", "adapter_config.json")):
+        raise ConfigError(
+            f"{key}: {name} is a directory but holds no config.json, so it is not a saved model. Set it to the "
+            "directory written by save_pretrained (or to a hub name such as EleutherAI/pythia-160m)."
+        )
+    return str(path)
 
 
 def hf_tokenizer(name: str, revision: str | None = None, trust_remote_code: bool = False, **kwargs):
     """A hub or local tokenizer; a pad token is added from EOS when the model has none."""
-    tokenizer = AutoTokenizer.from_pretrained(name, revision=revision, trust_remote_code=trust_remote_code, **kwargs)
+    tokenizer = AutoTokenizer.from_pretrained(
+        model_location(name, saved_model=False), revision=revision, trust_remote_code=trust_remote_code, **kwargs
+    )
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer
@@ -27,7 +74,7 @@ def torch_dtype(dtype: str) -> torch.dtype:
 
 def pretrained(auto_class, tokenizer, name: str, dtype: str = "float32", **kwargs) -> PreTrainedModel:
     """``auto_class.from_pretrained`` with the tokenizer's pad token where the model names none."""
-    model = auto_class.from_pretrained(name, dtype=torch_dtype(dtype), **kwargs)
+    model = auto_class.from_pretrained(model_location(name), dtype=torch_dtype(dtype), **kwargs)
     if model.config.pad_token_id is None:
         model.config.pad_token_id = tokenizer.pad_token_id
     return model

@@ -5,11 +5,14 @@ from __future__ import annotations
 import dataclasses
 import logging
 import random
+from collections.abc import Mapping
+from pathlib import Path
 
 import numpy as np
 import pytorch_lightning as pl
 import torch
 
+from gpo_lab.errors import ConfigError
 from gpo_lab.losses.base import PreferenceLoss
 from gpo_lab.parallel.ranks import gather_rows
 from gpo_lab.scoring.batches import PairBatch, PairLogps
@@ -50,6 +53,7 @@ class GPOModule(pl.LightningModule):
         self.optimizer_factory = optimizer
         self.warmup_steps = warmup_steps
         self._val_outputs: list[tuple[PairLogps, torch.Tensor]] = []
+        self.saved_shapes = state_shapes(self, skip="reference.")  # before any strategy wraps the policy
         self.skips_reference = not loss.uses_reference
         if self.skips_reference:
             log.info(
@@ -161,9 +165,50 @@ class GPOModule(pl.LightningModule):
         checkpoint["random_state"] = capture_random_state()
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
+        check_checkpoint_fits(self.saved_shapes, checkpoint, getattr(self._trainer, "ckpt_path", None))
         checkpoint["state_dict"].update({f"reference.{k}": v for k, v in self.reference.state_dict().items()})
         if "random_state" in checkpoint:
             restore_random_state(checkpoint["random_state"])
+
+
+def state_shapes(module: torch.nn.Module, skip: str | None = None) -> dict[str, tuple[int, ...]]:
+    """The name and shape of every tensor a checkpoint of ``module`` holds (names under ``skip`` left out)."""
+    return {
+        name: tuple(tensor.shape)
+        for name, tensor in module.state_dict().items()
+        if not (skip and name.startswith(skip))
+    }
+
+
+def check_checkpoint_fits(expected: Mapping[str, tuple[int, ...]], checkpoint: dict, path=None) -> None:
+    """Refuse, before any weight is copied, a checkpoint whose tensors are not this model's.
+
+    A change of code or config that reshapes the model (a layer, a width, a vocabulary) leaves a
+    checkpoint the resume cannot use: say what differs and how to start afresh, instead of
+    torch's ``size mismatch`` traceback. The checkpoint itself is left in place.
+    """
+    saved = {name: tuple(t.shape) for name, t in checkpoint.get("state_dict", {}).items() if hasattr(t, "shape")}
+    differences = [
+        f"{name}: {list(saved[name])} in the checkpoint, {list(shape)} now"
+        for name, shape in sorted(expected.items())
+        if name in saved and saved[name] != shape
+    ]
+    for names, where in (
+        (saved.keys() - expected.keys(), "only in the checkpoint"),
+        (expected.keys() - saved.keys(), "new"),
+    ):
+        if names:
+            listed = ", ".join(sorted(names)[:3]) + (", ..." if len(names) > 3 else "")
+            differences.append(f"{len(names)} tensor(s) {where}: {listed}")
+    if not differences:
+        return
+    shown = "; ".join(differences[:6]) + (f"; and {len(differences) - 6} more" if len(differences) > 6 else "")
+    folder = Path(path).parent if path else Path("<run directory>", "checkpoints")
+    raise ConfigError(
+        f"This checkpoint{f' ({path})' if path else ''} belongs to another model config: {shown}. "
+        f"The code or the config changed the model's shape since it was saved. Move {folder} aside to train "
+        "this model from step 0, or use another name= (the old checkpoint is left untouched)."
+    )
 
 
 def gathered(logps: PairLogps, losses: torch.Tensor) -> tuple[PairLogps, torch.Tensor]:

@@ -18,6 +18,7 @@ from gpo_lab.errors import ConfigError
 from gpo_lab.losses.base import PreferenceLoss
 from gpo_lab.tasks.bandit.problem import BanditProblem, build_problem
 from gpo_lab.tasks.common import reference_cache_not_used
+from gpo_lab.training.gpo_module import check_checkpoint_fits, state_shapes
 from gpo_lab.training.optimizer import OptimizerFactory, optimization_options, warmed_up_optimizer
 
 OBJECTIVES = ("population", "sampled")
@@ -42,6 +43,11 @@ class BanditModule(pl.LightningModule):
         self.warmup_steps = warmup_steps
         self.logits = torch.nn.Parameter(problem.reference_logits.clone())
         self._threads: int | None = None
+        self.saved_shapes = state_shapes(self)
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        """A checkpoint of another number of actions is refused with what differs, not torch's size mismatch."""
+        check_checkpoint_fits(self.saved_shapes, checkpoint, getattr(self._trainer, "ckpt_path", None))
 
     def setup(self, stage: str) -> None:
         """One intra-op thread while Lightning runs: the tensors hold a few numbers, and more threads
