@@ -22,7 +22,7 @@ from pytorch_lightning.loggers.logger import rank_zero_experiment
 from pytorch_lightning.utilities import rank_zero_only
 
 from gpo_lab.run.logger_steps import UpdateStepLogging
-from gpo_lab.run.wandb_mode import resolve_mode
+from gpo_lab.run.wandb_mode import reachable_mode, resolve_mode
 from gpo_lab.store.atomic import atomic_write_text
 from gpo_lab.store.config_file import read_config_file
 from gpo_lab.store.directions import metric_mode
@@ -39,7 +39,8 @@ class WandbLogger(UpdateStepLogging, LightningWandbLogger):
     """Lightning's WandbLogger with gpo_lab's conventions.
 
     - ``mode``: online with a key, else offline (one log line says where the files are and how
-      to upload them); an explicit ``mode`` or ``WANDB_MODE`` wins.
+      to upload them); an explicit ``mode`` or ``WANDB_MODE`` wins. An online run whose server
+      does not answer within seconds logs offline instead, with a warning (one check a process).
     - ``config`` holds the identifying numbers (loss, beta, lr, seed, ...) as top-level keys, and
       the whole resolved run config under ``config`` (the run's ``config.yaml`` in ``save_dir``,
       unless ``config_file`` names another file).
@@ -66,8 +67,10 @@ class WandbLogger(UpdateStepLogging, LightningWandbLogger):
         job_type: str = "train",
         **kwargs: Any,
     ):
-        self.mode = resolve_mode(mode)
-        self._why = "as configured" if mode or os.environ.get("WANDB_MODE") else "no API key configured"
+        self.mode, unreachable = reachable_mode(resolve_mode(mode))
+        self._why = unreachable or (
+            "as configured" if mode or os.environ.get("WANDB_MODE") else "no API key configured"
+        )
         save_dir = Path(save_dir)
         run_config = dict(config or {})
         full_config = read_config_file(config_file if config_file is not None else RunFiles(save_dir).config)
