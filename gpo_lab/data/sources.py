@@ -2,20 +2,21 @@
 
 from __future__ import annotations
 
-import json
+import errno
 from pathlib import Path
 
 import datasets
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from gpo_lab.errors import ConfigError, bounded, error_text
+from gpo_lab.data.file_checks import DataError, check_local_file
+from gpo_lab.data.local_files import ONE_SPLIT, local_data_files, read, read_all, select_split
+from gpo_lab.errors import bounded, error_text
 
-
-class DataError(ConfigError):
-    """Preference data that cannot be used, with what was found and how to fix it."""
-
+__all__ = ["DataError", "load"]
 
 LOCAL_FORMATS = {".json": "json", ".jsonl": "json", ".parquet": "parquet", ".csv": "csv"}
+BUILDERS = {"json", "csv", "parquet"}  # datasets' builders of data files, as data.dataset.path=json
+UNWRITABLE = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.ENOTDIR}  # of a cache that cannot be written
 
 
 def load(
@@ -27,10 +28,11 @@ def load(
 ) -> datasets.Dataset | datasets.DatasetDict:
     """``datasets.load_dataset`` for a hub name, a local file, or a builder with ``data_files``.
 
-    A local ``.json``/``.jsonl``/``.parquet``/``.csv`` path is read with the matching builder, so
+    A local ``.json``/``.jsonl``/``.parquet``/``.csv`` path is read by its format, so
     ``data.dataset.path=my_pairs.jsonl`` needs nothing else. A local file is checked first (empty,
     not UTF-8, not one JSON object per record, a directory, no known extension), and any failure
-    to load becomes one bounded message naming the path and the fix.
+    to load becomes one bounded message naming the path and the fix. Local files (also those of
+    ``data_files``) are read into memory anew on every run (:mod:`gpo_lab.data.local_files`).
     """
     if isinstance(data_files, (DictConfig, ListConfig)):  # from a Hydra config: datasets wants plain containers
         data_files = OmegaConf.to_container(data_files, resolve=True)
@@ -47,7 +49,7 @@ def load(
         if not local.is_file():
             raise DataError(f"Data file {path!r} does not exist (data.dataset.path).")
         check_local_file(local)
-        return _load(LOCAL_FORMATS[suffix], split, str(local.resolve()), None, None, where=f"the file {path!r}")
+        return select_split({ONE_SPLIT: read(local)}, split, f"The file {path!r}")
     if data_files is None and local.is_file():
         raise DataError(
             f"Data path {path!r} (data.dataset.path) is a local file without a known extension, so it would be "
@@ -55,6 +57,14 @@ def load(
         )
     if data_files is None and _looks_local(path) and not local.exists():
         raise DataError(f"Data path {path!r} (data.dataset.path) does not exist.")
+    if data_files is not None and (path in BUILDERS or local.is_dir()):
+        files = local_data_files(data_files, local if local.is_dir() else Path.cwd())
+        if files is not None:
+            for paths in files.values():
+                for file in paths:
+                    check_local_file(file)
+            splits = {name: read_all(paths) for name, paths in files.items()}
+            return select_split(splits, split, f"data_files={data_files!r}")
     where = f"{path!r} with data_files={data_files!r}" if data_files is not None else f"{path!r} from the hub"
     return _load(path, split, data_files, name, revision, where=where)
 
@@ -65,6 +75,13 @@ def _load(path, split, data_files, name, revision, where: str):
     except DataError:
         raise
     except Exception as error:  # datasets' own messages may quote whole files or end in a traceback's depths
+        unwritable = _unwritable_cache(error)
+        if unwritable is not None:
+            raise DataError(
+                f"Could not load {where}: the datasets cache {datasets.config.HF_DATASETS_CACHE} cannot be written "
+                f"({unwritable}). Set HF_DATASETS_CACHE to a writable folder, e.g. "
+                "HF_DATASETS_CACHE=$HOME/.cache/huggingface/datasets."
+            ) from None
         raise DataError(
             f"Could not load {where} (data.dataset.path): {bounded(error_text(error), 600)}. Check the path or hub "
             f"name (a local file needs one of the extensions {', '.join(LOCAL_FORMATS)}) and data.dataset.split."
@@ -76,75 +93,16 @@ def _looks_local(path: str) -> bool:
     return path.startswith(("/", "./", "../", "~")) or path.count("/") > 1 or "\\" in path
 
 
-def check_local_file(path: Path) -> None:
-    """Refuse, with the fix, a local data file that the generic loaders would fail on obscurely."""
-    if path.stat().st_size == 0:
-        raise DataError(f"{path.name} is empty: it holds no preference pairs (data.dataset.path={path}).")
-    if path.suffix.lower() == ".parquet":
-        with path.open("rb") as handle:
-            if handle.read(4) != b"PAR1":
-                raise DataError(f"{path.name} is not a Parquet file (it does not start with PAR1); check the file.")
-        return
-    check_json_file(path)
-
-
-def check_json_file(path: Path) -> None:
-    """Name the line of a malformed JSON Lines record (the generic loader only says it failed)."""
-    suffix = path.suffix.lower()
-    try:
-        if suffix == ".jsonl":
-            _check_json_lines(path)
-        elif suffix == ".json":
-            _check_json_document(path)
-        else:
-            with path.open(encoding="utf-8") as handle:  # csv: its text must decode
-                for _ in handle:
-                    pass
-    except UnicodeDecodeError as error:
-        raise DataError(
-            f"{path.name} is not UTF-8 text (it holds the byte {error.object[error.start : error.start + 1]!r}); "
-            "is it a binary file? Save it as UTF-8 text."
-        ) from None
-
-
-def _check_json_lines(path: Path) -> None:
-    records = 0
-    with path.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise DataError(
-                    f"{path.name}, line {number}: not valid JSON ({error.msg} at column "
-                    f"{error.colno}). Fix or remove that line."
-                ) from None
-            if not isinstance(record, dict):
-                raise DataError(
-                    f"{path.name}, line {number}: holds a JSON {type(record).__name__}, not an object; JSON Lines "
-                    'data has one object per line, e.g. {"prompt": ..., "chosen": ..., "rejected": ...}.'
-                )
-            records += 1
-    if not records:
-        raise DataError(f"{path.name} holds no records (only blank lines): it has no preference pairs.")
-
-
-def _check_json_document(path: Path) -> None:
-    try:
-        document = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as error:
-        raise DataError(
-            f"{path.name}, line {error.lineno}: not valid JSON ({error.msg} at column {error.colno})."
-        ) from None
-    if isinstance(document, list):
-        if not document:
-            raise DataError(f"{path.name} holds an empty list: it has no preference pairs.")
-        kinds = {type(item).__name__ for item in document if not isinstance(item, dict)}
-        if kinds:
-            raise DataError(
-                f"{path.name} is a list of {', '.join(sorted(kinds))}, not of objects; each pair is an object, "
-                'e.g. [{"prompt": ..., "chosen": ..., "rejected": ...}].'
-            )
-    elif not isinstance(document, dict):
-        raise DataError(f"{path.name} holds a JSON {type(document).__name__}; expected a list of pair objects.")
+def _unwritable_cache(error: BaseException) -> str | None:
+    """The OS error behind a failed load when it is one of writing the datasets cache (read-only, full, or a
+    file where a folder goes), else None; an error on a file outside the cache (the data's own) is not."""
+    cache = Path(datasets.config.HF_DATASETS_CACHE).expanduser().resolve()
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if isinstance(error, OSError) and error.errno in UNWRITABLE:
+            name = Path(str(error.filename or cache)).expanduser().resolve()
+            if name == cache or cache in name.parents or name in cache.parents:
+                return bounded(error_text(error), 300)
+        error = error.__cause__ or error.__context__
+    return None
