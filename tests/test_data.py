@@ -144,7 +144,7 @@ def test_missing_column_is_named_with_the_columns_found(words):
 
 def test_non_text_column_is_refused(words):
     rows = [{"prompt": 3, "chosen": "good", "rejected": "bad"}] * 4
-    with pytest.raises(DataError, match="holds int values"):
+    with pytest.raises(DataError, match=r"Row 1: column .prompt. \(prompt\) holds int 3"):
         make_module(rows, words)
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from typing import Any
 
 import datasets
 import pytorch_lightning as pl
@@ -13,10 +12,11 @@ from torch.utils.data import DataLoader, Subset
 
 from gpo_lab.data.columns import REFERENCE_LOGPS, batch_reference_logps
 from gpo_lab.data.length_grouping import LengthGroupedOrder, pair_lengths
+from gpo_lab.data.pair_checks import OFFSET, check_pairs
 from gpo_lab.data.resumable import ResumableDataLoader
 from gpo_lab.data.sources import DataError
 from gpo_lab.data.splits import prompts_in_both, split_by_prompt
-from gpo_lab.data.tokenization import Truncation, encode_pairs, is_conversation, prompt_start_token, render_texts
+from gpo_lab.data.tokenization import Truncation, encode_pairs, prompt_start_token, render_texts
 from gpo_lab.errors import ConfigError
 from gpo_lab.parallel.ranks import shard_bounds
 from gpo_lab.scoring.batches import PairBatch, PlainPairs
@@ -29,7 +29,6 @@ PAIR_FIELDS = ("prompt", "chosen", "rejected")
 # Above this fraction of pairs with chosen == rejected the log warns that the data is mostly degenerate;
 # a training split where every pair is so is refused (the loss would stay at f(0): nothing to learn).
 IDENTICAL_WARNING_FRACTION = 0.5
-OFFSET = "offset"  # an optional per-pair margin offset (ODPO), mapped like the others: data.columns.offset=...
 
 
 class PreferenceDataModule(pl.LightningDataModule):
@@ -128,7 +127,8 @@ class PreferenceDataModule(pl.LightningDataModule):
             )
 
     def _mapped(self, data: datasets.Dataset) -> datasets.Dataset:
-        """Select and rename the mapped columns, naming any that are missing."""
+        """Select and rename the mapped columns, naming any that are missing, and check their values
+        (:mod:`gpo_lab.data.pair_checks`) while rows are still those of the file."""
         missing = [
             f"{field} (column {column!r})" for field, column in self.columns.items() if column not in data.column_names
         ]
@@ -140,13 +140,13 @@ class PreferenceDataModule(pl.LightningDataModule):
         if len(set(self.columns.values())) < len(PAIR_FIELDS):
             raise DataError(f"data.columns maps two fields onto one column: {self.columns}.")
         data = data.select_columns(list(self.columns.values()))
-        return data.rename_columns({column: field for field, column in self.columns.items() if column != field})
+        data = data.rename_columns({column: field for field, column in self.columns.items() if column != field})
+        check_pairs(data, self.columns)
+        return data
 
     def _encode(self, data: datasets.Dataset, split: str) -> datasets.Dataset:
         columns = data.to_dict()
         rows = [dict(zip(columns, values)) for values in zip(*columns.values())]
-        for row in rows:
-            self._check_types(row)
         texts = [render_texts(row["prompt"], row["chosen"], row["rejected"], self.tokenizer) for row in rows]
         prompts, chosen_texts, rejected_texts = (list(column) for column in zip(*texts)) if texts else ([], [], [])
         start = prompt_start_token(self.tokenizer)
@@ -203,17 +203,6 @@ class PreferenceDataModule(pl.LightningDataModule):
             )
         elif identical:
             log.warning("%s: %d pairs have chosen == rejected; they carry no preference signal.", split, identical)
-
-    def _check_types(self, row: dict[str, Any]) -> None:
-        for field in PAIR_FIELDS:
-            value = row[field]
-            if not (
-                isinstance(value, str) or is_conversation(value) or (field != "prompt" and isinstance(value, dict))
-            ):
-                raise DataError(
-                    f"Column {self.columns[field]!r} ({field}) holds {type(value).__name__} values; "
-                    "expected text or a list of chat messages ({'role': ..., 'content': ...})."
-                )
 
     # ----------------------------------------------------------------- loaders
     def ranks(self) -> tuple[int, int]:
