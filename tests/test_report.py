@@ -18,6 +18,7 @@ from gpo_lab.report.__main__ import main as report_main
 from gpo_lab.report.aggregate import aggregate, pareto_frontier
 from gpo_lab.report.axes import KL_CANDIDATES, QUALITY_CANDIDATES, Metric, choose
 from gpo_lab.report.wandb_io import attach_to_wandb
+from gpo_lab.store.lock import RunLock
 from tests.helpers.cli import run_cli
 from tests.helpers.sweeps import synthetic_sweep, write_job
 
@@ -206,26 +207,29 @@ def test_metric_choice_prefers_token_kl_and_says_which(tmp_path):
 def test_partial_sweep_is_reported_and_drawn(tmp_path):
     sweep = synthetic_sweep(tmp_path / "partial", losses=("logistic", "squared"), betas=(0.1, 1.0), seeds=(0,))
     # A running job of squared that already beats every completed one, and a job with no summary yet.
-    write_job(
-        sweep,
-        loss="squared",
-        beta=0.3,
-        status="running",
-        history=[(25, {"val/win_rate": 0.95, "val/kl_token": 1.0, "val/offline_reg": 0.5})],
-    )
-    write_job(
-        sweep,
-        loss="logistic",
-        beta=0.3,
-        status=None,
-        history=[(25, {"val/win_rate": 0.55, "val/kl_token": 2.0, "val/offline_reg": 1.0})],
-    )
-    write_job(sweep, loss="hinge", beta=0.1, status=None)  # just started: nothing logged yet
-    report = make_report(sweep)
+    live = [
+        write_job(
+            sweep,
+            loss="squared",
+            beta=0.3,
+            status="running",
+            history=[(25, {"val/win_rate": 0.95, "val/kl_token": 1.0, "val/offline_reg": 0.5})],
+        ),
+        write_job(
+            sweep,
+            loss="logistic",
+            beta=0.3,
+            status=None,
+            history=[(25, {"val/win_rate": 0.55, "val/kl_token": 2.0, "val/offline_reg": 1.0})],
+        ),
+        write_job(sweep, loss="hinge", beta=0.1, status=None),  # just started: nothing logged yet
+    ]
+    with RunLock(live[0]), RunLock(live[1]), RunLock(live[2]):  # live processes train there
+        report = make_report(sweep)
     text = report.path.read_text()
     assert report.sweep.partial and report.sweep.status_counts == {"completed": 4, "running": 3}
-    assert "**Status: PARTIAL.** 3 of 7 jobs are still running" in text
-    assert table_rows(text, "hinge") == [["hinge"] + ["—"] * 6 + ["1 still running"]]
+    assert "**Status: PARTIAL.** 3 of 7 jobs have not ended (3 running)" in text
+    assert table_rows(text, "hinge") == [["hinge"] + ["—"] * 6 + ["1 unfinished"]]
     assert set(report.figures) == {"tradeoff", "beta", "kl_beta", "regularizer_kl", "dynamics", "loss_functions"}
     for png in PNGS:
         assert (sweep / png).read_bytes().startswith(PNG_SIGNATURE)
@@ -233,7 +237,7 @@ def test_partial_sweep_is_reported_and_drawn(tmp_path):
     assert running[0][1] == "running (partial)" and running[0][7] == "0.95" and running[0][6] == "25"
     # The best beta counts completed jobs only, and says that one configuration is still running.
     squared = table_rows(text, "squared")[0]
-    assert squared[1] != "0.3" and squared[-1] == "only 2 β with a value: no fit; 1 still running"
+    assert squared[1] != "0.3" and squared[-1] == "only 2 β with a value: no fit; 1 unfinished"
     assert report.configs.set_index("config").loc["beta=0.3,loss=squared,optim.lr=1e-05", "partial"]
 
 

@@ -17,6 +17,7 @@ from gpo_lab.report.verdict import verdict
 from gpo_lab.report.wandb_io import attach_to_wandb
 
 log = logging.getLogger("gpo_lab.report")
+EXIT_INCOMPLETE = 3  # the report is written, but of a sweep not complete or whose every job failed
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -69,16 +70,25 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as error:  # the sweep directory itself cannot be listed
         print(f"error: cannot read {error.filename or args.sweep_dir}: {error.strerror or error}", file=sys.stderr)
         return 2
-    state = "PARTIAL (jobs still running)" if report.sweep.partial else "complete"
-    counts = ", ".join(f"{n} {status}" for status, n in report.sweep.status_counts.items())
-    print(f"{report.path} ({state}: {counts}); figures: {', '.join(p.name for p in report.figures.values()) or 'none'}")
+    state = report.sweep.state
+    label = "FAILED" if state.all_failed else "complete" if state.complete else "PARTIAL"
+    figures = ", ".join(p.name for p in report.figures.values()) or "none"
+    print(f"{report.path} ({label}: {state.describe()}); figures: {figures}")
     for note in report.notes:
         print(f"note: {note}")
     if report.claims is not None:
         print(verdict(report.claims).replace("**", ""))
     if args.wandb == "auto":
         attach_to_wandb(report)
-    return 0
+    if state.complete:
+        return 0
+    why = "every job failed" if state.all_failed else f"{state.unfinished} of {state.total} jobs have not ended"
+    print(
+        f"warning: {label} sweep ({why}): the report covers what has ended; python -m gpo_lab.status "
+        f"{args.sweep_dir} lists every job, and the same sweep command resumes it. Exit code {EXIT_INCOMPLETE}.",
+        file=sys.stderr,
+    )
+    return EXIT_INCOMPLETE
 
 
 if __name__ == "__main__":

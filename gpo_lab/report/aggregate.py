@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from gpo_lab.report.axes import Metric
-from gpo_lab.report.collect import COMPLETED, RUNNING
+from gpo_lab.report.collect import COMPLETED
 
 SEED_SD = "sd over seeds"
 EVAL_SE = "evaluation SE"
@@ -23,11 +23,11 @@ EVAL_SE = "evaluation SE"
 def aggregate(jobs: pd.DataFrame, metrics: list[Metric], value: str = "final") -> pd.DataFrame:
     """One row per configuration (``config``): the mean and error of each metric over its seeds.
 
-    Completed jobs count, and running jobs with values (the row is then ``partial``); failed
+    Completed jobs count, and unfinished jobs with values (the row is then ``partial``); failed
     jobs do not. Columns: ``config``, ``loss``, ``beta``, ``lr``, ``n``, ``seeds``, ``partial``,
     ``jobs``, and per metric spec S: ``S mean``, ``S sd``, ``S se``, ``S err``, ``S err_kind``.
     """
-    usable = jobs[(jobs["status"] == COMPLETED) | (jobs["status"] == RUNNING)].copy()
+    usable = jobs[(jobs["status"] == COMPLETED) | jobs["partial"].astype(bool)].copy()
     for metric in metrics:
         usable[f"{metric.spec} v"] = metric.values(usable, value)
         usable[f"{metric.spec} s"] = metric.standard_errors(usable, value)
@@ -43,7 +43,7 @@ def aggregate(jobs: pd.DataFrame, metrics: list[Metric], value: str = "final") -
             "lr": first["lr"],
             "n": len(group),
             "seeds": sorted(group["seed"].dropna().tolist()),
-            "partial": bool((group["status"] == RUNNING).any()),
+            "partial": bool(group["partial"].astype(bool).any()),
             "jobs": group["job"].tolist(),
             "ratio": first_number(group, "ratio"),  # f''(0)/|f'(0)|, as the jobs recorded it
         }
@@ -82,13 +82,13 @@ def best_beta(configs: pd.DataFrame, metric: Metric, jobs: pd.DataFrame | None =
     """For each loss, the configuration whose mean metric over seeds is best (completed jobs only).
 
     Columns: ``loss``, ``beta``, ``lr``, ``mean``, ``sd``, ``err``, ``err_kind``, ``n``,
-    ``ratio``, ``scaled_beta`` and ``pending``: the loss's jobs still running, counted in
+    ``ratio``, ``scaled_beta`` and ``pending``: the loss's unfinished jobs (running or interrupted), counted in
     ``jobs`` when given (also those without any value yet), else among ``configs``.
     """
     columns = ["loss", "beta", "lr", "mean", "sd", "err", "err_kind", "n", "ratio", "scaled_beta", "pending"]
     has_metric = not configs.empty and f"{metric.spec} mean" in configs
     if jobs is not None:
-        pending = jobs[jobs["status"] == RUNNING].groupby("loss").size()
+        pending = jobs[jobs["partial"].astype(bool)].groupby("loss").size()
     else:
         pending = configs.groupby("loss")["partial"].sum() if not configs.empty else pd.Series(dtype=int)
     losses = sorted(set(configs["loss"].dropna() if has_metric else []) | set(pending.index))

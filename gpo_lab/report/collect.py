@@ -1,16 +1,16 @@
 """Read a sweep directory into one table with a row per job, finished or not.
 
 A sweep directory (``multirun/<name>/``) holds one directory per job, named by its overrides,
-each with ``summary.json``, ``metrics.jsonl`` and ``config.yaml``. A job that is still running
-(summary status ``running``, or no summary yet) contributes the latest values of its
-``metrics.jsonl``, marked ``partial``; a failed one keeps its error.
+each with ``summary.json``, ``metrics.jsonl`` and ``config.yaml``. The jobs and their states are
+the status command's (:mod:`gpo_lab.status`): the grid's jobs not started yet are counted, not
+read. A job still running or interrupted contributes the latest values of its ``metrics.jsonl``,
+marked ``partial``; a failed one keeps its error.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,14 +22,27 @@ import yaml
 from gpo_lab.errors import ConfigError
 from gpo_lab.losses.catalog import canonical_name
 from gpo_lab.report.loss_shapes import LossShape, members_first, ratio_of, shape_of
+from gpo_lab.status import (  # the job states, named here for the report's modules too
+    COMPLETED,
+    DAMAGED,  # noqa: F401
+    FAILED,  # noqa: F401
+    INTERRUPTED,
+    NOT_STARTED,
+    RUNNING,
+    SweepState,
+    experiments,
+    job_dirs,
+    job_state,
+    mixed_experiments_message,
+    sweep_state,
+)
 from gpo_lab.store.best_and_last import BestAndLast
 from gpo_lab.store.records import read_job_files
-from gpo_lab.store.run_files import CONFIG_FILE, HYDRA_DIR, METRICS_FILE, SUMMARY_FILE, RunFiles
+from gpo_lab.store.run_files import METRICS_FILE, SUMMARY_FILE, RunFiles
 
 log = logging.getLogger(__name__)
 
-COMPLETED, RUNNING, FAILED, DAMAGED = "completed", "running", "failed", "damaged"
-JOB_MARKERS = (SUMMARY_FILE, METRICS_FILE, CONFIG_FILE, HYDRA_DIR)
+UNFINISHED_READ = (RUNNING, INTERRUPTED)  # read from metrics.jsonl: their values may still change
 SEED_KEYS = ("seed", "+seed", "++seed")
 
 
@@ -42,6 +55,7 @@ class Sweep:
     jobs: pd.DataFrame
     read_history: Callable[[str], pd.DataFrame] = field(repr=False)
     loss_shapes: dict[str, LossShape] = field(default_factory=dict, repr=False)  # loss -> its shape, if known
+    not_started: list[str] = field(default_factory=list)  # the grid's jobs without a directory of their own yet
 
     def history(self, job: str) -> pd.DataFrame:
         """Validation records of a job: a ``step`` column and one column per ``val/`` metric."""
@@ -52,9 +66,14 @@ class Sweep:
         return {str(k): int(v) for k, v in self.jobs["status"].value_counts().sort_index().items()}
 
     @property
+    def state(self) -> SweepState:
+        """The count of each job state, the grid's jobs not started included (as the status command counts)."""
+        return sweep_state([*self.jobs["status"], *[NOT_STARTED] * len(self.not_started)])
+
+    @property
     def partial(self) -> bool:
-        """True while any job is still running: every number may still change."""
-        return bool((self.jobs["status"] == RUNNING).any())
+        """True while any job of the grid has not ended (running, interrupted, not started, damaged)."""
+        return self.state.unfinished > 0
 
     def metrics(self) -> list[str]:
         """Validation metrics with a value in at least one job."""
@@ -62,35 +81,26 @@ class Sweep:
         return sorted(n for n in names if self.jobs[f"final/{n}"].notna().any())
 
 
-def find_jobs(sweep_dir: Path) -> list[Path]:
-    """Job directories of a sweep (or the directory itself when it is a single run)."""
-    if (sweep_dir / SUMMARY_FILE).is_file():
-        return [sweep_dir]
-    return sorted(p for p in sweep_dir.iterdir() if p.is_dir() and _is_job(p))
-
-
-def _is_job(path: Path) -> bool:
-    """A directory with a job's files, or one this user cannot look into (reported as damaged, not hidden)."""
-    if path.name.startswith(".") or not os.access(path, os.R_OK | os.X_OK):
-        return not path.name.startswith(".")
-    return any(os.path.lexists(path / marker) for marker in JOB_MARKERS)
-
-
 def collect(sweep_dir: str | Path) -> Sweep:
-    """Every job of a sweep directory as a row; see :func:`read_job` for the columns."""
+    """Every started job of a sweep directory as a row (see :func:`read_job`); those not started, by name."""
     sweep_dir = Path(sweep_dir)
     if not sweep_dir.is_dir():
         raise ConfigError(
             f"Sweep directory {str(sweep_dir)!r} does not exist. Pass the folder a multirun "
             "wrote, e.g. multirun/<name>/."
         )
-    jobs = find_jobs(sweep_dir)
+    states = {path: job_state(path).state for path in job_dirs(sweep_dir)}
+    jobs = [path for path, state in states.items() if state != NOT_STARTED]
     if not jobs:
         raise ConfigError(
-            f"{str(sweep_dir)!r} holds no job directories (none has a {SUMMARY_FILE}, "
-            f"{METRICS_FILE} or config.yaml). Pass the folder a multirun wrote, e.g. multirun/<name>/."
+            f"{str(sweep_dir)!r} holds no job directories with results (none has a {SUMMARY_FILE} or "
+            f"{METRICS_FILE}{f'; none of the {len(states)} jobs of its grid has started' if states else ''}). "
+            "Pass the folder a multirun wrote, e.g. multirun/<name>/, once a job has started."
         )
-    read = [job_and_shape(path) for path in jobs]
+    groups = experiments(jobs)
+    if len(groups) > 1:
+        raise ConfigError(mixed_experiments_message(sweep_dir, groups))
+    read = [job_and_shape(path, states[path]) for path in jobs]
     rows = [row for row, _ in read]
     frame = pd.DataFrame(rows)
     names = frame["name"].dropna().unique()
@@ -102,6 +112,7 @@ def collect(sweep_dir: str | Path) -> Sweep:
         jobs=frame,
         read_history=lambda job: validation_history(read_job_files(paths[job]).records),
         loss_shapes=pick_shapes(read),
+        not_started=[path.name for path, state in states.items() if state == NOT_STARTED],
     )
 
 
@@ -145,20 +156,24 @@ def read_job(job_dir: Path) -> dict[str, Any]:
     return job_and_shape(job_dir)[0]
 
 
-def job_and_shape(job_dir: Path) -> tuple[dict[str, Any], LossShape | None]:
-    """A job's row (:func:`read_job`) and its loss's shape (:mod:`~gpo_lab.report.loss_shapes`)."""
+def job_and_shape(job_dir: Path, status: str | None = None) -> tuple[dict[str, Any], LossShape | None]:
+    """A job's row (:func:`read_job`) and its loss's shape (:mod:`~gpo_lab.report.loss_shapes`).
+
+    ``status`` is the job's state as :func:`gpo_lab.status.job_state` finds it (read here when not given).
+    """
     files = read_job_files(job_dir)
     if files.problem is not None:
         log.warning("%s", files.problem)
     summary, records = files.summary, files.records
     config = _read_config(job_dir)
-    status = DAMAGED if files.problem is not None else _text(summary.get("status")) or RUNNING
+    status = status or job_state(job_dir).state
+    unfinished = status in UNFINISHED_READ
     named = dict(item.split("=", 1) for item in job_dir.name.split(",") if "=" in item)  # last resort
     row: dict[str, Any] = {
         "job": job_dir.name,
         "path": str(job_dir),
         "status": status,
-        "partial": status == RUNNING,
+        "partial": unfinished,
         "name": summary.get("name", config.get("name")),
         "loss": canonical_loss(
             _first(summary.get("loss"), _select(config, "loss.name"), _select(config, "loss.fn"), named.get("loss"))
@@ -167,14 +182,14 @@ def job_and_shape(job_dir: Path) -> tuple[dict[str, Any], LossShape | None]:
         "lr": _number(_first(summary.get("lr"), _select(config, "optim.lr"), named.get("optim.lr"))),
         "seed": _integer(_first(summary.get("seed"), config.get("seed"), named.get("seed"))),
         "config": config_key(job_dir.name),
-        "steps": summary.get("steps") if status != RUNNING else _last_step(records),
+        "steps": summary.get("steps") if not unfinished else _last_step(records),
         "wall_time_s": summary.get("wall_time_s"),
         "error": files.problem or _text(summary.get("error")),
     }
     shape = shape_of(summary.get("loss_function"), row["loss"])
     row["ratio"] = ratio_of(shape)
     final, best = _mapping(summary.get("final")), _mapping(summary.get("best"))
-    if status == RUNNING or (not final and records):
+    if unfinished or (not final and records):
         final, best = _from_records(records)
     for metric, value in final.items():
         row[f"final/{metric}"] = _number(value)

@@ -7,8 +7,9 @@ import time
 from gpo_lab.report.analysis import Report
 from gpo_lab.report.axes import REGULARIZER, Metric
 from gpo_lab.report.cells import cell_text, integer, mean_and_error, number, present, table
-from gpo_lab.report.collect import DAMAGED, FAILED, RUNNING
+from gpo_lab.report.collect import DAMAGED, FAILED, INTERRUPTED, RUNNING
 from gpo_lab.report.verdict import claims_section
+from gpo_lab.status import NOT_STARTED
 
 CAPTIONS = {
     "tradeoff": (
@@ -81,20 +82,25 @@ def render(report: Report) -> str:
 
 
 def _status(report: Report) -> list[str]:
-    sweep = report.sweep
-    counts = sweep.status_counts
-    total = sum(counts.values())
-    by_status = ", ".join(f"{n} {status}" for status, n in counts.items())
-    if sweep.partial:
-        running = counts.get(RUNNING, 0)
-        head = (
-            f"**Status: PARTIAL.** {running} of {total} jobs {'is' if running == 1 else 'are'} still running; "
-            "their latest values are shown and marked *partial* (hollow markers in the figures). Every number may "
-            "still change; the best β below counts completed jobs only."
-        )
-    else:
+    """Complete, PARTIAL or FAILED, with the count of each job state (the status command's states)."""
+    state = report.sweep.state
+    total, failed = state.total, state.counts.get(FAILED, 0)
+    if state.all_failed:
+        head = f"**Status: FAILED.** All {total} jobs failed: there is no result to report (their errors are below)."
+    elif state.complete:
         head = f"**Status: complete.** All {total} jobs have ended."
-    return [head, "", f"Jobs: {total} ({by_status})."]
+        head += f" {failed} failed (errors below); the rest count." if failed else ""
+    else:
+        unfinished = ", ".join(
+            f"{state.counts[s]} {s}" for s in (RUNNING, INTERRUPTED, NOT_STARTED, DAMAGED) if state.counts.get(s)
+        )
+        head = (
+            f"**Status: PARTIAL.** {state.unfinished} of {total} jobs have not ended ({unfinished}"
+            f"{f'; {failed} failed' if failed else ''}). Running and interrupted jobs show their latest values, "
+            "marked *partial* (hollow markers in the figures); the same sweep command resumes the interrupted jobs "
+            "and starts those not started. Every number may still change; the best β below counts completed jobs only."
+        )
+    return [head, "", f"Jobs: {total} ({state.describe()})."]
 
 
 def _metrics(report: Report) -> list[str]:
@@ -124,7 +130,7 @@ def _best(report: Report) -> list[str]:
     edges = {b.loss: b.note.split(";")[0] for b in report.claims.bests if not b.claimable} if report.claims else {}
     for _, row in report.best.iterrows():
         pending = int(row["pending"]) if present(row["pending"]) else 0
-        note = "; ".join(n for n in (edges.get(row["loss"], ""), f"{pending} still running" if pending else "") if n)
+        note = "; ".join(n for n in (edges.get(row["loss"], ""), f"{pending} unfinished" if pending else "") if n)
         rows.append(
             [
                 row["loss"],
@@ -159,7 +165,7 @@ def _all_jobs(report: Report) -> list[str]:
     header = ["job", "status", "loss", "β", "lr", "seed", "steps"] + [f"`{m.spec}`" for m in metrics]
     rows = []
     for index, job in jobs.iterrows():
-        status = job["status"] + (" (partial)" if job["status"] == RUNNING else "")
+        status = job["status"] + (" (partial)" if job["partial"] else "")
         rows.append(
             [
                 f"`{job['job']}`",

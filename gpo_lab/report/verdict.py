@@ -68,7 +68,7 @@ def claims_section(claims: Claims, y: Metric | None, x: Metric | None, partial: 
     """The claims section of report.md: verdict, fitted best β, the ratio, the frontiers' gap."""
     lines = ["## The paper's claims", ""]
     if partial:
-        lines += ["_The sweep is still running: the claims count completed jobs only and may change._", ""]
+        lines += ["_The sweep is not complete (PARTIAL): the claims count completed jobs only and may change._", ""]
     quality = f"`{y.spec}`" if y is not None else "the quality metric"
     lines += [verdict(claims), ""] + edge_warnings(claims) + best_beta_lines(claims, quality)
     lines += ["", "### Best-β ratio between the f''(0)/|f'(0)| groups", ""] + ratio_lines(claims)
