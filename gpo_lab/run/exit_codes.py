@@ -21,6 +21,7 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
+from gpo_lab.run.fingerprint import refuse_another_experiment
 from gpo_lab.status import PROBLEM_STATES, expected_jobs, job_state
 from gpo_lab.store.run_files import SUMMARY_FILE
 
@@ -52,6 +53,7 @@ class ExitOnFailedJobs(Callback):
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         refuse_unwritable(Path(config.hydra.sweep.dir))
+        refuse_another_experiment(config)
         self.started, self.failures = time.time(), {}
 
     def on_job_end(self, config: DictConfig, job_return: Any, **kwargs: Any) -> None:

@@ -15,9 +15,11 @@ import copy
 import hashlib
 import json
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
+from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf
 
 from gpo_lab.errors import ConfigError
@@ -129,3 +131,66 @@ def check_same_run(run_dir: Path, stored: str | None, current: dict[str, Any]) -
         "Nothing was changed. Give this run its own directory (another name=...), or pass skip_completed=false "
         "to move the earlier run's files to previous-<time>/ and train this config there."
     )
+
+
+# What a sweep's report compares across its jobs: jobs of one experiment may differ in these and in
+# the grid's own keys, nothing else (a differing loss adds a loss to the sweep, not an experiment).
+REPORT_AXES = ("loss", "beta", "optim.lr", "seed")
+MULTIRUN_FILE = "multirun.yaml"
+
+
+class SweepDirectoryHoldsAnotherExperiment(ConfigError):
+    """The sweep directory holds the jobs of another experiment; one report over both would mix them."""
+
+
+def sweep_identity(config: Any, sweep_dir: Path) -> tuple[dict[str, Any], set[str]]:
+    """A sweep's config as Hydra composes it for a multirun (unresolved, without ``hydra``) and its grid's keys."""
+    container = OmegaConf.to_container(config, resolve=False) if not isinstance(config, dict) else dict(config)
+    hydra = container.pop("hydra", None) or {}
+    params = (hydra.get("sweeper") or {}).get("params") or {}
+    lines = [f"{key}={value}" for key, value in params.items()] + list((hydra.get("overrides") or {}).get("task") or [])
+    swept = set()
+    for override in OverridesParser.create().parse_overrides(lines):
+        if override.is_sweep_override() or override.key_or_group in params:
+            swept.add(override.key_or_group)
+    return identity(container, sweep_dir), swept
+
+
+def check_same_experiment(sweep_dir: Path, config: Any) -> None:
+    """Refuse a sweep into a directory whose earlier sweep (its ``multirun.yaml``) was another experiment.
+
+    Called before Hydra writes the new ``multirun.yaml``. Keys swept by either grid, and the report's axes,
+    may differ; any other difference (``+experiment=smoke`` then ``+experiment=bandit``) is refused.
+    """
+    sweep_dir = Path(sweep_dir)
+    previous = sweep_dir / MULTIRUN_FILE
+    if not previous.is_file() or not any(
+        path.is_dir() and (path / CONFIG_FILE).exists() for path in sweep_dir.iterdir()
+    ):
+        return  # no earlier sweep's jobs to mix with
+    try:
+        before, swept_before = sweep_identity(OmegaConf.load(previous), sweep_dir)
+    except Exception:
+        return  # an unreadable multirun.yaml: the report and status still tell experiments apart by their jobs
+    after, swept_now = sweep_identity(config, sweep_dir)
+    free = tuple(f"{key}." for key in {*REPORT_AXES, *swept_before, *swept_now})
+    changed = [line for line in differences(before, after) if not f"{line.split(': ', 1)[0]}.".startswith(free)]
+    changed.sort(key=lambda line: "(absent)" in line)  # values both sides set first: builder, model, data
+    if not changed:
+        return
+    detail = "\n  ".join(changed[:SHOWN] + ([f"... and {len(changed) - SHOWN} more"] if len(changed) > SHOWN else []))
+    raise SweepDirectoryHoldsAnotherExperiment(
+        f"{sweep_dir} holds the jobs of another experiment (its {MULTIRUN_FILE} -> this sweep):\n  {detail}\n"
+        "Nothing was started: one report over both would mix them. Give this sweep its own directory (another "
+        "name=..., or hydra.sweep.dir=...), or sweep the differing key in one grid (key=a,b)."
+    )
+
+
+def refuse_another_experiment(config: Any) -> None:
+    """Exit with code 2 and one message when :func:`check_same_experiment` refuses the sweep (a Hydra callback's
+    exception would print a traceback)."""
+    try:
+        check_same_experiment(Path(config.hydra.sweep.dir), config)
+    except SweepDirectoryHoldsAnotherExperiment as error:
+        print(error, file=sys.stderr)
+        sys.exit(2)  # as for every other input the user must fix
