@@ -9,6 +9,7 @@ file (safetensors does), so files of a shared sweep or cache stay readable by th
 
 from __future__ import annotations
 
+import errno
 import os
 import secrets
 import shutil
@@ -17,18 +18,56 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+
+
+class NoSpaceLeft(OSError):
+    """A write that failed because its disk (or the user's quota) is full; its message names the folder.
+
+    An ``OSError`` (errno ENOSPC), so that code handling a failed write handles this one too.
+    """
+
+    def __str__(self) -> str:
+        return str(self.strerror)
+
+
+def is_disk_full(error: BaseException) -> bool:
+    """Whether ``error`` reports a full disk: an ``OSError`` (ENOSPC, EDQUOT), or a writer's own error
+    that quotes the system's words for one (safetensors: ``I/O error: No space left on device``)."""
+    if isinstance(error, OSError):
+        return error.errno in DISK_FULL
+    return any(os.strerror(code) in str(error) for code in DISK_FULL)
+
+
+def no_space_left(folder: str | os.PathLike, what: str, error: BaseException, fix: str = "") -> NoSpaceLeft:
+    """The error to raise for ``error``, a full disk met while writing ``what`` into ``folder``."""
+    while isinstance(error, NoSpaceLeft) and error.__cause__ is not None:
+        error = error.__cause__  # the writer's own words, once
+    reason = " ".join(str(getattr(error, "strerror", None) or error).split())
+    return NoSpaceLeft(
+        errno.ENOSPC,
+        f"No space left on {folder} (writing {what}: {reason}). Nothing there was replaced: what it held "
+        f"before is intact. Free space there{fix}, then run the same command again.",
+    )
+
 
 @contextmanager
 def atomic_path(target: str | os.PathLike, directory: bool = False) -> Iterator[Path]:
     """Yields a new temporary file (or directory) in ``target``'s directory to fill.
 
     On a clean exit its contents are synced to disk and it is renamed over ``target``; on any
-    error it is removed. A directory target that already exists is removed just before the rename:
-    replacing a directory is atomic only for readers that hold the writer's lock.
+    error it is removed (a full disk is raised as :class:`NoSpaceLeft`). A directory target that
+    already exists is removed just before the rename: replacing a directory is atomic only for
+    readers that hold the writer's lock.
     """
     target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _create_temporary(target, directory)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = _create_temporary(target, directory)
+    except OSError as error:
+        if is_disk_full(error):
+            raise no_space_left(target.parent, target.name, error) from error
+        raise
     mode = stat.S_IMODE(tmp.stat().st_mode)
     try:
         yield tmp
@@ -37,11 +76,13 @@ def atomic_path(target: str | os.PathLike, directory: bool = False) -> Iterator[
             shutil.rmtree(target)
         os.replace(tmp, target)
         _sync(target.parent)
-    except BaseException:
+    except BaseException as error:
         if tmp.is_dir():
             shutil.rmtree(tmp, ignore_errors=True)
         else:
             tmp.unlink(missing_ok=True)
+        if is_disk_full(error) and not isinstance(error, NoSpaceLeft):
+            raise no_space_left(target.parent, target.name, error) from error
         raise
 
 

@@ -7,6 +7,7 @@ stale lock never blocks a resume.
 from __future__ import annotations
 
 import fcntl
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -65,11 +66,39 @@ class RunLock:
 @contextmanager
 def file_lock(path: Path) -> Iterator[None]:
     """Block until this process holds an exclusive ``fcntl`` lock on ``path``: concurrent jobs
-    that build one cache entry take turns, and the kernel frees the lock if a holder dies."""
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
+    that build one cache entry take turns, and the kernel frees the lock if a holder dies.
+
+    The holder removes the file before it lets go, so no lock file outlives its use (even when the
+    work under it failed); a waiter that then gets the lock of the removed file sees that the path
+    no longer names it, and locks the path afresh.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle = _locked(path)
+    try:
+        yield
+    finally:
         try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+            path.unlink(missing_ok=True)  # while still held: every waiter on this file retries on the path
+        except OSError:
+            pass
+        fcntl.flock(handle, fcntl.LOCK_UN)
+        handle.close()
+
+
+def _locked(path: Path):
+    """An open handle of ``path`` holding its lock, where ``path`` still names the locked file."""
+    while True:
+        handle = open(path, "a")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            held = os.fstat(handle.fileno())
+            current = os.stat(path)
+            if (held.st_dev, held.st_ino) == (current.st_dev, current.st_ino):
+                return handle
+        except FileNotFoundError:
+            pass  # removed by the holder before us: lock the path afresh
+        except BaseException:
+            handle.close()
+            raise
+        handle.close()
