@@ -123,8 +123,9 @@ def test_one_key_for_every_cache_and_entries_are_checked_against_their_spec(tmp_
     assert json.loads((entry / "spec.json").read_text())["stage"] == "sft"
     assert ReferenceLogpCache(tmp_path / "cache").store.entry("sft", spec_key(spec)) == entry  # one layout
     (entry / "spec.json").write_text(json.dumps({"stage": "edited"}))
-    with pytest.raises(RuntimeError, match="another spec"):
-        cache.get_or_build("sft", spec, lambda d: None)
+    assert cache.find("sft", spec) is None  # an edited spec is damage: moved aside and built again
+    assert cache.get_or_build("sft", spec, lambda d: None) == (entry, True)
+    assert len(list(entry.parent.glob(f"{entry.name}.damaged-*"))) == 1
 
 
 def test_a_stale_entry_without_its_spec_is_rebuilt(tmp_path):

@@ -10,7 +10,8 @@ the policy is trained in (:mod:`gpo_lab.models.reference_logps`), so that rho is
 that holds only where the reference's numbers do not depend on what a pair is batched with, which
 :func:`gpo_lab.models.batch_dependence.batch_dependence` checks at start-up. Entries live in the locked
 content-addressed cache of :mod:`gpo_lab.store.cache` (a partial entry is never read; jobs that start
-together compute once while the others wait and then read it), each one safetensors file.
+together compute once while the others wait and then read it), each one safetensors file. An entry
+that does not read back as ``(pairs, 2)`` values is moved aside and computed again.
 """
 
 from __future__ import annotations
@@ -30,11 +31,15 @@ from safetensors.torch import save_file
 from gpo_lab.data.columns import REFERENCE_LOGPS
 from gpo_lab.models.fingerprints import cache_spec, weights_fingerprint
 from gpo_lab.models.reference_logps import compute_on
-from gpo_lab.store.cache import ContentCache, spec_key
+from gpo_lab.store.cache import CACHE_ENV, ContentCache, spec_key
 
 log = logging.getLogger(__name__)
 
-CACHE_ENV = "GPO_LAB_CACHE"
+# How a user points this cache elsewhere or does without it (conf/config.yaml's reference_cache block).
+FIX = (
+    ", or set reference_cache.dir to one, or switch this cache off with reference_cache.enabled=false "
+    "(the reference then scores every training batch)"
+)
 COLUMN = REFERENCE_LOGPS
 SPLITS = {"train": "train_set", "validation": "val_set"}
 
@@ -52,7 +57,7 @@ class ReferenceLogpCache:
 
     def __init__(self, root: str | os.PathLike | None = None):
         self.root = Path(root) if root is not None else default_cache_dir()
-        self.store = ContentCache(self.root)
+        self.store = ContentCache(self.root, FIX)
 
     def path(self, key: str) -> Path:
         return self.store.entry(self.KIND, key) / self.VALUES_FILE
@@ -69,17 +74,20 @@ class ReferenceLogpCache:
         """The values for ``spec``: read from the cache, or computed by ``compute()`` and stored.
 
         Returns the values and whether this call computed them. Concurrent callers with the same
-        spec serialise on a file lock: the first computes, the others read its entry.
+        spec serialise on a file lock: the first computes, the others read its entry. An entry that
+        cannot be read, or holds values of another shape, is moved aside and computed again.
         """
-        computed: list[torch.Tensor] = []
 
         def build(directory: Path) -> None:
             values = self._checked(compute().detach().to("cpu", torch.float32).contiguous(), spec)
             save_file({"logps": values}, str(directory / self.VALUES_FILE))
-            computed.append(values)
 
-        _, built = self.store.get_or_build(self.KIND, spec, build)
-        return (computed[0], True) if built else (self._checked(self.load(spec_key(spec)), spec), False)
+        def read(entry: Path) -> torch.Tensor:
+            with safe_open(str(entry / self.VALUES_FILE), framework="pt") as handle:
+                return self._checked(handle.get_tensor("logps"), spec)
+
+        values, _, computed = self.store.read_or_build(self.KIND, spec, build, read)
+        return values, computed
 
     @staticmethod
     def _checked(values: torch.Tensor, spec: dict[str, Any]) -> torch.Tensor:

@@ -6,7 +6,8 @@ labels, like human raters'. ``label_temperature=0`` labels deterministically (th
 a tie by a fair coin). Pairs whose two responses are the same carry no preference and are
 dropped. The prompts are split by topic set: a fraction of the topic sets of every size is held out,
 the validation pairs (and the evaluation prompts the callbacks sample on) come from those, and the
-training pairs never do.
+training pairs never do. A cached ``pairs.json`` that does not read back as such rows is moved aside and
+generated again.
 """
 
 from __future__ import annotations
@@ -24,8 +25,9 @@ import datasets
 from gpo_lab.errors import ConfigError
 from gpo_lab.eval.draw import prompt_uniforms
 from gpo_lab.eval.sampling import decode, encode_prompts, sample_responses
-from gpo_lab.store.cache import cached_entry, spec_key
+from gpo_lab.store.cache import cached_value, spec_key
 from gpo_lab.tasks.synthetic.behaviour import NoisyBehaviour
+from gpo_lab.tasks.synthetic.sft import CACHE_FIX
 from gpo_lab.tasks.synthetic.task import TopicTask
 
 log = logging.getLogger(__name__)
@@ -37,6 +39,8 @@ PAIRS_VERSION = 3
 # (gpo_lab.eval.draw), so that no pair response is a sample-bank draw again.
 PAIR_STREAMS = {("train", 0): 2, ("train", 1): 3, ("validation", 0): 4, ("validation", 1): 5}
 SOURCES = ("policy", "behaviour")
+SPLITS = ("train", "validation")
+TEXT_FIELDS = ("prompt", "chosen", "rejected")
 
 
 @dataclass(frozen=True)
@@ -195,9 +199,23 @@ def offline_pairs(
         finally:
             policy.train(was_training)
 
-    entry, built = cached_entry(cache_dir, "pairs", spec, build)
+    (splits, stats), entry, built = cached_value(cache_dir, "pairs", spec, build, read_pairs, CACHE_FIX)
     if not built:
         log.info("Offline pairs loaded from the cache: %s", entry)
-    data = json.loads((entry / PAIRS_FILE).read_text())
-    splits = datasets.DatasetDict({split: datasets.Dataset.from_list(data[split]) for split in ("train", "validation")})
-    return splits, {"pairs_key": spec_key(spec), "pairs_generated_now": built, **data["stats"]}
+    return splits, {"pairs_key": spec_key(spec), "pairs_generated_now": built, **stats}
+
+
+def read_pairs(directory: Path) -> tuple[datasets.DatasetDict, dict[str, Any]]:
+    """The splits and statistics of a cached ``pairs.json``, refused (ValueError) unless they are what
+    :func:`generate_pairs` writes: a damaged file must not train."""
+    data = json.loads((directory / PAIRS_FILE).read_text())
+    if not isinstance(data, dict) or not isinstance(data.get("stats"), dict):
+        raise ValueError(f"{PAIRS_FILE} is not an object with stats")
+    for split in SPLITS:
+        rows = data.get(split)
+        if not isinstance(rows, list) or not rows:
+            raise ValueError(f"{PAIRS_FILE} has no {split} rows")
+        if not all(isinstance(row, dict) and all(isinstance(row.get(k), str) for k in TEXT_FIELDS) for row in rows):
+            raise ValueError(f"{PAIRS_FILE} has a {split} row without text {', '.join(TEXT_FIELDS)}")
+    splits = datasets.DatasetDict({split: datasets.Dataset.from_list(data[split]) for split in SPLITS})
+    return splits, data["stats"]

@@ -3,6 +3,7 @@
 It becomes both pi_ref and the starting policy of every GPO run. Training is deterministic given
 its settings, so the result is cached on disk under a hash of everything that determines it
 (task, behaviour, model, SFT settings): a sweep trains it once and every job loads the same weights.
+An entry whose weights or metrics do not load is moved aside and trained again.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from gpo_lab.errors import ConfigError
 from gpo_lab.eval.sampling import encode_prompts
 from gpo_lab.models.hf import disable_dropout
 from gpo_lab.scoring.logprobs import token_logprobs
-from gpo_lab.store.cache import cached_entry, spec_key
+from gpo_lab.store.cache import cached_value, spec_key
 from gpo_lab.tasks.synthetic.behaviour import NoisyBehaviour
 from gpo_lab.tasks.synthetic.task import TopicTask
 
@@ -36,6 +37,8 @@ log = logging.getLogger(__name__)
 WEIGHTS_FILE = "model.safetensors"
 METRICS_FILE = "metrics.json"
 SFT_VERSION = 1  # bump when the training procedure changes, so old cache entries are not reused
+# How a user points the synthetic task's cache elsewhere (conf/experiment/synthetic.yaml).
+CACHE_FIX = ", or set synthetic.cache_dir to one"
 
 
 @dataclass(frozen=True)
@@ -131,16 +134,17 @@ def sft_policy(
         save_model(policy, str(directory / WEIGHTS_FILE))
         (directory / METRICS_FILE).write_text(json.dumps(metrics, indent=2) + "\n")
 
-    entry, built = cached_entry(cache_dir, "sft", spec, build)
+    def read(directory: Path) -> tuple[torch.nn.Module, dict[str, Any]]:
+        policy = fresh_model(model_spec, tokenizer, settings.seed)
+        load_model(policy, str(directory / WEIGHTS_FILE))
+        metrics = json.loads((directory / METRICS_FILE).read_text())
+        if not isinstance(metrics, dict):
+            raise ValueError(f"{METRICS_FILE} holds {type(metrics).__name__}, not an object")
+        return policy, metrics
+
+    (policy, metrics), entry, built = cached_value(cache_dir, "sft", spec, build, read, CACHE_FIX)
     if not built:
         log.info("SFT policy loaded from the cache: %s", entry)
-    policy = fresh_model(model_spec, tokenizer, settings.seed)
-    load_model(policy, str(entry / WEIGHTS_FILE))
     policy.eval()
-    info = {
-        "sft_key": spec_key(spec),
-        "sft_path": str(entry),
-        "sft_trained_now": built,
-        **json.loads((entry / METRICS_FILE).read_text()),
-    }
+    info = {"sft_key": spec_key(spec), "sft_path": str(entry), "sft_trained_now": built, **metrics}
     return policy, info
