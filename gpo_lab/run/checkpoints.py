@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import logging
 import time
 from pathlib import Path
@@ -14,11 +15,14 @@ from gpo_lab.store.atomic import atomic_path
 from gpo_lab.store.run_files import LAST_CHECKPOINT
 
 log = logging.getLogger(__name__)
+# What torch says when a write into its zip archive stopped short, its only report of a full disk.
+SHORT_WRITE = "unexpected pos"
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
-    """Writes a checkpoint to a temporary file beside it and renames it into place: a kill
-    mid-write leaves the previous checkpoint intact instead of a truncated one."""
+    """Writes a checkpoint to a temporary file beside it and renames it into place: a kill or a full
+    disk mid-write leaves the previous checkpoint intact instead of a truncated one, and a full disk
+    is reported as such (:class:`~gpo_lab.store.atomic.NoSpaceLeft`), not in torch's words."""
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options=None) -> None:
         if storage_options is not None:
@@ -26,11 +30,45 @@ class AtomicCheckpointIO(TorchCheckpointIO):
                 f"`Trainer.save_checkpoint(..., storage_options=...)` is not supported by {type(self).__name__}."
             )
         with atomic_path(path) as tmp, tmp.open("wb") as handle:
-            torch.save(checkpoint, handle)
+            save_reporting_write_errors(checkpoint, handle)
 
     def load_checkpoint(self, path, map_location=None, weights_only: bool | None = None) -> dict[str, Any]:
         # Checkpoints hold tensors and plain containers only: never unpickle arbitrary objects.
         return super().load_checkpoint(path, map_location=map_location, weights_only=True)
+
+
+class _Stream:
+    """A file handle that keeps the error of a failed write, which torch replaces by its own."""
+
+    def __init__(self, handle):
+        self.handle, self.error = handle, None
+
+    def write(self, data) -> int:
+        try:
+            return self.handle.write(data)
+        except OSError as error:
+            self.error = error
+            raise
+
+    def flush(self) -> None:
+        self.handle.flush()
+
+
+def save_reporting_write_errors(checkpoint: dict[str, Any], handle) -> None:
+    """``torch.save(checkpoint, handle)``, raising a failed write's own ``OSError``.
+
+    torch turns it into ``RuntimeError: [enforce fail at inline_container.cc:...] . unexpected pos``,
+    which says nothing of a full disk; a write that stopped short without an error is one too.
+    """
+    stream = _Stream(handle)
+    try:
+        torch.save(checkpoint, stream)
+    except RuntimeError as error:
+        if stream.error is not None:
+            raise stream.error from error
+        if SHORT_WRITE in str(error):
+            raise OSError(errno.ENOSPC, f"the write stopped short ({' '.join(str(error).split())})") from error
+        raise
 
 
 def usable_checkpoint(checkpoint_dir: Path) -> tuple[Path | None, int]:
