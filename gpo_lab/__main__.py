@@ -22,7 +22,9 @@ from omegaconf import DictConfig, OmegaConf
 from gpo_lab.errors import bounded, error_text, user_facing_cause
 from gpo_lab.losses.config_store import register_loss_configs
 from gpo_lab.run.dirnames import job_dirname_resolver
-from gpo_lab.run.exit_codes import JobFailure
+from gpo_lab.run.exit_codes import JobElsewhere, JobFailure, stopped_line
+from gpo_lab.run.signals import Interrupted, in_launching_process, received, signal_name, sweep_dir
+from gpo_lab.store.lock import RunDirectoryBusy
 
 # Training's modules (torch, Lightning, transformers) take seconds to import, and a line with one of these flags
 # never runs a job (Hydra only prints help, a config or information): it answers without them. Any other line
@@ -78,19 +80,40 @@ def flags_first(args: list[str]) -> list[str]:
 
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
-def app(cfg: DictConfig) -> JobFailure | None:
+def app(cfg: DictConfig) -> JobFailure | JobElsewhere | None:
     """One job of the Hydra application (a run, or one job of a ``-m`` sweep).
 
     A failed job of a sweep returns its failure instead of raising, so the launcher runs the other
-    jobs; :class:`~gpo_lab.run.exit_codes.ExitOnFailedJobs` then ends the sweep with code 1.
-    A single run exits with code 2 on a fixable input error (one message) and 1 on any other.
+    jobs; :class:`~gpo_lab.run.exit_codes.ExitOnFailedJobs` then ends the sweep with code 1. A job that
+    another process trains is left to it. A single run exits with code 2 on a fixable input error (one
+    message), 1 on any other, and 143 (SIGTERM) or 130 (SIGINT) when a signal stopped it (``interrupted``).
+    A signal ends a sweep in the process that launched it, however its jobs run (:mod:`gpo_lab.run.signals`).
     """
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
     multirun = hydra_cfg.mode == RunMode.MULTIRUN
     try:
         train(cfg, run_dir)
+        if multirun and received() is not None and in_launching_process():
+            raise Interrupted(received())  # it ended its job; the sweep starts no other
         return None
+    except Interrupted as stop:
+        if not multirun:
+            print(
+                f"The run was stopped by {signal_name(stop.signum)}: {run_dir} is interrupted; "
+                "the same command resumes it from its last checkpoint.",
+                file=sys.stderr,
+            )
+            sys.exit(stop.exit_code)
+        if in_launching_process():
+            raise
+        return None  # a worker: its job says interrupted, and the launching process ends the sweep
+    except RunDirectoryBusy as busy:
+        if not multirun:
+            log.error("Run failed (%s): %s", run_dir, busy)
+            sys.exit(2)
+        log.warning("%s is running in another process; this sweep leaves it to that one.", run_dir)
+        return JobElsewhere(str(run_dir))
     except Exception as error:
         cause = user_facing_cause(error)
         message = bounded(str(cause)) if cause is not None else error_text(error)
@@ -105,7 +128,14 @@ def app(cfg: DictConfig) -> JobFailure | None:
 def main() -> None:
     """The command line (``python -m gpo_lab``, ``gpo-lab``): Hydra's flags anywhere, then Hydra."""
     sys.argv[1:] = flags_first(sys.argv[1:])
-    app()
+    try:
+        app()
+    except Interrupted as stop:  # a sweep (a run exits in app)
+        print(
+            stopped_line(stop, sweep_dir()) if sweep_dir() else f"Stopped by {signal_name(stop.signum)}.",
+            file=sys.stderr,
+        )
+        sys.exit(stop.exit_code)
 
 
 if __name__ == "__main__":

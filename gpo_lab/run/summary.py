@@ -105,6 +105,19 @@ class RunSummary:
             best=tracker.best if tracker else {},
         )
 
+    def interrupted(
+        self, signal_name: str, trainer: pl.Trainer | None = None, tracker: ValidationTracker | None = None
+    ) -> None:
+        """Stopped from outside (SIGTERM, Ctrl-C): not a failure; the same command resumes it."""
+        steps = trainer.global_step if trainer is not None else 0
+        self.update(
+            status="interrupted",
+            error=f"stopped by {signal_name} at step {steps}; the same command resumes it from its last checkpoint",
+            steps=steps,
+            final=tracker.final if tracker else {},
+            best=tracker.best if tracker else {},
+        )
+
 
 def loss_function_record(loss: Any) -> dict[str, Any] | None:
     """What the report needs of an f(beta * rho) loss, recorded at training time so the report needs no torch.

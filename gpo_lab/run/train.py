@@ -34,6 +34,14 @@ from gpo_lab.run.checkpoints import AtomicCheckpointIO, usable_checkpoint
 from gpo_lab.run.config_checks import check_writable, validate_run_config
 from gpo_lab.run.fingerprint import RunDirectoryHoldsAnotherRun, check_same_run, fingerprint, identity
 from gpo_lab.run.metrics_file import MetricsFileLogger
+from gpo_lab.run.signals import (
+    Interrupted,
+    refuse_if_stopping,
+    signal_name,
+    stop_on_signals,
+    stop_signal,
+    trainer_running,
+)
 from gpo_lab.run.summary import RunSummary, ValidationTracker, loss_function_record
 from gpo_lab.store.lock import RunLock
 from gpo_lab.store.records import atomic_write_text, read_json, read_metrics
@@ -155,11 +163,12 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     checkpoint, with its data order and random state.
     """
     run_dir = Path(run_dir)
+    refuse_if_stopping()  # a worker of a sweep that was told to stop
     check_launch(cfg)
     if not launched_as_rank_zero():
         return _train_other_rank(cfg, run_dir)
     check_writable(run_dir)  # before the lock and summary.json are written there
-    with RunLock(run_dir):
+    with stop_on_signals(), RunLock(run_dir):
         redact_hydra_record(run_dir, typed_overrides(cfg, redact=False))
         config = saved_config(cfg)
         current = identity(config, run_dir)
@@ -281,15 +290,25 @@ def _train_locked(cfg: DictConfig, run_dir: Path, config: dict[str, Any], config
             use_distributed_sampler=False,  # the data modules shard their own (seeded, resumable) order
         )
         metrics_file.trainer = trainer
-        trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from)
-        if tracker.step != trainer.global_step or not tracker.final:
-            trainer.validate(module, datamodule=datamodule, verbose=False)
+        with trainer_running():
+            trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from)
+            if tracker.step != trainer.global_step or not tracker.final:
+                trainer.validate(module, datamodule=datamodule, verbose=False)
         summary.completed(trainer, tracker, data=getattr(datamodule, "stats", {}))
         log.info("Finished: %s", summary.path)
         return summary.data
     except BaseException as error:
         if not announced:
             announce_decision(run_dir, train=False)
+        signum = stop_signal(error)
+        if signum is not None:  # stopped from outside: not a failure, and resumable
+            try:
+                summary.interrupted(signal_name(signum), trainer, tracker)
+            except OSError as write_error:
+                log.error("Could not record the interruption in %s: %s", summary.path, write_error)
+            if isinstance(error, Interrupted):
+                raise
+            raise Interrupted(signum) from error
         cause = user_facing_cause(error)  # a fixable input error, even when Hydra's instantiate wrapped it
         if cause is None and is_communication_error(error):  # another rank failed first: its error is the one
             peer = peer_failure(run_dir)
