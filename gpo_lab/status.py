@@ -87,7 +87,7 @@ def job_state(run_dir: Path) -> Job:
         state = "damaged"
     elif status in ("completed", "failed"):
         state = status
-    elif status == "running" or records or os.path.exists(run_dir / METRICS_FILE):
+    elif status in ("running", "interrupted") or records or os.path.exists(run_dir / METRICS_FILE):
         state = "interrupted"  # killed or preempted; the same command resumes it
     else:
         state = "not started"
