@@ -74,7 +74,8 @@ def test_malformed_json_line_is_reported_with_its_number(tmp_path):
 
 def test_non_string_column(tmp_path):
     path = write_jsonl(tmp_path / "pairs.jsonl", [{"prompt": "p", "chosen": 1.5, "rejected": "b"}] * 4)
-    assert "holds float values" in failing_run(tmp_path, data_overrides(path))
+    message = failing_run(tmp_path, data_overrides(path))
+    assert "row 1: column 'chosen' (chosen) holds float 1.5; expected text" in message
 
 
 def test_empty_dataset(tmp_path):
