@@ -58,7 +58,7 @@ def test_only_global_rank_zero_writes_from_a_callback(tmp_path):
 
 def test_a_restart_from_step_zero_and_a_rerun_move_the_file_aside(tmp_path):
     from gpo_lab.run.metrics_file import MetricsFileLogger
-    from gpo_lab.run.train import archive_previous_run, resume_point
+    from gpo_lab.run.resume import archive_previous_run, resume_point
 
     for name in ("metrics.jsonl", PER_PROMPT_FILE):
         (tmp_path / name).write_text('{"step": 10, "val/loss": 0.5}\n')

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
-import time
 import warnings
 from pathlib import Path
 from typing import Any
@@ -34,6 +32,7 @@ from gpo_lab.run.checkpoints import AtomicCheckpointIO, usable_checkpoint
 from gpo_lab.run.config_checks import check_writable, validate_run_config
 from gpo_lab.run.fingerprint import RunDirectoryHoldsAnotherRun, check_same_run, fingerprint, identity
 from gpo_lab.run.metrics_file import MetricsFileLogger
+from gpo_lab.run.resume import archive_previous_run, has_run_files, resume_point, stored_fingerprint
 from gpo_lab.run.signals import (
     Interrupted,
     refuse_if_stopping,
@@ -44,9 +43,9 @@ from gpo_lab.run.signals import (
 )
 from gpo_lab.run.summary import RunSummary, ValidationTracker, loss_function_record
 from gpo_lab.store.lock import RunLock
-from gpo_lab.store.records import atomic_write_text, read_json, read_metrics
+from gpo_lab.store.records import atomic_write_text
 from gpo_lab.store.redaction import redact_hydra_record, redact_override, redact_secrets
-from gpo_lab.store.run_files import METRICS_FILE, OUTCOME, PER_PROMPT_FILE, RunFiles
+from gpo_lab.store.run_files import RunFiles
 from gpo_lab.tasks.common import build_task
 
 log = logging.getLogger(__name__)
@@ -87,17 +86,6 @@ def saved_config(cfg: DictConfig) -> dict[str, Any]:
     return config
 
 
-def has_run_files(run_dir: Path) -> bool:
-    return RunFiles(run_dir).has_outcome()
-
-
-def stored_fingerprint(run_dir: Path) -> str | None:
-    try:
-        return read_json(RunFiles(run_dir).summary).get("config_fingerprint")
-    except (OSError, ValueError, AttributeError):
-        return None
-
-
 def build_callbacks(cfg: DictConfig) -> list[pl.Callback]:
     """Every entry of the ``callbacks`` group that is not switched off (set to null)."""
     return [instantiate(node) for node in (cfg.get("callbacks") or {}).values() if node is not None]
@@ -117,42 +105,6 @@ def trainer_plugins() -> list:
     if SLURMEnvironment.detect():
         plugins.append(SLURMEnvironment(auto_requeue=False))
     return plugins
-
-
-def archive_previous_run(run_dir: Path) -> Path:
-    """Move a finished run's files aside (nothing is deleted) so the directory can train afresh."""
-    archive = run_dir / f"previous-{time.strftime('%Y%m%d-%H%M%S')}"
-    archive.mkdir()
-    for name in OUTCOME:
-        if (run_dir / name).exists():
-            shutil.move(str(run_dir / name), archive / name)
-    return archive
-
-
-def resume_point(run_dir: Path, metrics_file: MetricsFileLogger) -> tuple[Path | None, int]:
-    """The checkpoint to resume from (damaged ones moved aside), with ``metrics.jsonl`` cut back to match.
-
-    Without a checkpoint the run starts at step 0, so the records of an earlier attempt (killed
-    before its first checkpoint, or whose checkpoint was removed) are moved to ``previous-<time>/``:
-    every step appears once in ``metrics.jsonl``, and nothing is deleted.
-    """
-    resume_from, step = usable_checkpoint(RunFiles(run_dir).checkpoints)
-    if resume_from is not None:
-        log.info("Resuming from %s (step %d).", resume_from, step)
-        metrics_file.truncate_after(step)
-    elif read_metrics(metrics_file.path):
-        archive = run_dir / f"previous-{time.strftime('%Y%m%d-%H%M%S')}"
-        archive.mkdir(exist_ok=True)
-        shutil.move(str(metrics_file.path), archive / METRICS_FILE)
-        if (run_dir / PER_PROMPT_FILE).exists():
-            shutil.move(str(run_dir / PER_PROMPT_FILE), archive / PER_PROMPT_FILE)
-        log.info(
-            "No usable checkpoint in %s: training from step 0; the earlier attempt's %s is in %s.",
-            run_dir,
-            METRICS_FILE,
-            archive,
-        )
-    return resume_from, step
 
 
 def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
