@@ -10,6 +10,7 @@ Hydra's flags (``-m``, ``--cfg job``, ``--config-dir DIR``, ...) may stand anywh
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -107,6 +108,10 @@ def app(cfg: DictConfig) -> JobFailure | JobElsewhere | None:
             sys.exit(stop.exit_code)
         if in_launching_process():
             raise
+        if os.environ.get("SLURM_JOB_ID"):
+            # SLURM sends TERM before it requeues or preempts a job: end with no result, so that submitit's
+            # launcher waits for the requeued job, which resumes from the last checkpoint.
+            sys.exit(stop.exit_code)
         return None  # a worker: its job says interrupted, and the launching process ends the sweep
     except RunDirectoryBusy as busy:
         if not multirun:

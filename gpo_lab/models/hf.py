@@ -74,7 +74,9 @@ def torch_dtype(dtype: str) -> torch.dtype:
 
 def pretrained(auto_class, tokenizer, name: str, dtype: str = "float32", **kwargs) -> PreTrainedModel:
     """``auto_class.from_pretrained`` with the tokenizer's pad token where the model names none."""
-    model = auto_class.from_pretrained(model_location(name), dtype=torch_dtype(dtype), **kwargs)
+    # A GGUF checkpoint is one file in its directory, with no config.json beside it.
+    location = model_location(name, saved_model="gguf_file" not in kwargs)
+    model = auto_class.from_pretrained(location, dtype=torch_dtype(dtype), **kwargs)
     if model.config.pad_token_id is None:
         model.config.pad_token_id = tokenizer.pad_token_id
     return model
