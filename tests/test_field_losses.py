@@ -84,7 +84,8 @@ HAND = {
     "sft": [-(PI_W[0] + PI_W[1]) / (LEN_W[0] + LEN_W[1])] * 2,  # 14/6 for both pairs
     "rpo": [softplus(-BETA * x) - w / lw for x, w, lw in zip(RHO, PI_W, LEN_W)],
     "odpo": [softplus(-(BETA * x - o)) for x, o in zip(RHO, (0.5, -1.0))],
-    "rdpo": [softplus(-(BETA * x - 0.01 * (lw - ll))) for x, lw, ll in zip(RHO, LEN_W, LEN_L)],
+    # Park et al. 2024: the margin gains + alpha (|y_w| - |y_l|), from the length-penalized reward r - alpha |y|
+    "rdpo": [softplus(-(BETA * x + 0.01 * (lw - ll))) for x, lw, ll in zip(RHO, LEN_W, LEN_L)],
 }
 HAND["orpo"] = [
     14 / 6
@@ -241,3 +242,25 @@ def test_the_docs_table_of_the_field_names_only_real_losses():
     rows = [line.split("|")[1].strip().strip("`") for line in section.splitlines() if line.startswith("| `")]
     named = rows[1:]  # after the header
     assert set(named) <= set(FIELD_LOSSES), set(named) - set(FIELD_LOSSES)
+
+
+def test_exo_pair_epsilon_is_label_smoothing():
+    """EXO's eps is TRL's label_smoothing: changing it changes the loss, by Ji et al.'s formula."""
+    exo = build("exo_pair", allow_nonconvex=True, label_smoothing=0.2).pair_loss(LOGPS, BETA)
+    expected = [
+        sigmoid(BETA * x) * (log_sigmoid(BETA * x) - math.log(0.8))
+        + sigmoid(-BETA * x) * (log_sigmoid(-BETA * x) - math.log(0.2))
+        for x in RHO
+    ]
+    torch.testing.assert_close(exo, t(*expected), rtol=1e-10, atol=1e-12)
+    for bad in ({"label_smoothing": 0.0}, {"fn_kwargs": {"epsilon": 0.2}}, {"noise": "cdpo"}):
+        with pytest.raises(Exception, match="exo_pair|label_smoothing"):
+            build("exo_pair", allow_nonconvex=True, **bad)
+
+
+def test_options_that_would_be_ignored_are_refused():
+    """label_smoothing without label noise, or fn_kwargs for an f that takes none, would change nothing."""
+    with pytest.raises(Exception, match="no effect without label noise"):
+        build("simpo", label_smoothing=0.2)
+    with pytest.raises(Exception, match="fn_kwargs is taken only by"):
+        build("cdpo", fn_kwargs={"tau": 0.1})

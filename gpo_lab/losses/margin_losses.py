@@ -69,21 +69,48 @@ def exo_pair(z: torch.Tensor, epsilon: float = 1e-3) -> torch.Tensor:
 
 
 NONCONVEX_FUNCTIONS = {"discopop": discopop, "exo_pair": exo_pair}
+# f whose own epsilon is ``loss.label_smoothing`` (TRL's name for it), not label noise added to f
+SMOOTHED_FUNCTIONS = {"exo_pair": "epsilon"}
 
 
 def resolve_margin_function(fn: str, fn_kwargs: dict | None) -> tuple[str, LossFunction]:
-    """(name, f) for a GPO member or alias, a non-convex f of the field, or a user's dotted path."""
+    """(name, f) for a GPO member or alias, a non-convex f of the field, or a user's dotted path.
+
+    ``fn_kwargs`` go to a non-convex f of the field only; given to any other f they would be ignored, so
+    they are refused.
+    """
     if fn in NONCONVEX_FUNCTIONS:
         return fn, functools.partial(NONCONVEX_FUNCTIONS[fn], **(fn_kwargs or {}))
+    if fn_kwargs:
+        raise ConfigError(f"loss.fn_kwargs is taken only by {', '.join(NONCONVEX_FUNCTIONS)}, not by fn={fn!r}.")
     return resolve_function(fn)  # checked by MarginLoss as the z -> loss function it builds
+
+
+def smoothing_options(fn: str, noise: str, label_smoothing: float, fn_kwargs: dict | None) -> dict | None:
+    """fn_kwargs with ``loss.label_smoothing`` where it is f's own epsilon (EXO); refused where it would be ignored."""
+    key = SMOOTHED_FUNCTIONS.get(fn)
+    if key is not None:
+        if noise != "none" or key in (fn_kwargs or {}):
+            raise ConfigError(f"{fn}'s epsilon is loss.label_smoothing alone (no loss.noise, no loss.fn_kwargs.{key}).")
+        if not 0 < label_smoothing < 0.5:
+            raise ConfigError(f"loss.label_smoothing must be in (0, 0.5) for {fn}, got {label_smoothing!r}.")
+        return {**(fn_kwargs or {}), key: float(label_smoothing)}
+    if noise == "none" and label_smoothing != 0:
+        raise ConfigError(
+            f"loss.label_smoothing={label_smoothing!r} has no effect without label noise: "
+            "set loss.noise=cdpo or loss.noise=robust, or leave it at 0."
+        )
+    return fn_kwargs
 
 
 class MarginLoss(PreferenceLoss):
     """loss = c * g(a * (s_w - s_l) - shift), g = f with optional label noise: one margin, one f.
 
     ``scores``: which margin (see :func:`scores`). ``shift`` = gamma (SimPO's target margin)
-    + length_alpha * (|y_w| - |y_l|) (R-DPO) + the pair's own offset when ``offset`` (ODPO).
-    ``noise``: ``cdpo`` is (1 - eps) f(z) + eps f(-z); ``robust`` is ((1 - eps) f(z) - eps f(-z)) / (1 - 2 eps).
+    - length_alpha * (|y_w| - |y_l|) (R-DPO, Park et al. 2024: the length-regularized reward r - alpha |y|
+    adds + alpha (|y_w| - |y_l|) to the margin) + the pair's own offset when ``offset`` (ODPO).
+    ``noise``: ``cdpo`` is (1 - eps) f(z) + eps f(-z); ``robust`` is ((1 - eps) f(z) - eps f(-z)) / (1 - 2 eps);
+    eps is ``label_smoothing``, which is EXO's own epsilon for ``fn=exo_pair`` and refused elsewhere.
     ``beta_role``: ``temperature`` (a = beta, c = 1), ``weight`` (a = 1, c = beta; ORPO's lambda)
     or ``ipo`` (a = 2 beta, c = 1 / (2 beta)^2, with f = squared: (m - 1/(2 beta))^2, IPO's tau = beta).
     g is checked like a user's f (finite, convex unless ``allow_nonconvex``, decreasing at 0).
@@ -121,6 +148,7 @@ class MarginLoss(PreferenceLoss):
             beta_role,
         )
         self.gamma, self.length_alpha, self.offset = float(gamma), float(length_alpha), bool(offset)
+        fn_kwargs = smoothing_options(fn, noise, label_smoothing, fn_kwargs)
         self.fn_name, self.f = resolve_margin_function(fn, fn_kwargs)
         self.uses_reference = scores in ("log_ratio", "log_ratio_avg")
         shifted = self.gamma != 0 or self.length_alpha != 0 or self.offset
@@ -141,7 +169,7 @@ class MarginLoss(PreferenceLoss):
         shift: torch.Tensor | float = self.gamma
         if self.length_alpha:
             chosen_length, rejected_length = response_lengths(logps)
-            shift = shift + self.length_alpha * at_least_float32(chosen_length - rejected_length)
+            shift = shift - self.length_alpha * at_least_float32(chosen_length - rejected_length)
         if self.offset:
             if logps.offset is None:
                 raise ConfigError(f"Loss {self.name!r} needs a per-pair offset, but the batch has none.")
