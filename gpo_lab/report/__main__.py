@@ -2,6 +2,7 @@
 
 python -m gpo_lab.report multirun/tldr
 python -m gpo_lab.report multirun/tldr --y val/reward --x val/kl_seq --out /tmp/report
+python -m gpo_lab.report multirun/synthetic_small --calibrate   # claim 1's error rates on this design
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ import sys
 from gpo_lab.errors import ConfigError
 from gpo_lab.report.axes import KL_CANDIDATES, QUALITY_CANDIDATES
 from gpo_lab.report.build import make_report
+from gpo_lab.report.calibration import SHIFT, calibrate, plan_of
+from gpo_lab.report.frontier_test import MARGIN
 from gpo_lab.report.verdict import verdict
 from gpo_lab.report.wandb_io import attach_to_wandb
 
@@ -47,6 +50,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="comma-separated job directory names for the dynamics figure "
         "(default: the best configuration of each loss)",
     )
+    parser.add_argument(
+        "--margin",
+        type=float,
+        default=MARGIN,
+        help="claim 1: frontiers are 'similar' when every gap stays within ± this, in the quality's units",
+    )
+    parser.add_argument(
+        "--calibrate",
+        action="store_true",
+        help=f"also simulate sweeps of this design (identical trade-offs, and one loss {SHIFT:g} lower) and print "
+        "claim 1's false-alarm rate and power",
+    )
+    parser.add_argument("--simulations", type=int, default=200, help="simulated sweeps per truth for --calibrate")
     parser.add_argument("--out", default=None, help="where to write report.md and the PNGs (default: SWEEP_DIR)")
     parser.add_argument(
         "--wandb",
@@ -63,7 +79,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     jobs = [job.strip() for job in args.jobs.split(",")] if args.jobs else None
     try:
-        report = make_report(args.sweep_dir, out=args.out, x=args.x, y=args.y, value=args.value, jobs=jobs)
+        report = make_report(
+            args.sweep_dir, out=args.out, x=args.x, y=args.y, value=args.value, jobs=jobs, margin=args.margin
+        )
     except (ConfigError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
@@ -78,6 +96,19 @@ def main(argv: list[str] | None = None) -> int:
         print(f"note: {note}")
     if report.claims is not None:
         print(verdict(report.claims).replace("**", ""))
+    if args.calibrate:
+        design = report.claims.design if report.claims is not None else None
+        if design is None:
+            print("calibrate: no quality and KL to simulate from", file=sys.stderr)
+        else:
+            plan = plan_of(design)
+            n = plan.noise
+            print(
+                f"calibrate: {len(plan.losses)} losses x {plan.kl.shape[1]} configurations x {plan.seeds} seeds, "
+                f"{plan.prompts} prompts; measured noise: per-prompt sd {n.prompt_sd:.3g} ({n.shared:.0%} shared by "
+                f"every job), seed sd {n.seed_sd:.3g}; margin {args.margin:g}"
+            )
+            print("calibrate: " + calibrate(plan, sweeps=args.simulations, margin=args.margin).text())
     if args.wandb == "auto":
         attach_to_wandb(report)
     if state.complete:

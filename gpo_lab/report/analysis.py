@@ -12,6 +12,7 @@ from gpo_lab.report.aggregate import aggregate, best_beta
 from gpo_lab.report.axes import KL_CANDIDATES, QUALITY_CANDIDATES, REGULARIZER, Metric, choose
 from gpo_lab.report.claims import REPLICATES, Claims, judge
 from gpo_lab.report.collect import Sweep
+from gpo_lab.report.frontier_test import MARGIN
 
 MAX_DYNAMICS_JOBS = 8
 
@@ -38,8 +39,10 @@ def analyse(
     value: str = "final",
     jobs: list[str] | None = None,
     replicates: int = REPLICATES,
+    margin: float = MARGIN,
 ) -> Report:
-    """Everything the report shows except the figures: metrics chosen, seeds aggregated, best beta."""
+    """Everything the report shows except the figures: metrics chosen, seeds aggregated, best beta;
+    ``margin``: claim 1's equivalence margin, in the quality's units."""
     if value not in ("final", "best"):
         raise ValueError(f"value must be 'final' or 'best', got {value!r}")
     x_metric = choose(sweep.jobs, x, KL_CANDIDATES)
@@ -74,7 +77,7 @@ def analyse(
         best=best,
         dynamics_jobs=chosen,
         notes=notes,
-        claims=judge(sweep.jobs, y_metric, x_metric, value, replicates=replicates),
+        claims=judge(sweep.jobs, y_metric, x_metric, value, replicates=replicates, margin=margin),
     )
 
 

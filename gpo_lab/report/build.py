@@ -15,9 +15,11 @@ import pandas as pd
 from gpo_lab.errors import ConfigError
 from gpo_lab.report.analysis import Report, analyse
 from gpo_lab.report.axes import KL_CANDIDATES, QUALITY_CANDIDATES, Metric, MissingMetric
+from gpo_lab.report.claims_file import CLAIMS_FILE, write_claims
 from gpo_lab.report.collect import COMPLETED, Sweep, collect
 from gpo_lab.report.figure_style import save
 from gpo_lab.report.figures import quality_vs_beta, tradeoff
+from gpo_lab.report.frontier_test import MARGIN
 from gpo_lab.report.loss_figure import loss_functions
 from gpo_lab.report.markdown import render
 from gpo_lab.report.training_figures import dynamics, regularizer_vs_kl
@@ -41,12 +43,13 @@ def make_report(
     y: str | None = None,
     value: str = "final",
     jobs: list[str] | None = None,
+    margin: float = MARGIN,
 ) -> Report:
-    """Write ``report.md`` and the figures into ``out`` (default: the sweep directory)."""
+    """Write ``report.md``, ``claims.json`` and the figures into ``out`` (default: the sweep directory)."""
     sweep = sweep if isinstance(sweep, Sweep) else collect(sweep)
     if out is None and not Path(sweep.source).is_dir():
         raise ValueError(f"The sweep {sweep.source} has no directory to write into: pass out=DIRECTORY.")
-    report = analyse(sweep, x=x, y=y, value=value, jobs=jobs)
+    report = analyse(sweep, x=x, y=y, value=value, jobs=jobs, margin=margin)
     out = writable_output(Path(out if out is not None else sweep.source), default=out is None)
     drawers = {
         "tradeoff": lambda: tradeoff(
@@ -93,6 +96,10 @@ def _write(report: Report, drawers: dict, out: Path) -> None:
         (out / FIGURES[stale]).unlink(missing_ok=True)
     report.path = out / "report.md"
     report.path.write_text(render(report))
+    if report.claims is not None:
+        write_claims(report.claims, out)
+    else:
+        (out / CLAIMS_FILE).unlink(missing_ok=True)  # an earlier report's verdict would mislead
 
 
 def completed_jobs(sweep: Sweep) -> list[str]:

@@ -1,7 +1,8 @@
 """The paper's two claims, judged on a sweep: where each loss's best beta lies, with an interval
 (:mod:`~gpo_lab.report.peak_fit`, on the grids and bootstrap of :mod:`~gpo_lab.report.grids`), how
 the best betas of the two f''(0)/|f'(0)| groups compare with theory (:mod:`~gpo_lab.report.beta_ratio`),
-and how far apart the losses' win-rate-against-KL frontiers are (:mod:`~gpo_lab.report.frontier_gap`).
+and whether the losses' win-rate-against-KL frontiers are alike (:mod:`~gpo_lab.report.frontier_test`, a
+bootstrap test with simultaneous bands on the arrays of :func:`~gpo_lab.report.frontier_gap.design`).
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ import pandas as pd
 
 from gpo_lab.report.axes import Metric
 from gpo_lab.report.beta_ratio import BetaRatio, beta_ratio
-from gpo_lab.report.frontier_gap import OVERLAP_SE, FrontierGap, frontier_gap, frontiers
+from gpo_lab.report.frontier_gap import design
+from gpo_lab.report.frontier_test import MARGIN, Design, FrontierTest, frontier_test
 from gpo_lab.report.grids import REPLICATES, SEED, Grid, JobValue, grids
 from gpo_lab.report.loss_shapes import member_ratio
 from gpo_lab.report.peak_fit import LEVEL, BestBeta, best_betas
@@ -25,12 +27,12 @@ from gpo_lab.report.peak_fit import LEVEL, BestBeta, best_betas
 class Claims:
     bests: list[BestBeta]
     ratio: BetaRatio | None
-    gap: FrontierGap | None
+    frontier: FrontierTest | None  # claim 1's test (None: no two frontiers share a KL range, or no KL)
     bootstrap: str  # how the prompt bootstrap drew
     replicates: int
     notes: list[str] = field(default_factory=list)
-    overlap_se: float = OVERLAP_SE
     level: float = LEVEL
+    design: Design | None = field(default=None, repr=False)  # what claim 1's test read (for --calibrate)
 
 
 def judge(
@@ -40,14 +42,17 @@ def judge(
     value: str = "final",
     replicates: int = REPLICATES,
     seed: int = SEED,
+    margin: float = MARGIN,
 ) -> Claims | None:
-    """Every claim the sweep can judge (None without a quality metric)."""
+    """Every claim the sweep can judge (None without a quality metric); ``margin``: claim 1's, in the
+    quality's units."""
     if y is None:
         return None
     grid_list, notes = grids(jobs, y, value)
     bests, how = best_betas(grid_list, replicates, seed)
-    gap = frontier_gap(frontiers(jobs, x, y, value)) if x is not None else None
-    return Claims(bests, beta_ratio(bests), gap, how, replicates, notes)
+    arrays = design(jobs, x, y, value) if x is not None else None
+    test = frontier_test(arrays, margin=margin, seed=seed) if arrays is not None else None
+    return Claims(bests, beta_ratio(bests), test, how, replicates, notes, design=arrays)
 
 
 def exact_claims(

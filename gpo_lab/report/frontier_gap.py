@@ -1,4 +1,5 @@
-"""How far apart the losses' quality-against-KL frontiers are, in standard errors."""
+"""The losses' quality-against-KL frontiers from a sweep's jobs: as points with standard errors (the
+largest pairwise gap, descriptive) and as the arrays claim 1's test resamples (:func:`design`)."""
 
 from __future__ import annotations
 
@@ -13,8 +14,8 @@ from gpo_lab.losses.catalog import GPO_MEMBERS
 from gpo_lab.report.aggregate import pareto_frontier
 from gpo_lab.report.axes import Metric
 from gpo_lab.report.collect import COMPLETED
-
-OVERLAP_SE = 2.0  # frontiers within this many standard errors "overlap"
+from gpo_lab.report.frontier_test import Design
+from gpo_lab.report.grids import _scores
 
 
 @dataclass
@@ -95,3 +96,38 @@ def frontier_gap(fronts: Sequence[Frontier]) -> FrontierGap | None:
     if best is not None:
         best.pairs, best.skipped = pairs, skipped
     return best
+
+
+def design(jobs: pd.DataFrame, x: Metric, y: Metric, value: str = "final") -> Design | None:
+    """The completed jobs with a KL and a quality as claim 1's test reads them (quality signed so that
+    higher is better; per-prompt scores where written and consistent with the logged value)."""
+    done = jobs[jobs["status"] == COMPLETED].copy()
+    sign = 1.0 if y.higher_is_better else -1.0
+    done["_x"], done["_v"], done["_s"] = (
+        x.values(done, value),
+        sign * y.values(done, value),
+        y.standard_errors(done, value),
+    )
+    done = done[done["_x"].notna() & done["_v"].notna() & done["loss"].notna()]
+    if done.empty:
+        return None
+    order = {name: i for i, name in enumerate(GPO_MEMBERS)}
+    losses = sorted({str(v) for v in done["loss"]}, key=lambda name: (order.get(name, len(order)), name))
+    configs = list(dict.fromkeys(zip(done["loss"].astype(str), done["config"])))
+    index = {c: i for i, c in enumerate(configs)}
+    rows = [_scores(row, y, value, sign) for _, row in done.iterrows()]
+    lengths = [len(r) for r in rows if r is not None]
+    prompts = max(set(lengths), key=lengths.count) if lengths else 0
+    scores = np.full((len(done), prompts), np.nan)
+    for i, r in enumerate(rows):
+        if r is not None and len(r) == prompts:
+            scores[i] = r
+    return Design(
+        losses,
+        np.array([losses.index(loss) for loss, _ in configs]),
+        np.array([index[(str(loss), c)] for loss, c in zip(done["loss"], done["config"])]),
+        done["_x"].to_numpy(dtype=float),
+        done["_v"].to_numpy(dtype=float),
+        done["_s"].to_numpy(dtype=float),
+        scores,
+    )

@@ -12,24 +12,33 @@ from gpo_lab.report.claims import Claims
 
 def verdict(claims: Claims) -> str:
     """What the sweep shows on the paper's two claims, whichever way it falls."""
-    gap, k = claims.gap, claims.overlap_se
-    if gap is None:
-        one = "cannot be judged: no two losses' frontiers share a range of KL (or no KL was logged)."
-    elif gap.z <= k:
-        one = (
-            f"the frontiers overlap within {k:g} SE: the largest gap between two losses' frontiers is "
-            f"{gap.z:.2f} SE ({gap.higher} above {gap.lower} by {gap.gap:.3g} at KL {gap.kl:.3g})."
-        )
-    else:
-        one = (
-            f"the frontiers do not overlap within {k:g} SE: {gap.higher}'s frontier lies {gap.z:.2f} SE above "
-            f"{gap.lower}'s (by {gap.gap:.3g} at KL {gap.kl:.3g})."
-        )
     edges = [b.loss for b in claims.bests if not b.claimable]
     tail = f" No β shift is claimed for {', '.join(edges)} (see the notes below)." if edges else ""
     return (
-        f"**Verdict.** Claim 1 (similar trade-offs): {one} Claim 2 (best β moves as f''(0)/|f'(0)|): "
-        f"{claim_two(claims)}{tail}"
+        f"**Verdict.** Claim 1 (similar trade-offs): {claim_one(claims)} Claim 2 (best β moves as "
+        f"f''(0)/|f'(0)|): {claim_two(claims)}{tail}"
+    )
+
+
+def claim_one(claims: Claims) -> str:
+    """The frontier test's outcome, its margin and confidence, and the gap that decided it."""
+    test = claims.frontier
+    if test is None:
+        return "cannot be judged: no two losses' frontiers share a range of KL (or no KL was logged)."
+    where = (
+        f"{test.pair[0]} above {test.pair[1]} by {test.largest_gap:.3g} at KL {test.at_kl:.3g} "
+        f"(simultaneous {test.level:.0%} interval {test.band[0]:.3g} to {test.band[1]:.3g})"
+    )
+    if test.verdict == "differ":
+        return f"**differ**: the frontiers are not the same; {where} excludes zero."
+    if test.verdict == "similar":
+        return (
+            f"**similar** within ±{test.margin:g}: every pair's gap stays within the margin across their common "
+            f"KL range at {test.level:.0%} simultaneous confidence (largest gap: {where})."
+        )
+    return (
+        f"**inconclusive**: no gap excludes zero, but the bands reach ±{test.widest:.3g}, beyond the margin "
+        f"±{test.margin:g}, so the sweep cannot show the frontiers alike either (largest gap: {where})."
     )
 
 
@@ -72,8 +81,8 @@ def claims_section(claims: Claims, y: Metric | None, x: Metric | None, partial: 
     quality = f"`{y.spec}`" if y is not None else "the quality metric"
     lines += [verdict(claims), ""] + edge_warnings(claims) + best_beta_lines(claims, quality)
     lines += ["", "### Best-β ratio between the f''(0)/|f'(0)| groups", ""] + ratio_lines(claims)
-    if claims.replicates or claims.gap is not None:
-        lines += ["", "### Do the frontiers overlap?", ""] + gap_lines(claims, quality, x)
+    if claims.replicates or claims.frontier is not None:
+        lines += ["", "### Are the frontiers alike?", ""] + gap_lines(claims, quality, x)
     lines += [f"- {note}" for note in claims.notes]
     return lines
 
@@ -161,22 +170,28 @@ def ratio_lines(claims: Claims) -> list[str]:
 
 
 def gap_lines(claims: Claims, quality: str, x: Metric | None) -> list[str]:
-    """The largest gap between two losses' frontiers, in standard errors."""
-    gap = claims.gap
-    if gap is None:
-        return ["_Not measured: no two losses' frontiers share a range of KL, or no KL metric was logged._"]
+    """How claim 1 was tested: what was resampled, what the bands control, and the outcome."""
+    test = claims.frontier
+    if test is None:
+        return ["_Not tested: no two losses' frontiers share a range of KL, or no KL metric was logged._"]
     kl = f"`{x.spec}`" if x is not None else "KL"
     lines = [
-        f"Each loss's frontier (its configurations no other of its configurations beats on {kl} and "
-        f"{quality}) is interpolated linearly in KL; on the common KL range of every pair, the gap is "
-        "divided by the two frontiers' standard errors there, sqrt(se₁² + se₂²) (a point's SE: the "
-        "larger of sd over seeds/√n and its evaluation SE/√n).",
+        f"Each loss's frontier (its configurations no other of its configurations beats on {kl} and {quality}) "
+        "is interpolated linearly in KL and compared, pair by pair, at the frontiers' knots on their common KL "
+        f"range ({test.pairs} pair(s), {test.points} points). A bootstrap ({test.replicates} replicates) "
+        "resamples the evaluation prompts (shared by every job) and the seeds of each configuration and "
+        "redoes the configurations' means and the frontiers in each replicate; the largest standardized "
+        f"deviation over every pair and point sets one critical value ({test.critical:.2f}), so all the bands "
+        f"gap ± {test.critical:.2f}·sd hold together at {test.level:.0%}: the chance of calling identical "
+        "frontiers different is controlled across every comparison the report makes.",
         "",
-        f"- **Largest gap: {gap.z:.2f} SE**: {gap.higher} above {gap.lower} by {number(gap.gap)} at KL "
-        f"{number(gap.kl)} (SE {number(gap.se)}), over {gap.pairs} pair(s) of losses.",
-        "- It is the largest of many comparisons (every pair, every frontier point), so a value somewhat "
-        "above 2 can arise by chance alone when the frontiers are the same.",
+        f"- **Outcome: {test.verdict}** (margin ±{test.margin:g} in {quality}, `--margin`). differ: some band "
+        "excludes zero; similar: every band lies within the margin; inconclusive: neither.",
+        f"- Largest gap: {test.pair[0]} above {test.pair[1]} by {number(test.largest_gap)} at KL "
+        f"{number(test.at_kl)}, simultaneous interval {number(test.band[0])} to {number(test.band[1])}; "
+        f"the widest band reaches ±{number(test.widest)}.",
+        "- Its error rates on sweeps of this design: `python -m gpo_lab.report SWEEP --calibrate`.",
     ]
-    if gap.skipped:
-        lines.append(f"- No common KL range: {', '.join(gap.skipped)}.")
+    if test.skipped:
+        lines.append(f"- No common KL range: {', '.join(test.skipped)}.")
     return lines

@@ -1,0 +1,221 @@
+"""Claim 1 as a test with a known error rate: are the losses' quality-against-KL frontiers alike?
+
+Each bootstrap replicate resamples the evaluation prompts (one draw shared by every job, so the
+comparison is paired) and the seeds of every configuration, then redoes everything after: the
+configurations' means, each loss's Pareto frontier, and the frontiers' gaps at fixed KL points (the
+knots of every pair's frontiers on their common KL range). The largest standardized deviation of
+the gaps from the observed ones, over every pair and every point, gives one critical value c: the
+bands gap ± c·sd hold together at the stated level, so the chance of calling identical frontiers
+different is controlled across all the comparisons at once.
+
+- **differ**: some band excludes zero.
+- **similar**: every band lies within ± margin.
+- **inconclusive**: neither.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+LEVEL = 0.95
+MARGIN = 0.10  # in quality units: 10 points of win rate, the difference the main design detects (docs/theory.md)
+REPLICATES = 1000
+SEED = 0
+
+
+@dataclass
+class Design:
+    """A sweep's jobs as arrays: the inputs of the test, from a sweep or a simulation.
+
+    ``scores``: (jobs x prompts) per-prompt quality (higher is better), whose row means are the jobs'
+    values; a row of NaN means none were written, and ``value`` ± ``se`` is drawn instead.
+    """
+
+    losses: list[str]  # names, one per loss
+    config_loss: np.ndarray  # (configs,) index into losses
+    job_config: np.ndarray  # (jobs,) index into configs
+    kl: np.ndarray  # (jobs,)
+    value: np.ndarray  # (jobs,)
+    se: np.ndarray  # (jobs,)
+    scores: np.ndarray  # (jobs x prompts)
+
+
+@dataclass
+class FrontierTest:
+    verdict: str  # similar | differ | inconclusive
+    margin: float
+    level: float
+    largest_gap: float  # the observed gap of largest |value|, in quality units
+    pair: list[str]  # higher, lower there
+    at_kl: float
+    band: tuple[float, float]  # its simultaneous interval
+    critical: float  # c: bands are gap ± c·sd
+    widest: float  # the largest |gap| + c·sd over all points: "similar" needs it within the margin
+    pairs: int
+    points: int
+    replicates: int
+    skipped: list[str] = field(default_factory=list)
+
+
+def _frontier_at(kl: np.ndarray, quality: np.ndarray, at: np.ndarray) -> np.ndarray:
+    """The Pareto frontier (lowest KL, highest quality), interpolated linearly and held flat past its
+    ends, at the KL points ``at``; vectorized over leading axes: kl, quality (..., C), at (P,) -> (..., P)."""
+    order = np.argsort(kl, axis=-1, kind="stable")
+    k, q = np.take_along_axis(kl, order, -1), np.take_along_axis(quality, order, -1)
+    before = np.concatenate([np.full(q.shape[:-1] + (1,), -np.inf), np.maximum.accumulate(q, axis=-1)[..., :-1]], -1)
+    on = q > before  # a frontier point: better than every configuration of lower KL
+    kk, a = k[..., :, None], at[None, :]  # (..., C, P)
+    left_ok, right_ok = on[..., None] & (kk <= a), on[..., None] & (kk >= a)
+    left = np.argmax(np.where(left_ok, kk, -np.inf), axis=-2)  # (..., P): the frontier point at or below
+    right = np.argmin(np.where(right_ok, kk, np.inf), axis=-2)
+    has_left, has_right = left_ok.any(axis=-2), right_ok.any(axis=-2)
+    left, right = np.where(has_left, left, right), np.where(has_right, right, left)
+    kl_l, kl_r = np.take_along_axis(k, left, -1), np.take_along_axis(k, right, -1)
+    q_l, q_r = np.take_along_axis(q, left, -1), np.take_along_axis(q, right, -1)
+    span = kl_r - kl_l
+    t = np.where(span > 0, (a - kl_l) / np.where(span > 0, span, 1.0), 0.0)
+    return q_l + np.clip(t, 0.0, 1.0) * (q_r - q_l)
+
+
+def _config_means(design: Design, values: np.ndarray, kl: np.ndarray, rng: np.random.Generator | None):
+    """Mean quality and KL of each configuration over its seeds ((..., jobs) -> (..., configs)); with
+    ``rng``, the seeds of every configuration are drawn with replacement per replicate."""
+    configs = len(design.config_loss)
+    q_out = np.empty(values.shape[:-1] + (configs,))
+    k_out = np.empty_like(q_out)
+    for c in range(configs):
+        members = np.flatnonzero(design.job_config == c)
+        if rng is None:
+            pick = np.broadcast_to(members, values.shape[:-1] + (len(members),))
+        else:
+            pick = members[rng.integers(0, len(members), size=values.shape[:-1] + (len(members),))]
+        q_out[..., c] = np.take_along_axis(values, pick, -1).mean(-1)
+        k_out[..., c] = np.take_along_axis(np.broadcast_to(kl, values.shape), pick, -1).mean(-1)
+    return q_out, k_out
+
+
+def _points(design: Design, q: np.ndarray, k: np.ndarray):
+    """The observed frontiers' knots on each pair's common KL range: (pair index, KL) points."""
+    pairs, points, skipped = [], [], []
+    ranges = []
+    for i in range(len(design.losses)):
+        mine = design.config_loss == i
+        f = _frontier_points(k[mine], q[mine])
+        ranges.append(f)
+    for i in range(len(design.losses)):
+        for j in range(i + 1, len(design.losses)):
+            a, b = ranges[i], ranges[j]
+            if a.size == 0 or b.size == 0:
+                continue
+            lo, hi = max(a[0], b[0]), min(a[-1], b[-1])
+            if lo > hi:
+                skipped.append(f"{design.losses[i]}–{design.losses[j]}")
+                continue
+            knots = np.unique(np.concatenate([a, b, [lo, hi]]))
+            pairs.append((i, j))
+            points += [(len(pairs) - 1, float(x)) for x in knots[(knots >= lo) & (knots <= hi)]]
+    return pairs, points, skipped
+
+
+def _frontier_points(kl: np.ndarray, quality: np.ndarray) -> np.ndarray:
+    ok = np.isfinite(kl) & np.isfinite(quality)
+    kl, quality = kl[ok], quality[ok]
+    order = np.lexsort((-quality, kl))
+    out, best = [], -np.inf
+    for index in order:
+        if quality[index] > best:
+            out.append(kl[index])
+            best = quality[index]
+    return np.asarray(out)
+
+
+def _gaps(design: Design, q: np.ndarray, k: np.ndarray, pairs, points) -> np.ndarray:
+    """Gap (first loss minus second) at every point; (..., configs) -> (..., points)."""
+    out = np.empty(q.shape[:-1] + (len(points),))
+    at = np.array([x for _, x in points])
+    index = np.array([p for p, _ in points])
+    cache = {}
+    for i in {loss for pair in pairs for loss in pair}:
+        mine = design.config_loss == i
+        cache[i] = _frontier_at(k[..., mine], q[..., mine], at)
+    for p, (i, j) in enumerate(pairs):
+        sel = index == p
+        out[..., sel] = cache[i][..., sel] - cache[j][..., sel]
+    return out
+
+
+def resample(design: Design, replicates: int, rng: np.random.Generator) -> np.ndarray:
+    """(replicates x jobs) job values: prompts drawn once per replicate for every job with scores."""
+    jobs, prompts = design.scores.shape
+    values = design.value + np.where(np.isfinite(design.se), design.se, 0.0) * rng.standard_normal((replicates, jobs))
+    has = np.isfinite(design.scores).all(axis=1) if prompts else np.zeros(jobs, bool)
+    if has.any():
+        counts = rng.multinomial(prompts, np.full(prompts, 1.0 / prompts), size=replicates).astype(float)
+        values[:, has] = counts @ design.scores[has].T / prompts
+    return values
+
+
+def frontier_test(
+    design: Design,
+    margin: float = MARGIN,
+    level: float = LEVEL,
+    replicates: int = REPLICATES,
+    seed: int = SEED,
+) -> FrontierTest | None:
+    """Claim 1's three-way verdict with its simultaneous bands; None when no pair shares a KL range."""
+    rng = np.random.default_rng(seed)
+    q, k = _config_means(design, design.value[None, :], design.kl[None, :], None)
+    q, k = q[0], k[0]
+    pairs, points, skipped = _points(design, q, k)
+    if not points:
+        return None
+    observed = _gaps(design, q, k, pairs, points)
+    q_b, k_b = _config_means(design, resample(design, replicates, rng), design.kl[None, :], rng)
+    boot = _gaps(design, q_b, k_b, pairs, points)
+    sd = boot.std(axis=0, ddof=1)
+    sd = np.where(sd > 0, sd, np.nan)
+    deviation = np.nan_to_num(np.abs(boot - observed) / sd, nan=0.0).max(axis=1)
+    critical = float(np.quantile(deviation, level))
+    half = np.nan_to_num(critical * sd, nan=0.0)
+    lower, upper = observed - half, observed + half
+    differ = bool(((lower > 0) | (upper < 0)).any())
+    widest = float(np.max(np.maximum(np.abs(lower), np.abs(upper))))
+    verdict = "differ" if differ else "similar" if widest <= margin else "inconclusive"
+    z = np.abs(observed) / np.where(np.isfinite(sd), sd, np.inf)
+    top = int(np.argmax(z if differ else np.abs(observed)))
+    i, j = pairs[points[top][0]]
+    gap = float(observed[top])
+    pair = [design.losses[i], design.losses[j]] if gap >= 0 else [design.losses[j], design.losses[i]]
+    band = (abs(gap) - half[top], abs(gap) + half[top])
+    return FrontierTest(
+        verdict,
+        margin,
+        level,
+        abs(gap),
+        pair,
+        points[top][1],
+        (float(band[0]), float(band[1])),
+        critical,
+        widest,
+        len(pairs),
+        len(points),
+        replicates,
+        skipped,
+    )
+
+
+def verdicts(designs: Sequence[Design], **kwargs) -> list[str]:
+    """The verdict of each design (None where nothing could be compared reads 'none')."""
+    out = []
+    for design in designs:
+        result = frontier_test(design, **kwargs)
+        out.append(result.verdict if result is not None else "none")
+    return out
+
+
+def monte_carlo_error(rate: float, n: int) -> float:
+    return math.sqrt(max(rate * (1 - rate), 0.0) / n) if n else math.nan
