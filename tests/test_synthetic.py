@@ -2,6 +2,7 @@
 the Bradley-Terry labels, the disk cache (SFT trained once), and the whole path to summary.json."""
 
 import itertools
+import json
 import math
 import random
 import threading
@@ -20,6 +21,7 @@ from gpo_lab.store.cache import cached_entry
 from gpo_lab.store.records import read_metrics
 from gpo_lab.tasks.synthetic import NoisyBehaviour, TopicTask
 from gpo_lab.tasks.synthetic.pairs import (
+    PAIRS_FILE,
     PAIRS_VERSION,
     PairSettings,
     generate_pairs,
@@ -28,7 +30,7 @@ from gpo_lab.tasks.synthetic.pairs import (
 )
 from gpo_lab.tasks.synthetic.sft import SFTSettings, sft_policy
 from gpo_lab.tasks.synthetic.task import FILLER_WORDS
-from tests.helpers.runs import TINY_STUDY, run_training
+from tests.helpers.runs import TINY_STUDY, compose_config, run_training
 
 TASK = TopicTask()
 PROMPT = "about apple river stone :"
@@ -223,6 +225,27 @@ def test_sft_policy_is_trained_once_then_loaded(tmp_path, monkeypatch):
         sft_policy(TASK, behaviour, tokenizer, TINY_MODEL, SFTSettings(steps=4, batch_size=8), tmp_path)
 
 
+# ----------------------------------------------------------------- a seed is a whole replicate
+def test_a_seed_draws_its_own_sft_policy_and_pairs_unless_fixed():
+    """``seed`` reaches the SFT and the pairs, so a sweep's seeds vary them; a number given for either fixes it."""
+    for seed in (0, 3):
+        cfg = compose_config(["+experiment=synthetic", f"seed={seed}"]).synthetic
+        assert cfg.sft.seed == cfg.pairs.seed == seed
+    fixed = compose_config(["+experiment=synthetic", "seed=3", "synthetic.sft.seed=0", "synthetic.pairs.seed=0"])
+    assert fixed.synthetic.sft.seed == fixed.synthetic.pairs.seed == 0 and fixed.seed == 3
+
+
+def test_two_seeds_train_two_sft_policies_under_two_keys(tmp_path):
+    behaviour, tokenizer = NoisyBehaviour(), TASK.tokenizer()
+    runs = [
+        sft_policy(TASK, behaviour, tokenizer, TINY_MODEL, SFTSettings(steps=2, batch_size=4, seed=s), tmp_path)
+        for s in (0, 1)
+    ]
+    (first, info0), (second, info1) = runs
+    assert info0["sft_trained_now"] and info1["sft_trained_now"] and info0["sft_key"] != info1["sft_key"]
+    assert not all(torch.equal(a, b) for a, b in zip(first.state_dict().values(), second.state_dict().values()))
+
+
 # ----------------------------------------------------------------- the callbacks without their parts
 def test_callbacks_name_what_is_missing():
     with pytest.raises(ConfigError, match="judge"):
@@ -236,15 +259,17 @@ REGULARIZATION_KEYS = ("val/win_rate", "val/kl_seq", "val/kl_token", "val/offlin
 
 
 @pytest.mark.slow
-def test_study_writes_every_measure_to_the_summary_and_reuses_the_sft(tmp_path, monkeypatch):
+def test_study_writes_every_measure_to_the_summary_reuses_the_sft_and_replicates_by_seed(tmp_path, monkeypatch):
     draws = []
     real_generate_bank = sample_bank_module.generate_bank
 
     def counting_generate_bank(*args, **kwargs):
-        draws.append(kwargs["step"])
+        if kwargs["seed"] == 0:  # the validation prompts' bank (other prompt sets draw on other streams)
+            draws.append(kwargs["step"])
         return real_generate_bank(*args, **kwargs)
 
     monkeypatch.setattr(sample_bank_module, "generate_bank", counting_generate_bank)
+    real_train_sft = sft_module.train_sft
     cache = [f"synthetic.cache_dir={tmp_path / 'cache'}", f"reference_cache.dir={tmp_path / 'reference_logps'}"]
     summary = run_training(
         [*TINY_STUDY, *cache, "trainer.max_steps=4", "trainer.val_check_interval=2"], tmp_path / "first"
@@ -284,3 +309,13 @@ def test_study_writes_every_measure_to_the_summary_and_reuses_the_sft(tmp_path, 
     records = read_metrics(tmp_path / "second" / "metrics.jsonl")
     assert [r["step"] for r in records if "val/offline_reg" in r] == [2, 4, 6]
     assert [r["step"] for r in records if "val/kl_token" in r] == [4, 6]
+
+    # Another seed is another replicate: its own SFT policy and its own pairs, under keys of their own.
+    monkeypatch.setattr(sft_module, "train_sft", real_train_sft)
+    other = run_training([*TINY_STUDY, *cache, "seed=1", "trainer.max_steps=2"], tmp_path / "third")["data"]
+    assert other["sft_trained_now"] and other["pairs_generated_now"]
+    assert other["sft_key"] != data["sft_key"] and other["pairs_key"] != data["pairs_key"]
+    pairs = [
+        json.loads((tmp_path / "cache" / f"pairs-{d['pairs_key']}" / PAIRS_FILE).read_text()) for d in (data, other)
+    ]
+    assert pairs[0]["train"] != pairs[1]["train"] and pairs[0]["validation"] != pairs[1]["validation"]
