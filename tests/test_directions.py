@@ -25,6 +25,7 @@ class FakeBank:
     policy_logps, reference_logps = torch.tensor([-1.0, -2.0]), torch.tensor([-1.5, -2.5])
     token_kl = torch.tensor([0.1, 0.2])
     policy_lengths = torch.tensor([2.0, 3.0], dtype=torch.float64)
+    policy_ids = ((1, 2), (3, 4, 5))
     reference_ids = ((1, 2), (3,))
 
     def __len__(self) -> int:

@@ -1,4 +1,8 @@
-"""Draws one bank of policy and reference samples per evaluation, for the KL and win-rate callbacks."""
+"""Draws the banks of policy and reference samples of an evaluation, for the KL and win-rate callbacks.
+
+A data module with ``test_prompts`` gets a second bank on them: the validation bank's win rate chooses a
+checkpoint and the test bank reports it, so a reported value is not the maximum of its own noise.
+"""
 
 from __future__ import annotations
 
@@ -15,6 +19,8 @@ from gpo_lab.eval.sampling import SampleBank, encode_prompts, generate_bank, mea
 from gpo_lab.parallel.ranks import full_parameters, sampling_ranks
 
 log = logging.getLogger(__name__)
+
+TEST_SEED_OFFSET = 2**31  # the test bank's streams differ from the validation bank's at every prompt index
 
 
 def held_out_prompts(datamodule, limit: int, tokenizer) -> tuple[list, list[list[int]]]:
@@ -75,10 +81,11 @@ class SampleBankCallback(pl.Callback):
         self.num_prompts, self.max_new_tokens, self.batch_size = num_prompts, max_new_tokens, batch_size
         self.every_n_steps, self.seed, self.progress = every_n_steps, seed, progress
         self.bank: SampleBank | None = None
+        self.test_bank: SampleBank | None = None
         self.generations = 0  # banks drawn so far (one per evaluation at most)
         self._due = False
-        self._prompts: tuple[list, list[list[int]]] | None = None
-        self._reference_ids: list[list[int]] | None = None
+        self._prompts: dict[str, tuple[list, list[list[int]]] | None] = {}
+        self._reference_ids: dict[str, list[list[int]] | None] = {}
 
     def _is_due(self, trainer: pl.Trainer) -> bool:
         if trainer.sanity_checking:
@@ -89,7 +96,7 @@ class SampleBankCallback(pl.Callback):
         return step % self.every_n_steps == 0 or (trainer.max_steps > 0 and step >= trainer.max_steps)
 
     def on_validation_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self.bank = None
+        self.bank = self.test_bank = None
         self._due = self._is_due(trainer)
 
     def current(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> SampleBank | None:
@@ -97,11 +104,19 @@ class SampleBankCallback(pl.Callback):
         if not self._due:
             return None
         if self.bank is None:
-            self.bank = self._draw(trainer, pl_module)
+            self.bank = self._draw(trainer, pl_module, "val")
             self.generations += 1
         return self.bank
 
-    def _draw(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> SampleBank:
+    def current_test(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> SampleBank | None:
+        """This evaluation's bank on the data module's ``test_prompts``; None when it has none or is not due."""
+        if not self._due or getattr(getattr(trainer, "datamodule", None), "test_prompts", None) is None:
+            return None
+        if self.test_bank is None:
+            self.test_bank = self._draw(trainer, pl_module, "test")
+        return self.test_bank
+
+    def _draw(self, trainer: pl.Trainer, pl_module: pl.LightningModule, split: str) -> SampleBank:
         policy, reference = getattr(pl_module, "policy", None), getattr(pl_module, "reference", None)
         tokenizer = getattr(trainer.datamodule, "tokenizer", None)
         if policy is None or reference is None or tokenizer is None:
@@ -109,8 +124,12 @@ class SampleBankCallback(pl.Callback):
                 "callbacks.sample_bank needs a module with .policy and .reference and a data module "
                 "with .tokenizer (as GPOModule and PreferenceDataModule have)."
             )
-        if self._prompts is None:
-            self._prompts = held_out_prompts(trainer.datamodule, self.num_prompts, tokenizer)
+        if self._prompts.get(split) is None:
+            if split == "test":
+                prompts = list(trainer.datamodule.test_prompts)[: self.num_prompts]
+                self._prompts[split] = prompts, encode_prompts(tokenizer, prompts)
+            else:
+                self._prompts[split] = held_out_prompts(trainer.datamodule, self.num_prompts, tokenizer)
         started = time.time()
         ranks = sampling_ranks(trainer)  # each rank samples its share of the prompts
         with full_parameters(trainer), torch.inference_mode():  # FSDP: the shards gathered on every rank
@@ -118,20 +137,21 @@ class SampleBankCallback(pl.Callback):
                 policy,
                 reference,
                 tokenizer,
-                *self._prompts,
+                *self._prompts[split],
                 max_new_tokens=self.max_new_tokens,
-                seed=self.seed,
+                seed=self.seed + (TEST_SEED_OFFSET if split == "test" else 0),
                 batch_size=self.batch_size,
                 step=trainer.global_step,
                 progress=self.progress and getattr(trainer, "progress_bar_callback", None) is not None,
-                reference_ids=self._reference_ids,
+                reference_ids=self._reference_ids.get(split),
                 ranks=ranks,
             )
-        self._reference_ids = bank.reference_ids
+        self._reference_ids[split] = bank.reference_ids
         shared = f" (shared by {ranks[1]} ranks)" if ranks[1] > 1 else ""
         log.info(
-            "step %d: sampled %d policy responses in %.1f s%s",
+            "step %d: sampled %d %s policy responses in %.1f s%s",
             trainer.global_step,
+            split,
             len(bank),
             time.time() - started,
             shared,
@@ -150,12 +170,21 @@ class SampleBankCallback(pl.Callback):
             mean, se = mean_and_se(values)
             log_value(pl_module, name, mean, len(bank))
             log_value(pl_module, f"{name}_se", se, len(bank))
+        eos = getattr(getattr(getattr(trainer, "datamodule", None), "tokenizer", None), "eos_token_id", None)
+        log_value(pl_module, "val/capped_fraction", capped_fraction(bank, self.max_new_tokens, eos), len(bank))
 
     def state_dict(self) -> dict:
         return {"generations": self.generations}
 
     def load_state_dict(self, state: dict) -> None:
         self.generations = state.get("generations", 0)
+
+
+def capped_fraction(bank: SampleBank, max_new_tokens: int, eos_token_id: int | None) -> float:
+    """The fraction of the bank's policy samples cut at ``max_new_tokens`` before their EOS: the KL and
+    win rate are those of responses cut there, and this says how often the cut bites."""
+    capped = [len(ids) >= max_new_tokens and (not ids or ids[-1] != eos_token_id) for ids in bank.policy_ids]
+    return sum(capped) / len(capped) if capped else 0.0
 
 
 def log_value(pl_module: pl.LightningModule, name: str, value: float, count: int) -> None:

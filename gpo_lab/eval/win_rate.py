@@ -15,7 +15,8 @@ class WinRateCallback(pl.Callback):
     """Logs val/win_rate (ties count 1/2) and val/win_rate_se: one policy sample against one
     reference sample per prompt. A reward judge also gives the mean reward of both sides
     (val/judge_reward, val/judge_reward_reference). Each prompt's score goes to ``per_prompt.jsonl``
-    (:mod:`gpo_lab.store.per_prompt`), for the report's bootstrap over prompts."""
+    (:mod:`gpo_lab.store.per_prompt`), for the report's bootstrap over prompts. With a test bank, the
+    win rate on it is logged as test/win_rate and test/win_rate_se."""
 
     def __init__(self, judge: Judge | None = None):
         if judge is None:
@@ -27,12 +28,24 @@ class WinRateCallback(pl.Callback):
         self._device = None
 
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        bank = find_bank(trainer, "win_rate").current(trainer, pl_module)
+        banks = find_bank(trainer, "win_rate")
+        bank = banks.current(trainer, pl_module)
         if bank is None:
             return
         if self._device != pl_module.device:
             self.judge.to(pl_module.device)
             self._device = pl_module.device
+        values, scores = self.judged(bank)
+        write_from_callback(self, trainer, ["win_rate"], {"win_rate": scores})
+        test_bank = banks.current_test(trainer, pl_module)
+        test_values = self.judged(test_bank)[0] if test_bank is not None else {}
+        test_values = {k: v for k, v in test_values.items() if k.startswith("win_rate")}
+        for prefix, logged in (("val", values), ("test", test_values)):
+            for name, value in logged.items():
+                log_value(pl_module, f"{prefix}/{name}", value, len(bank))
+
+    def judged(self, bank) -> tuple[dict[str, float], object]:
+        """The win rate (and a reward judge's mean rewards) of one bank, with each prompt's score."""
         values = {}
         if isinstance(self.judge, RewardJudge):
             policy = self.judge.rewards(bank.prompts, bank.policy_texts)
@@ -43,6 +56,4 @@ class WinRateCallback(pl.Callback):
         else:
             scores = self.judge.compare(bank.prompts, bank.policy_texts, bank.reference_texts)
         values["win_rate"], values["win_rate_se"] = win_rate(scores)
-        write_from_callback(self, trainer, ["win_rate"], {"win_rate": scores})
-        for name, value in values.items():
-            log_value(pl_module, f"val/{name}", value, len(bank))
+        return values, scores

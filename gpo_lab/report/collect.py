@@ -37,6 +37,7 @@ from gpo_lab.status import (  # the job states, named here for the report's modu
     sweep_state,
 )
 from gpo_lab.store.best_and_last import BestAndLast
+from gpo_lab.store.directions import PREFIX, TEST_PREFIX, metric_mode
 from gpo_lab.store.records import read_job_files
 from gpo_lab.store.run_files import METRICS_FILE, SUMMARY_FILE, RunFiles
 
@@ -44,6 +45,8 @@ log = logging.getLogger(__name__)
 
 UNFINISHED_READ = (RUNNING, INTERRUPTED)  # read from metrics.jsonl: their values may still change
 SEED_KEYS = ("seed", "+seed", "++seed")
+# What chooses a job's checkpoint for ``--value best``: the first of these its validations logged.
+SELECTION_METRICS = ("val/win_rate", "val/reward", "val/rewards/accuracies", "val/loss")
 
 
 @dataclass
@@ -152,6 +155,7 @@ def read_job(job_dir: Path) -> dict[str, Any]:
     name without its seed: jobs that differ only by seed share it), ``steps`` (optimizer
     updates done), ``wall_time_s``, ``error``, ``ratio`` (the loss's f''(0)/|f'(0)|, NaN if
     unknown), and per validation metric M: ``final/M``, ``best/M``, ``best_step/M``, ``best_se/M``.
+    ``best`` is one checkpoint (:func:`chosen_step`): every metric's value at one step, not each its own best.
     """
     return job_and_shape(job_dir)[0]
 
@@ -191,6 +195,7 @@ def job_and_shape(job_dir: Path, status: str | None = None) -> tuple[dict[str, A
     final, best = _mapping(summary.get("final")), _mapping(summary.get("best"))
     if unfinished or (not final and records):
         final, best = _from_records(records)
+    best = chosen_step(records) or best
     for metric, value in final.items():
         row[f"final/{metric}"] = _number(value)
     for metric, entry in best.items():
@@ -199,6 +204,32 @@ def job_and_shape(job_dir: Path, status: str | None = None) -> tuple[dict[str, A
         row[f"best_step/{metric}"] = entry.get("step")
         row[f"best_se/{metric}"] = _number(entry.get("se"))
     return row, shape
+
+
+def chosen_step(records: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Every directed ``val/`` metric at the one step whose validation is best by the first logged of
+    :data:`SELECTION_METRICS` (the first such step on a tie), as ``{"value", "step", "se"}``.
+
+    A metric also logged on the test prompts (``test/X`` beside ``val/X``) takes its test value: the
+    step was chosen on the validation prompts, so its value there is biased upwards by the choice.
+    Empty when no record has a selection metric (the summary's best then stands).
+    """
+    for selector in SELECTION_METRICS:
+        scored = [r for r in records if isinstance(r.get(selector), (int, float)) and math.isfinite(r[selector])]
+        if scored:
+            break
+    else:
+        return {}
+    sign = -1 if metric_mode(selector) == "min" else 1
+    record = max(scored, key=lambda r: sign * r[selector])  # max() keeps the first of equals
+    chosen = {}
+    for name in record:
+        if not name.startswith(PREFIX) or metric_mode(name) is None:
+            continue
+        twin = TEST_PREFIX + name[len(PREFIX) :]
+        source = twin if record.get(twin) is not None else name
+        chosen[name] = {"value": record[source], "step": record.get("step"), "se": record.get(f"{source}_se")}
+    return chosen
 
 
 def config_key(job_name: str) -> str:

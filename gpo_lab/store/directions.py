@@ -7,6 +7,7 @@ direction (a spread, a length). The standard error ``X_se`` of a metric ``X`` ha
 The table lives here, below every producer, so that the report and the sweep status read it
 without importing the producers (the callbacks and the bandit load torch and Lightning). A test
 (``tests/test_directions.py``) checks on real runs that every ``val/`` metric logged has an entry.
+A ``test/`` metric (the same quantity on the test prompts) takes the direction of its ``val/`` twin.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from collections.abc import Mapping
 from types import MappingProxyType
 
 PREFIX = "val/"
+TEST_PREFIX = "test/"  # the test prompts' values: reported for the step that validation chose
 MODES = ("max", "min", None)
 
 METRIC_DIRECTIONS: Mapping[str, str | None] = MappingProxyType(
@@ -38,6 +40,7 @@ METRIC_DIRECTIONS: Mapping[str, str | None] = MappingProxyType(
         "val/judge_reward_reference": None,  # the reference's samples: a baseline, not the policy's doing
         "val/response_length": None,  # a length is neither good nor bad
         "val/response_length_reference": None,
+        "val/capped_fraction": None,  # policy samples cut at max_new_tokens: what the KL is measured on
         # The tabular bandit's exact quantities (tasks/bandit/problem.py).
         "val/kl": "min",
         "val/reward": "max",
@@ -48,5 +51,7 @@ METRIC_DIRECTIONS: Mapping[str, str | None] = MappingProxyType(
 
 def metric_mode(name: str) -> str | None:
     """``"max"`` or ``"min"`` for a validation metric with a direction; None when it has no better
-    direction or no entry (a standard error, a training metric)."""
+    direction or no entry (a standard error, a training metric). ``test/X`` reads ``val/X``'s entry."""
+    if name.startswith(TEST_PREFIX):
+        name = PREFIX + name[len(TEST_PREFIX) :]
     return METRIC_DIRECTIONS.get(name)

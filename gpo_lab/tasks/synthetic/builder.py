@@ -43,6 +43,9 @@ def build_synthetic_task(
     options.pop("dataset", None)
     datamodule = data_class(dataset=datasets.DatasetDict(splits), tokenizer=tokenizer, seed=cfg.seed, **options)
     datamodule.stats |= {k: v for k, v in (sft_info | pair_info).items() if k != "sft_path"}
+    datamodule.eval_prompts, datamodule.test_prompts = task.evaluation_prompts(
+        pairs.num_eval_prompts, pairs.held_out_fraction, pairs.seed
+    )
     policy.train()
     reference = instantiate(cfg.reference, policy=policy, tokenizer=tokenizer)
     datamodule.setup("fit")

@@ -147,12 +147,28 @@ class TopicTask:
             )
         return prompts
 
-    def training_prompts(self, count: int, rng: random.Random, held_out: frozenset[frozenset[str]]) -> list[str]:
-        """``count`` prompts drawn i.i.d. from the prompt distribution restricted to the sets not held out."""
+    def evaluation_prompts(self, count: int, fraction: float, seed: int) -> tuple[list[str], list[str]]:
+        """Validation and test prompts, ``count`` of each, from two disjoint halves of the held-out topic sets.
+
+        Validation chooses a checkpoint and test reports it, so neither set may see the other's topic sets.
+        Both are drawn i.i.d. like the training prompts (repeats allowed): a set of distinct prompts would
+        run out of the few two-topic sets and under-weight them against training's mix of topic counts.
+        """
+        validation, test = split_in_halves(self.held_out_topic_sets(fraction, seed), seed)
+        rng = random.Random(f"evaluation prompts {seed}")
+        return self.training_prompts(count, rng, validation, keep=True), self.training_prompts(
+            count, rng, test, keep=True
+        )
+
+    def training_prompts(
+        self, count: int, rng: random.Random, held_out: frozenset[frozenset[str]], keep: bool = False
+    ) -> list[str]:
+        """``count`` prompts drawn i.i.d. from the prompt distribution restricted to the sets not held out
+        (to the sets in ``held_out`` when ``keep``)."""
         prompts = []
         while len(prompts) < count:
             topics = self.sample_prompt_topics(rng)
-            if frozenset(topics) not in held_out:
+            if (frozenset(topics) in held_out) == keep:
                 prompts.append(self.render_prompt(topics))
         return prompts
 
@@ -200,3 +216,17 @@ def _held_out_topic_sets(
         share = min(len(sets) - 1, max(1, round(fraction * len(sets))))
         held_out.update(sets[:share])
     return frozenset(held_out)
+
+
+def split_in_halves(
+    sets: frozenset[frozenset[str]], seed: int
+) -> tuple[frozenset[frozenset[str]], frozenset[frozenset[str]]]:
+    """Two disjoint halves of a family of topic sets, half of each size in each, chosen by ``seed``."""
+    first, second = set(), set()
+    rng = random.Random(f"halves {seed}")
+    for size in sorted({len(s) for s in sets}):
+        same = sorted((s for s in sets if len(s) == size), key=sorted)
+        rng.shuffle(same)
+        first.update(same[: len(same) // 2])
+        second.update(same[len(same) // 2 :])
+    return frozenset(first), frozenset(second)
