@@ -2,7 +2,8 @@
 
 It becomes both pi_ref and the starting policy of every GPO run. Training is deterministic given
 its settings, so the result is cached on disk under a hash of everything that determines it
-(task, behaviour, model, SFT settings): a sweep trains it once and every job loads the same weights.
+(task, behaviour, model, SFT settings, its seed): a sweep trains it once per seed, and every job of
+that seed loads the same weights.
 An entry whose weights or metrics do not load is moved aside and trained again.
 """
 
