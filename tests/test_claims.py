@@ -151,7 +151,7 @@ def test_frontiers_from_jobs_take_the_larger_of_seed_and_evaluation_errors(tmp_p
 
 def verdict_of(sweep) -> str:
     text = make_report(sweep).path.read_text()
-    assert "### Do the frontiers overlap?" in text and "**Largest gap:" in text
+    assert "### Are the frontiers alike?" in text and "- **Outcome:" in text
     return next(line for line in text.splitlines() if line.startswith("**Verdict.**"))
 
 
@@ -162,7 +162,7 @@ def test_the_verdict_states_overlapping_frontiers(tmp_path):
     peaks = {"logistic": 0.12, "squared": 0.06}
     sweep = peaked_sweep(tmp_path / "sweep", peaks, betas, noise=0.003, se=0.01, kl_scale={"logistic": 4.0})
     verdict = verdict_of(sweep)
-    assert "Claim 1 (similar trade-offs): the frontiers overlap within 2 SE" in verdict
+    assert "Claim 1 (similar trade-offs): **similar** within ±0.1:" in verdict
     assert "Claim 2 (best β moves as f''(0)/|f'(0)|): consistent with theory" in verdict
     assert "contains theory's 2." in verdict
 
@@ -170,9 +170,25 @@ def test_the_verdict_states_overlapping_frontiers(tmp_path):
 def test_the_verdict_states_frontiers_that_differ(tmp_path):
     """The same KL at each beta but peaks at different betas: squared reaches its peak at twice logistic's KL."""
     sweep = peaked_sweep(tmp_path / "sweep", {"logistic": 0.12, "squared": 0.06})
-    assert "Claim 1 (similar trade-offs): the frontiers do not overlap within 2 SE: logistic's frontier" in verdict_of(
-        sweep
+    assert "Claim 1 (similar trade-offs): **differ**: the frontiers are not the same; logistic above squared" in (
+        verdict_of(sweep)
     )
+    record = json.loads((sweep / "claims.json").read_text())
+    assert record["claim_1"]["verdict"] == "differ" and record["claim_1"]["pair"] == ["logistic", "squared"]
+    assert record["claim_1"]["margin"] == 0.1 and record["claim_1"]["interval"][0] > 0
+    assert {"verdict", "ratio", "interval", "theory", "slope", "slope_interval"} <= set(record["claim_2"])
+    assert set(record["best_beta"]) == {"logistic", "squared"}
+
+
+def test_noise_wider_than_the_margin_is_inconclusive(tmp_path):
+    """Identical frontiers measured with an evaluation SE of 0.05: no gap excludes zero, none is shown small."""
+    betas = tuple(0.01 * 2**k for k in range(8))
+    sweep = peaked_sweep(
+        tmp_path / "sweep", {"logistic": 0.12, "squared": 0.06}, betas, noise=0.0, se=0.05, kl_scale={"logistic": 4.0}
+    )
+    test = analyse(collect(sweep)).claims.frontier
+    assert test.verdict == "inconclusive" and test.widest > test.margin
+    assert test.band[0] < 0 < test.band[1]  # no band excludes zero, the largest gap's included
 
 
 def test_exact_claims_have_no_interval():

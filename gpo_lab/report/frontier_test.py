@@ -77,7 +77,7 @@ def _frontier_at(kl: np.ndarray, quality: np.ndarray, at: np.ndarray) -> np.ndar
     kl_l, kl_r = np.take_along_axis(k, left, -1), np.take_along_axis(k, right, -1)
     q_l, q_r = np.take_along_axis(q, left, -1), np.take_along_axis(q, right, -1)
     span = kl_r - kl_l
-    t = np.where(span > 0, (a - kl_l) / np.where(span > 0, span, 1.0), 0.0)
+    t = np.where(span > 0, (at - kl_l) / np.where(span > 0, span, 1.0), 0.0)
     return q_l + np.clip(t, 0.0, 1.0) * (q_r - q_l)
 
 
