@@ -1,10 +1,10 @@
 """Each loss's grid of the quality metric over beta, and its bootstrap over seeds and prompts.
 
-Each replicate resamples (a) the seeds of every configuration, with replacement, and (b) the
-evaluation prompts: where a job wrote its per-prompt scores (``per_prompt.jsonl``) the same
-resampled prompt indices serve every job of the replicate (the held-out prompts are shared, so the
-comparison across betas and losses is paired); elsewhere the job's value is drawn from
-N(value, se) with its logged standard error.
+Each replicate draws (a) every configuration's seed-to-seed variation, from the variance between
+seeds pooled over the loss's grid (:func:`seed_variance`), and (b) the evaluation prompts: where
+a job wrote its per-prompt scores (``per_prompt.jsonl``) the same resampled prompt indices serve
+every job of the replicate (the held-out prompts are shared, so the comparison across betas and
+losses is paired); elsewhere the job's value is drawn from N(value, se) with its logged standard error.
 """
 
 from __future__ import annotations
@@ -140,10 +140,30 @@ def bootstrap_means(
         how = f"per-prompt scores (paired, {prompts} prompts)"
     out = {}
     for grid in grid_list:
+        extra = seed_variance(grid)
         columns = []
         for cell in grid.jobs:
-            stacked = np.stack([values[job.job] for job in cell], axis=1)  # replicates x seeds
-            pick = rng.integers(0, len(cell), size=stacked.shape)
-            columns.append(np.take_along_axis(stacked, pick, axis=1).mean(axis=1))
+            mean = np.stack([values[job.job] for job in cell], axis=1).mean(axis=1)  # the seeds' evaluation draws
+            columns.append(mean + math.sqrt(extra / len(cell)) * rng.standard_normal(replicates))
         out[grid.loss] = np.stack(columns, axis=1)
     return out, how
+
+
+def seed_variance(grid: Grid) -> float:
+    """The variance between seeds beyond the evaluation's, pooled over the grid's configurations.
+
+    With 2 seeds a configuration's own spread has one degree of freedom: resampling its seeds halves
+    its variance on average and is often near 0, so intervals came out too narrow where training
+    noise dominates. Pooled over the grid (one degree of freedom per configuration and extra seed),
+    less the mean squared evaluation SE that each seed's value already carries (and the draws above add).
+    """
+    squares, dof, se2 = 0.0, 0, []
+    for cell in grid.jobs:
+        if len(cell) > 1:
+            values = np.array([job.value for job in cell])
+            squares += float(((values - values.mean()) ** 2).sum())
+            dof += len(cell) - 1
+            se2 += [job.se**2 for job in cell if math.isfinite(job.se)]
+    if not dof:
+        return 0.0
+    return max(0.0, squares / dof - (float(np.mean(se2)) if se2 else 0.0))
