@@ -12,7 +12,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from gpo_lab.report import beta_ratio as claim_two
+import gpo_lab.report.beta_ratio as claim_two
 from gpo_lab.report.claims import Claims
 from gpo_lab.store.atomic import atomic_write_text
 
