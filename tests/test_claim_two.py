@@ -9,10 +9,12 @@ import math
 import numpy as np
 import pytest
 
+from gpo_lab.report import analyse, collect
 from gpo_lab.report.beta_ratio import claim_two_record, theory_line
 from gpo_lab.report.claim_two import beta_theory, claim_two_lines
 from gpo_lab.report.grids import Grid, JobValue
 from gpo_lab.report.peak_fit import BestBeta, best_betas
+from tests.helpers.sweeps import write_job
 
 BETAS = np.array([0.00025 * 2**k for k in range(14)])  # 0.00025 to 2.048, doubling
 RATIOS = {  # f''(0)/|f'(0)| from each paper's f: logistic, savage 1/2; squared, exponential, TQ 1; cDPO 0.625
@@ -158,3 +160,23 @@ def test_the_verdicts_false_alarm_rate_and_power_over_many_sweeps(seed_sd):
     """Slope and loss tests at 5% each: at most 10% together; measured about 3-5% (200 sweeps)."""
     false_alarm, power = error_rates(sweeps=200, replicates=1000, seed_sd=seed_sd)
     assert false_alarm <= 0.10 and power >= 0.8
+
+
+def test_a_field_loss_enters_claim_two_with_the_ratio_its_jobs_recorded(tmp_path):
+    """cDPO (label smoothing 0.1): f(z) = 0.9 log(1 + e^-z) + 0.1 log(1 + e^z), so f'(0) = -0.8/2 = -0.4 and
+    f''(0) = 1/4: its ratio 0.625 comes from summary.json's loss_function, not from a table of members."""
+    sweep = tmp_path / "sweep"
+    peaks = {"logistic": CONSTANT / 0.5, "squared": CONSTANT / 1.0, "cdpo": CONSTANT / 0.625 / 50}
+    for loss, peak in peaks.items():
+        for beta in BETAS:
+            win = 0.8 - 0.05 * math.log(beta / peak) ** 2
+            history = [(10, {"val/win_rate": win, "val/win_rate_se": 0.004, "val/kl_token": 1 / beta})]
+            job = write_job(sweep, loss=loss, beta=float(beta), history=history)
+            if loss == "cdpo":
+                summary = json.loads((job / "summary.json").read_text())
+                summary["loss_function"] = {"f0": math.log(2), "d1": -0.4, "d2": 0.25}
+                (job / "summary.json").write_text(json.dumps(summary))
+    claims = analyse(collect(sweep), replicates=500).claims
+    record = claim_two_record(claims.bests)
+    assert record["losses"]["cdpo"]["ratio"] == pytest.approx(0.625)
+    assert record["off_line"] == ["cdpo"] and record["verdict"] == "inconsistent"
