@@ -151,8 +151,8 @@ class SampleBankCallback(pl.Callback):
         log.info(
             "step %d: sampled %d %s policy responses in %.1f s%s",
             trainer.global_step,
-            split,
             len(bank),
+            split,
             time.time() - started,
             shared,
         )
