@@ -157,7 +157,8 @@ def test_the_verdict_rarely_calls_theory_inconsistent_when_it_holds():
 @pytest.mark.slow
 @pytest.mark.parametrize("seed_sd", [0.0, 0.03])
 def test_the_verdicts_false_alarm_rate_and_power_over_many_sweeps(seed_sd):
-    """Slope and loss tests at 5% each: at most 10% together; measured about 3-5% (200 sweeps)."""
+    """Slope and loss tests at 5% each: at most 10% together. Measured (200 sweeps): false alarms 4.0% without
+    training noise and 2.5% with it; cDPO 4x off the line called inconsistent in 100% of sweeps."""
     false_alarm, power = error_rates(sweeps=200, replicates=1000, seed_sd=seed_sd)
     assert false_alarm <= 0.10 and power >= 0.8
 
