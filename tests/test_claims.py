@@ -101,7 +101,7 @@ def test_a_grid_that_does_not_bracket_the_optimum_claims_no_shift(tmp_path):
     ratio = report.claims.ratio
     assert not ratio.judged and math.isnan(ratio.measured) and "logistic" in ratio.problem
     assert ratio.excluded == {"logistic": "best β at an edge of the grid"}
-    assert "Claim 2 (best β moves as f''(0)/|f'(0)|): cannot be judged: best β at an edge" in text
+    assert "Claim 2 (best β moves as f''(0)/|f'(0)|): **inconclusive**: No slope: fewer than two values" in text
     assert "Measured ratio" not in text and "**No ratio is claimed" in text
 
 
@@ -114,7 +114,7 @@ def test_the_ratio_of_two_known_peaks_is_measured_against_theory(tmp_path):
     assert ratio.low_group == (0.5, ["logistic"]) and ratio.high_group == (1.0, ["squared"])
     assert abs(math.log(ratio.measured / 2)) < math.log(1.3)
     assert ratio.low < 2 < ratio.high and ratio.contains_theory
-    assert ratio.low > 1 and "consistent with theory" in verdict(report.claims)
+    assert ratio.low > 1 and "**consistent**: Slope" in verdict(report.claims)
     assert "also contains 1" not in verdict(report.claims)
     assert "hinge" in ratio.excluded and "f''(0) = 0" in ratio.excluded["hinge"]
 
@@ -124,7 +124,7 @@ def test_a_ratio_far_from_theory_is_reported_as_inconsistent(tmp_path):
     report = make_report(sweep)
     ratio = report.claims.ratio
     assert ratio.measured == pytest.approx(0.25, rel=0.2) and ratio.high < 2 and ratio.contains_theory is False
-    assert "not consistent with theory" in report.path.read_text()
+    assert "(best β moves as f''(0)/|f'(0)|): **inconsistent**" in report.path.read_text()
 
 
 def test_frontier_gap_by_hand():
@@ -163,8 +163,8 @@ def test_the_verdict_states_overlapping_frontiers(tmp_path):
     sweep = peaked_sweep(tmp_path / "sweep", peaks, betas, noise=0.003, se=0.01, kl_scale={"logistic": 4.0})
     verdict = verdict_of(sweep)
     assert "Claim 1 (similar trade-offs): **similar** within ±0.1:" in verdict
-    assert "Claim 2 (best β moves as f''(0)/|f'(0)|): consistent with theory" in verdict
-    assert "contains theory's 2." in verdict
+    assert "Claim 2 (best β moves as f''(0)/|f'(0)|): **consistent**: Slope" in verdict
+    assert "theory 2. No loss is off theory's line." in verdict
 
 
 def test_the_verdict_states_frontiers_that_differ(tmp_path):

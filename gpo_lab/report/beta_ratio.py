@@ -55,7 +55,11 @@ def beta_ratio(bests: Sequence[BestBeta], level: float = LEVEL) -> BetaRatio | N
         if not math.isfinite(best.ratio):
             excluded[best.loss] = why_no_ratio(best.loss)
         elif best.ratio <= 0:
-            excluded[best.loss] = "f''(0) = 0: no second-order term, no theory for its β"
+            excluded[best.loss] = (
+                "f''(0) = 0: no second-order term, no theory for its β"
+                if best.ratio == 0
+                else f"f''(0)/|f'(0)| = {best.ratio:.3g} < 0: no offline regularizer, no theory for its β"
+            )
         else:
             by_ratio.setdefault(round(best.ratio, 9), []).append(best)
     if len(by_ratio) < 2:

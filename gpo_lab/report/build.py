@@ -15,6 +15,7 @@ import pandas as pd
 from gpo_lab.errors import ConfigError
 from gpo_lab.report.analysis import Report, analyse
 from gpo_lab.report.axes import KL_CANDIDATES, QUALITY_CANDIDATES, Metric, MissingMetric
+from gpo_lab.report.claim_two import beta_theory
 from gpo_lab.report.claims_file import CLAIMS_FILE, write_claims
 from gpo_lab.report.collect import COMPLETED, Sweep, collect
 from gpo_lab.report.figure_style import save
@@ -32,6 +33,7 @@ FIGURES = {
     "kl_beta": "kl_beta.png",
     "regularizer_kl": "regularizer_kl.png",
     "dynamics": "dynamics.png",
+    "beta_theory": "beta_theory.png",
     "loss_functions": "loss_functions.png",
 }
 
@@ -59,6 +61,7 @@ def make_report(
         "kl_beta": lambda: quality_vs_beta(report.configs, _need(report.x, "KL", KL_CANDIDATES)),
         "regularizer_kl": lambda: regularizer_vs_kl(histories(sweep, completed_jobs(sweep)), report.x),
         "dynamics": lambda: dynamics(histories(sweep, report.dynamics_jobs), report.x),
+        "beta_theory": lambda: beta_theory(report.claims.bests if report.claims else []),
         "loss_functions": lambda: loss_functions(sweep.loss_shapes),
     }
     try:

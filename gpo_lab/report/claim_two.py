@@ -108,12 +108,14 @@ def claim_two_sentence(record: dict[str, Any]) -> str:
             text += f" ({record['level']:.0%} interval {low:.2f} to {high:.2f})"
         text += "; theory −1."
     if record["ratio"] is not None:
-        interval = f" ({_interval(record['interval'])})" if record["interval"] else ""
+        interval = f" ({_interval(record['interval'])})" if record["interval"] else " (exact values, no interval)"
         low, high = record["groups"]
         text += (
             f" Best β of the f''(0)/|f'(0)| = {low:g} group over the {high:g} group: {record['ratio']:.3g}{interval}"
         )
         text += f"; theory {record['theory']:g}."
+        if record["interval"] and record["interval"][0] <= 1 <= record["interval"][1]:
+            text += " It also contains 1 (no shift): the sweep does not resolve the shift."
     off = [f"{loss} ({record['losses'][loss]['distance']:+.2f} log units)" for loss in record["off_line"]]
     text += f" Off theory's line: {', '.join(off)}." if off else " No loss is off theory's line."
     return text

@@ -7,6 +7,7 @@ import time
 from gpo_lab.report.analysis import Report
 from gpo_lab.report.axes import REGULARIZER, Metric
 from gpo_lab.report.cells import cell_text, integer, mean_and_error, number, present, table
+from gpo_lab.report.claim_two import CAPTION as CLAIM_TWO_CAPTION
 from gpo_lab.report.collect import DAMAGED, FAILED, INTERRUPTED, RUNNING
 from gpo_lab.report.verdict import claims_section
 from gpo_lab.status import NOT_STARTED
@@ -30,6 +31,7 @@ CAPTIONS = {
         "The divergence at the end of training (mean over seeds) against β and against β·f''(0)/|f'(0)|; "
         "where the second-order theory holds, the losses' curves line up on the right.",
     ),
+    "beta_theory": CLAIM_TWO_CAPTION,
     "regularizer_kl": (
         "The offline regularizer against KL over training",
         "R_mu = E_μ[ρ²]/2 on held-out pairs against the KL from the reference at every validation, one "

@@ -6,7 +6,9 @@ from __future__ import annotations
 import math
 
 from gpo_lab.report.axes import Metric
+from gpo_lab.report.beta_ratio import claim_two_record
 from gpo_lab.report.cells import number, table
+from gpo_lab.report.claim_two import claim_two_lines, claim_two_sentence
 from gpo_lab.report.claims import Claims
 
 
@@ -43,34 +45,10 @@ def claim_one(claims: Claims) -> str:
 
 
 def claim_two(claims: Claims) -> str:
-    """What the sweep shows on the best-β shift: consistent with theory or not, or why it cannot tell."""
-    ratio = claims.ratio
-    if ratio is None:
-        two = "cannot be judged: the sweep has no losses of two different f''(0)/|f'(0)| groups."
-    elif not ratio.judged:
-        two = f"cannot be judged: {ratio.problem}; extend the grid."
-    else:
-        measured = (
-            f"the best β of {', '.join(ratio.low_group[1])} is {ratio.measured:.3g}× that of "
-            f"{', '.join(ratio.high_group[1])}"
-        )
-        if ratio.contains_theory is None:
-            two = f"{measured} (exact values, no interval); theory predicts {ratio.theory:.3g}."
-        elif ratio.contains_theory:
-            two = (
-                f"consistent with theory: {measured} ({claims.level:.0%} interval {ratio.low:.3g}–{ratio.high:.3g}), "
-                f"which contains theory's {ratio.theory:.3g}."
-            )
-            if ratio.low <= 1 <= ratio.high:
-                two += " It also contains 1 (no shift): the sweep does not resolve the shift."
-        else:
-            two = (
-                f"not consistent with theory: {measured} ({claims.level:.0%} interval "
-                f"{ratio.low:.3g}–{ratio.high:.3g}), which excludes theory's {ratio.theory:.3g}."
-            )
-            if ratio.low <= 1 <= ratio.high:
-                two += " It contains 1: no shift at all."
-    return two
+    """What the sweep shows on the best-β shift: theory's slope of -1 over every f(β·ρ) loss, the paper groups'
+    ratio against theory's, and the losses off theory's line."""
+    record = claim_two_record(claims.bests, claims.level)
+    return f"**{record['verdict']}**: {claim_two_sentence(record)}"
 
 
 def claims_section(claims: Claims, y: Metric | None, x: Metric | None, partial: bool = False) -> list[str]:
@@ -80,6 +58,9 @@ def claims_section(claims: Claims, y: Metric | None, x: Metric | None, partial: 
         lines += ["_The sweep is not complete (PARTIAL): the claims count completed jobs only and may change._", ""]
     quality = f"`{y.spec}`" if y is not None else "the quality metric"
     lines += [verdict(claims), ""] + edge_warnings(claims) + best_beta_lines(claims, quality)
+    lines += ["", "### Best β against f''(0)/|f'(0)|, every f(β·ρ) loss", ""] + claim_two_lines(
+        claims.bests, claims.level
+    )
     lines += ["", "### Best-β ratio between the f''(0)/|f'(0)| groups", ""] + ratio_lines(claims)
     if claims.replicates or claims.frontier is not None:
         lines += ["", "### Are the frontiers alike?", ""] + gap_lines(claims, quality, x)
@@ -98,7 +79,9 @@ def best_beta_lines(claims: Claims, quality: str) -> list[str]:
     if claims.replicates:
         how = (
             f"Interval: {claims.level:.0%} bootstrap ({claims.replicates} replicates) over the seeds of each "
-            f"configuration and the evaluation prompts ({claims.bootstrap}), the fit redone per replicate."
+            "configuration (what a seed varies is the task's: in the synthetic study, a whole replicate with its own "
+            f"SFT policy, offline pairs and held-out prompts) and the evaluation prompts ({claims.bootstrap}), the "
+            "fit redone per replicate."
         )
     else:
         how = "Exact values: no interval."
