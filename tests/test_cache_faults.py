@@ -26,6 +26,7 @@ from gpo_lab.store.lock import file_lock
 from gpo_lab.tasks.synthetic import NoisyBehaviour, TopicTask
 from gpo_lab.tasks.synthetic.pairs import PAIRS_FILE, PairSettings, offline_pairs, read_pairs
 from gpo_lab.tasks.synthetic.sft import CACHE_FIX, WEIGHTS_FILE, SFTSettings, sft_policy
+from tests.helpers.models import TINY_MODEL
 
 SPEC = {"num_pairs": 3, "reference": "abc"}
 VALUES = torch.tensor([[-1.0, -2.0], [-3.0, -4.0], [-5.0, -6.0]])
@@ -71,13 +72,6 @@ def test_a_damaged_reference_entry_is_moved_aside_and_computed_again(tmp_path, c
 
 
 TASK = TopicTask(num_topics=6, max_prompt_topics=3, max_response_words=5)
-TINY_MODEL = {
-    "_target_": "gpo_lab.models.tiny.tiny_causal_lm",
-    "hidden_size": 16,
-    "num_layers": 1,
-    "num_heads": 2,
-    "max_position_embeddings": 32,
-}
 
 
 def test_a_damaged_sft_policy_is_moved_aside_and_trained_again(tmp_path, caplog):

@@ -30,6 +30,7 @@ from gpo_lab.tasks.synthetic.pairs import (
 )
 from gpo_lab.tasks.synthetic.sft import SFTSettings, sft_policy
 from gpo_lab.tasks.synthetic.task import FILLER_WORDS
+from tests.helpers.models import TINY_MODEL
 from tests.helpers.runs import TINY_STUDY, compose_config, run_training
 
 TASK = TopicTask()
@@ -194,15 +195,6 @@ def test_failed_build_leaves_no_entry(tmp_path):
     assert not [p for p in tmp_path.iterdir() if p.is_dir()]
     path, built = cached_entry(tmp_path, "thing", {"a": 1}, lambda d: (d / "ok.txt").write_text("ok"))
     assert built and (path / "ok.txt").is_file()
-
-
-TINY_MODEL = {
-    "_target_": "gpo_lab.models.tiny.tiny_causal_lm",
-    "hidden_size": 16,
-    "num_layers": 1,
-    "num_heads": 2,
-    "max_position_embeddings": 32,
-}
 
 
 def test_sft_policy_is_trained_once_then_loaded(tmp_path, monkeypatch):

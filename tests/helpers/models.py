@@ -11,6 +11,15 @@ from transformers import LlamaConfig, LlamaForSequenceClassification
 from gpo_lab.models.tiny import tiny_causal_lm
 from gpo_lab.models.tokenizers import byte_tokenizer
 
+# A tiny causal LM config, as the synthetic task's model group gives one (for SFT and cache tests).
+TINY_MODEL = {
+    "_target_": "gpo_lab.models.tiny.tiny_causal_lm",
+    "hidden_size": 16,
+    "num_layers": 1,
+    "num_heads": 2,
+    "max_position_embeddings": 32,
+}
+
 
 def tiny_reward_model(path: Path, seed: int = 1) -> Path:
     """A randomly initialised sequence classifier saved like a hub reward model (1 output)."""
