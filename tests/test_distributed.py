@@ -227,8 +227,8 @@ def test_fsdp_matches_ddp_and_writes_a_whole_checkpoint(smoke_runs):
 
 
 def sampled(run_dir: Path) -> list[tuple[str, str]]:
-    """(prompts, ranks) of each sample bank that rank 0 drew, from its log."""
-    pattern = r"sampled (\d+) policy responses in [\d.]+ s(?: \(shared by (\d+) ranks\))?"
+    """(prompts, ranks) of each validation sample bank that rank 0 drew, from its log."""
+    pattern = r"sampled (\d+) val policy responses in [\d.]+ s(?: \(shared by (\d+) ranks\))?"
     return re.findall(pattern, (run_dir / "__main__.log").read_text())
 
 
