@@ -19,7 +19,7 @@ CONFIGURATION = DOCS / "configuration.md"
 TABLE_HEADING = "## Config groups"
 
 README_LIMIT = 10_240  # bytes
-DOCS_WORD_LIMIT = 10_500  # words of docs/*.md together, counted as str.split counts them
+DOCS_WORD_LIMIT = 12_500  # words of docs/*.md together, counted as str.split counts them
 # The two commands of "On a fresh machine": CI runs the test command as it is written in README.md.
 FRESH_MACHINE_COMMANDS = (
     "python3 -m venv .venv && . .venv/bin/activate && pip install torch==2.13.0 -e . && python -m gpo_lab -m "
