@@ -105,8 +105,7 @@ def main(argv: list[str] | None = None) -> int:
             n = plan.noise
             print(
                 f"calibrate: {len(plan.losses)} losses x {plan.kl.shape[1]} configurations x {plan.seeds} seeds, "
-                f"{plan.prompts} prompts; measured noise: per-prompt sd {n.prompt_sd:.3g} ({n.shared:.0%} shared by "
-                f"every job), seed sd {n.seed_sd:.3g}; margin {args.margin:g}"
+                f"{plan.prompts} prompts; measured noise: {n.describe(plan.prompts)}; margin {args.margin:g}"
             )
             print("calibrate: " + calibrate(plan, sweeps=args.simulations, margin=args.margin).text())
     if args.wandb == "auto":
