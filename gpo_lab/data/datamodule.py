@@ -10,8 +10,9 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Subset
 
-from gpo_lab.data.columns import REFERENCE_LOGPS, batch_reference_logps
+from gpo_lab.data.columns import REFERENCE_LOGPS, batch_reference_logps, column_values
 from gpo_lab.data.length_grouping import LengthGroupedOrder, pair_lengths
+from gpo_lab.data.online_prompts import ROW, PromptRows
 from gpo_lab.data.pair_checks import OFFSET, check_pairs
 from gpo_lab.data.resumable import ResumableDataLoader
 from gpo_lab.data.sources import DataError
@@ -26,6 +27,9 @@ from gpo_lab.scoring.seq2seq import Seq2SeqPairs
 log = logging.getLogger(__name__)
 
 PAIR_FIELDS = ("prompt", "chosen", "rejected")
+# Optional golden rewards of a pair's two responses (the synthetic task's pairs have them): kept when the
+# data has them, for the ranking accuracy on held-out pairs and the training pairs' reward.
+REWARD_FIELDS = ("reward_chosen", "reward_rejected")
 # Above this fraction of pairs with chosen == rejected the log warns that the data is mostly degenerate;
 # a training split where every pair is so is refused (the loss would stay at f(0): nothing to learn).
 IDENTICAL_WARNING_FRACTION = 0.5
@@ -77,6 +81,8 @@ class PreferenceDataModule(pl.LightningDataModule):
         self.packing, self.group_by_length = packing and not seq2seq, group_by_length  # packing is for causal rows
         self.stats: dict[str, int] = {}
         self.train_set = self.val_set = None
+        self.online = False  # training batches are prompts only (the module draws their pairs)
+        self._mean_rewards: dict[str, float | None] = {}
 
     def use_encoder_decoder_batches(self) -> None:
         """Prompt and response as separate tensors from now on, unpacked (packing is for causal rows).
@@ -139,7 +145,8 @@ class PreferenceDataModule(pl.LightningDataModule):
             )
         if len(set(self.columns.values())) < len(PAIR_FIELDS):
             raise DataError(f"data.columns maps two fields onto one column: {self.columns}.")
-        data = data.select_columns(list(self.columns.values()))
+        rewards = [name for name in REWARD_FIELDS if name in data.column_names and name not in self.columns.values()]
+        data = data.select_columns(list(self.columns.values()) + (rewards if len(rewards) == 2 else []))
         data = data.rename_columns({column: field for field, column in self.columns.items() if column != field})
         check_pairs(data, self.columns)
         return data
@@ -157,7 +164,8 @@ class PreferenceDataModule(pl.LightningDataModule):
             if pair is None:
                 dropped += 1
             else:
-                encoded.append(pair | ({OFFSET: float(row[OFFSET])} if OFFSET in row else {}))
+                extra = {name: float(row[name]) for name in (OFFSET, *REWARD_FIELDS) if name in row}
+                encoded.append(pair | extra)
                 informative += chosen != rejected
         self.stats |= {
             f"{split}_pairs": len(encoded),
@@ -204,6 +212,57 @@ class PreferenceDataModule(pl.LightningDataModule):
         elif identical:
             log.warning("%s: %d pairs have chosen == rejected; they carry no preference signal.", split, identical)
 
+    # ----------------------------------------------------------------- online pairs and golden rewards
+    def use_online_prompts(self) -> None:
+        """Training batches hold only the pairs' prompts and row numbers from now on (:class:`PromptRows`):
+        the module draws each step's pairs from the policy. The order of the prompts, and its resume, is
+        the offline pairs' order; validation is unchanged."""
+        if self.train_set is None:
+            raise RuntimeError("use_online_prompts() needs setup() first.")
+        if ROW not in self.train_set.column_names:
+            self.train_set = self.train_set.add_column(ROW, list(range(len(self.train_set))))
+        self.online = True
+
+    def encode_responses(
+        self, prompt_ids: list[list[int]], chosen: list[str], rejected: list[str]
+    ) -> list[dict | None]:
+        """Pairs of response texts on encoded prompts, tokenized and truncated exactly as :meth:`setup`
+        encodes a pair's responses (EOS appended); None where a response is empty or has no room."""
+        tokenize = lambda texts: self.tokenizer(texts, add_special_tokens=False)["input_ids"] if texts else []  # noqa: E731
+        eos, encoded = self.tokenizer.eos_token_id, []
+        for prompt, chosen_ids, rejected_ids in zip(prompt_ids, tokenize(chosen), tokenize(rejected)):
+            budget = self.truncation.max_length - len(prompt)
+            if not chosen_ids or not rejected_ids or budget < 1:
+                encoded.append(None)
+                continue
+            encoded.append(
+                {
+                    "prompt_ids": list(prompt),
+                    "chosen_ids": (chosen_ids + [eos])[:budget],
+                    "rejected_ids": (rejected_ids + [eos])[:budget],
+                }
+            )
+        return encoded
+
+    def golden_margins(self, split: str = "validation") -> torch.Tensor | None:
+        """reward(chosen) - reward(rejected) of each pair of a split, in its row order, when the data has
+        the rewards (float64); None otherwise."""
+        data = self.val_set if split == "validation" else self.train_set
+        if data is None or any(name not in data.column_names for name in REWARD_FIELDS):
+            return None
+        chosen, rejected = (torch.tensor(column_values(data, name), dtype=torch.float64) for name in REWARD_FIELDS)
+        return chosen - rejected
+
+    def mean_pair_reward(self, split: str = "train") -> float | None:
+        """The mean golden reward of a split's responses (both of every pair), when the data has them."""
+        if split not in self._mean_rewards:
+            data = self.train_set if split == "train" else self.val_set
+            if data is None or any(name not in data.column_names for name in REWARD_FIELDS):
+                return None
+            values = [v for name in REWARD_FIELDS for v in column_values(data, name)]
+            self._mean_rewards[split] = sum(values) / len(values) if values else None
+        return self._mean_rewards[split]
+
     # ----------------------------------------------------------------- loaders
     def ranks(self) -> tuple[int, int]:
         """(global rank, world size) of the trainer this data module serves; (0, 1) before it has one."""
@@ -223,9 +282,12 @@ class PreferenceDataModule(pl.LightningDataModule):
             order=order,
             rank=rank,
             world_size=world_size,
-            collate_fn=self.collate,
+            collate_fn=self.collate_prompts if self.online else self.collate,
             num_workers=self.num_workers,
         )
+
+    def collate_prompts(self, pairs: list[dict]) -> PromptRows:
+        return PromptRows(prompt_ids=[list(p["prompt_ids"]) for p in pairs], rows=[int(p[ROW]) for p in pairs])
 
     def val_dataloader(self) -> DataLoader:
         """This rank's contiguous share of the held-out pairs (the module gathers the values of all shares)."""

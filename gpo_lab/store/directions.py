@@ -30,6 +30,7 @@ METRIC_DIRECTIONS: Mapping[str, str | None] = MappingProxyType(
         "val/rewards/rejected": "min",  # dispreferred ones lost
         "val/rewards/margins": "max",
         "val/rewards/accuracies": "max",
+        "val/ranking_accuracy": "max",  # beta * rho orders held-out pairs as the golden reward does
         "val/logps/chosen": "max",  # held-out preferred responses made more likely
         "val/logps/rejected": "min",
         # The sample bank's callbacks (eval/): less divergence from the reference, more wins.

@@ -11,15 +11,18 @@ import torch
 from hydra.utils import get_method, instantiate
 from omegaconf import DictConfig
 
+from gpo_lab.errors import ConfigError
 from gpo_lab.losses.base import PreferenceLoss
 from gpo_lab.models.batch_dependence import batch_dependence
 from gpo_lab.models.reference import LazyReference
 from gpo_lab.models.reference_cache import SPLITS, ReferenceLogpCache, attach_reference_logps
 from gpo_lab.scoring.fast_path_report import check_fast_paths
+from gpo_lab.training.online_pairs import OnlinePairs
 
 log = logging.getLogger(__name__)
 
 REFERENCE_LOGPS = "reference_logps"  # the key of summary.json's ``data`` that says why the cache is not used
+ONLINE_PAIRS = "online_pairs"  # summary.json's ``data.online_pairs``: training pairs drawn from the policy
 FAST_PATHS = "fast_paths"  # summary.json's ``data.fast_paths``: each scoring fast path, on or off and why
 
 
@@ -87,3 +90,28 @@ def record_fast_paths(cfg: DictConfig, datamodule, policy: torch.nn.Module, refe
         "policy": check_fast_paths(policy, precision),
         "reference": check_fast_paths(reference, precision),
     }
+
+
+def online_pairs(cfg: DictConfig, datamodule) -> OnlinePairs | None:
+    """With ``pairs.online``, the source of each step's fresh pairs (:mod:`gpo_lab.training.online_pairs`),
+    labelled by the run's judge at ``pairs.label_temperature``; the data module then batches prompts only.
+    Every run records ``data.online_pairs`` (0 for offline pairs)."""
+    datamodule.stats[ONLINE_PAIRS] = 0
+    settings = cfg.get("pairs")
+    if settings is None or not settings.get("online", False):
+        return None
+    if cfg.get("judge") is None:
+        raise ConfigError(
+            "pairs.online=true labels the fresh pairs with the task's judge, and this run has none: add "
+            "+judge=golden (synthetic task) or +judge=reward_model judge.name=PATH."
+        )
+    judge = instantiate(cfg.judge, temperature=float(settings.get("label_temperature", 0.0)))
+    datamodule.use_online_prompts()
+    return OnlinePairs(
+        datamodule=datamodule,
+        judge=judge,
+        seed=int(settings.get("seed", cfg.seed)),
+        refresh_every=int(settings.get("refresh_every", 1)),
+        max_new_tokens=int(settings.get("max_new_tokens", 64)),
+        batch_size=int(settings.get("batch_size", 64)),
+    )

@@ -8,7 +8,7 @@ from omegaconf import DictConfig
 
 from gpo_lab.losses.base import PreferenceLoss
 from gpo_lab.models.hf import disable_dropout, is_encoder_decoder
-from gpo_lab.tasks.common import record_fast_paths, reference_cache_not_used, with_reference_cache
+from gpo_lab.tasks.common import online_pairs, record_fast_paths, reference_cache_not_used, with_reference_cache
 from gpo_lab.training.gpo_module import GPOModule
 from gpo_lab.training.optimizer import optimization_options
 
@@ -44,5 +44,6 @@ def build_language_task(cfg: DictConfig, loss: PreferenceLoss, beta: float) -> t
         reference_cache_not_used(cfg, datamodule.stats, ENCODER_DECODER_CACHE)
     else:
         reference = with_reference_cache(cfg, datamodule, reference)
-    module = GPOModule(policy, reference, loss, beta, **optimization_options(cfg))
+    online = online_pairs(cfg, datamodule)
+    module = GPOModule(policy, reference, loss, beta, **optimization_options(cfg), online=online)
     return module, datamodule

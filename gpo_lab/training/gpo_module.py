@@ -12,13 +12,15 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 
+from gpo_lab.data.online_prompts import PromptRows
 from gpo_lab.errors import ConfigError
 from gpo_lab.losses.base import PreferenceLoss
 from gpo_lab.parallel.ranks import gather_rows
 from gpo_lab.scoring.batches import PairBatch, PairLogps
 from gpo_lab.training.nonfinite import check_finite_gradients, check_finite_loss
+from gpo_lab.training.online_pairs import OnlineDraw, OnlinePairs
 from gpo_lab.training.optimizer import OptimizerFactory, warmed_up_optimizer
-from gpo_lab.training.pair_metrics import preference_metrics
+from gpo_lab.training.pair_metrics import preference_metrics, ranking_accuracy
 
 log = logging.getLogger(__name__)
 # Training statistics that need the reference: a reference-free loss's training steps do not log them.
@@ -44,6 +46,7 @@ class GPOModule(pl.LightningModule):
         beta: float,
         optimizer: OptimizerFactory,
         warmup_steps: int = 0,
+        online: OnlinePairs | None = None,
     ):
         super().__init__()
         self.policy = policy
@@ -52,6 +55,8 @@ class GPOModule(pl.LightningModule):
         self.beta = float(beta)
         self.optimizer_factory = optimizer
         self.warmup_steps = warmup_steps
+        self.online = online  # draws each step's pairs from the policy (gpo_lab.training.online_pairs)
+        self._online_draw: OnlineDraw | None = None
         self._val_outputs: list[tuple[PairLogps, torch.Tensor]] = []
         self.saved_shapes = state_shapes(self, skip="reference.")  # before any strategy wraps the policy
         self.skips_reference = not loss.uses_reference
@@ -91,7 +96,22 @@ class GPOModule(pl.LightningModule):
     def per_example_loss(self, logps: PairLogps) -> torch.Tensor:
         return self.loss.pair_loss(logps, self.beta)
 
-    def training_step(self, batch: PairBatch, batch_idx: int) -> torch.Tensor:
+    def online_batch(self, prompts: PromptRows) -> PairBatch | None:
+        """This step's fresh pairs on the batch's prompts, batched as the offline ones (None if all dropped)."""
+        if self.online is None:
+            raise ConfigError("A batch of prompts without pairs needs online pairs (pairs.online=true).")
+        draw = self.online.draw(self.policy, prompts, self.global_step)
+        self._online_draw = draw
+        datamodule = self.online.datamodule
+        datamodule.stats["online_pairs"] = self.online.drawn
+        return datamodule.collate(draw.pairs).to(self.device) if draw.pairs else None
+
+    def training_step(self, batch: PairBatch | PromptRows, batch_idx: int) -> torch.Tensor:
+        if isinstance(batch, PromptRows):
+            fresh = self.online_batch(batch)
+            if fresh is None:  # every pair identical or empty: a step with no gradient
+                return torch.stack([p.sum() for p in self.policy.parameters() if p.requires_grad]).sum() * 0.0
+            batch = fresh
         logps = self.batch_logprobs(batch, reference=not self.skips_reference)
         losses = self.per_example_loss(logps)
         check_finite_loss(self.global_step, losses, logps.rho)
@@ -110,10 +130,28 @@ class GPOModule(pl.LightningModule):
         if self.skips_reference and batch.reference_logps is None:
             metrics = {k: v for k, v in metrics.items() if k not in REFERENCE_METRICS}
         metrics["lr"] = torch.tensor(self.trainer.optimizers[0].param_groups[0]["lr"])
+        metrics |= self.pair_data_metrics(batch)
         loss = metrics.pop("loss")
         count = losses.numel()
         self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=False, batch_size=count)
         self.log_dict({f"train/{k}": v for k, v in metrics.items()}, on_step=True, on_epoch=False, batch_size=count)
+
+    def pair_data_metrics(self, batch: PairBatch) -> dict[str, torch.Tensor]:
+        """What the loss sees: the judge's mean reward of the training pairs' responses (online: this step's;
+        offline: the training set's, the same at every step) and their mean length in tokens."""
+        out = {"pair_length": batch.response_lengths().double().mean()}
+        draw = self._online_draw if self.online is not None else None
+        if draw is not None and draw.reward_chosen is not None and draw.reward_rejected is not None:
+            out["pair_reward"] = torch.cat([draw.reward_chosen, draw.reward_rejected]).mean()
+            out["pair_reward_chosen"] = draw.reward_chosen.mean()
+        elif draw is None:
+            mean = getattr(getattr(self._trainer, "datamodule", None), "mean_pair_reward", None)
+            value = mean() if callable(mean) else None
+            if value is not None:
+                out["pair_reward"] = torch.tensor(value, dtype=torch.float64)
+        if draw is not None:
+            out["online_kept_fraction"] = torch.tensor(len(draw.pairs) / max(1, draw.drawn))
+        return out
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
         total = check_finite_gradients(self.global_step, self.policy.named_parameters())
@@ -150,6 +188,10 @@ class GPOModule(pl.LightningModule):
         if not all_losses.numel():
             return
         metrics = preference_metrics(everyone, all_losses, beta=self.beta)
+        margins = getattr(getattr(self._trainer, "datamodule", None), "golden_margins", None)
+        golden = margins("validation") if callable(margins) else None
+        if golden is not None and golden.numel() == everyone.rho.numel():
+            metrics["ranking_accuracy"] = ranking_accuracy(everyone.rho, golden)
         self.log_dict({f"val/{k}": v for k, v in metrics.items()}, on_step=False, on_epoch=True)
 
     # ----------------------------------------------------------------- optimization
@@ -163,12 +205,16 @@ class GPOModule(pl.LightningModule):
         for key in [k for k in state if k.startswith("reference.")]:
             del state[key]
         checkpoint["random_state"] = capture_random_state()
+        if self.online is not None:
+            checkpoint["online_pairs"] = self.online.state_dict()
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         check_checkpoint_fits(self.saved_shapes, checkpoint, getattr(self._trainer, "ckpt_path", None))
         checkpoint["state_dict"].update({f"reference.{k}": v for k, v in self.reference.state_dict().items()})
         if "random_state" in checkpoint:
             restore_random_state(checkpoint["random_state"])
+        if self.online is not None and "online_pairs" in checkpoint:
+            self.online.load_state_dict(checkpoint["online_pairs"], self.policy)
 
 
 def state_shapes(module: torch.nn.Module, skip: str | None = None) -> dict[str, tuple[int, ...]]:

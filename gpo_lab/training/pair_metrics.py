@@ -30,3 +30,14 @@ def preference_metrics(logps: PairLogps, per_example_loss: torch.Tensor, beta: f
         "logps/chosen": logps.policy_chosen.mean(),
         "logps/rejected": logps.policy_rejected.mean(),
     }
+
+
+def ranking_accuracy(rho: torch.Tensor, golden_margin: torch.Tensor) -> torch.Tensor:
+    """How often the implicit reward beta * rho orders a pair as the golden reward does (Tang et al., 2024):
+    the fraction of pairs with unequal golden rewards where sign(rho) = sign(margin), rho = 0 counting 1/2."""
+    golden = golden_margin.to(rho.device, torch.float64)
+    decided = golden != 0
+    if not bool(decided.any()):
+        return torch.tensor(float("nan"))
+    agreement = torch.sign(rho.double()[decided]) * torch.sign(golden[decided])
+    return ((agreement + 1) / 2).mean()

@@ -9,7 +9,7 @@ from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from gpo_lab.losses.base import PreferenceLoss
-from gpo_lab.tasks.common import record_fast_paths, with_reference_cache
+from gpo_lab.tasks.common import online_pairs, record_fast_paths, with_reference_cache
 from gpo_lab.tasks.synthetic.pairs import PairSettings, offline_pairs
 from gpo_lab.tasks.synthetic.sft import SFTSettings, sft_policy
 from gpo_lab.training.gpo_module import GPOModule
@@ -51,5 +51,6 @@ def build_synthetic_task(
     datamodule.setup("fit")
     record_fast_paths(cfg, datamodule, policy, reference)
     reference = with_reference_cache(cfg, datamodule, reference)
-    module = GPOModule(policy, reference, loss, beta, **optimization_options(cfg))
+    online = online_pairs(cfg, datamodule)
+    module = GPOModule(policy, reference, loss, beta, **optimization_options(cfg), online=online)
     return module, datamodule
