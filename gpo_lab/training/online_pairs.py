@@ -84,31 +84,36 @@ class OnlinePairs:
         return self.snapshot
 
     @torch.no_grad()
-    def draw(self, policy: torch.nn.Module, batch: PromptRows, step: int) -> OnlineDraw:
-        model = self.sampler(policy, step)
+    def sample(self, model: torch.nn.Module, batch: PromptRows, step: int) -> tuple[list[list[int]], list[list[int]]]:
+        """The two responses (token ids, EOS included when drawn) of every prompt of ``step``'s batch."""
         tokenizer = self.datamodule.tokenizer
-        was_training = model.training
-        model.eval()
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         base = ONLINE_STREAM + STREAMS_PER_STEP * step
+        was_training = model.training
+        model.eval()
         try:
             first, second = (
-                decode(
-                    tokenizer,
-                    sample_responses(
-                        model,
-                        batch.prompt_ids,
-                        max_new_tokens=self.max_new_tokens,
-                        eos_token_id=tokenizer.eos_token_id,
-                        pad_token_id=pad,
-                        uniforms=prompt_uniforms(self.seed, base + k, batch.rows, self.max_new_tokens),
-                        batch_size=self.batch_size,
-                    ),
+                sample_responses(
+                    model,
+                    batch.prompt_ids,
+                    max_new_tokens=self.max_new_tokens,
+                    eos_token_id=tokenizer.eos_token_id,
+                    pad_token_id=pad,
+                    uniforms=prompt_uniforms(self.seed, base + k, batch.rows, self.max_new_tokens),
+                    batch_size=self.batch_size,
                 )
                 for k in (0, 1)
             )
         finally:
             model.train(was_training)
+        return first, second
+
+    @torch.no_grad()
+    def draw(self, policy: torch.nn.Module, batch: PromptRows, step: int) -> OnlineDraw:
+        """``step``'s pairs: sampled (:meth:`sample`) by the policy of its refresh step, labelled, encoded."""
+        tokenizer = self.datamodule.tokenizer
+        base = ONLINE_STREAM + STREAMS_PER_STEP * step
+        first, second = (decode(tokenizer, ids) for ids in self.sample(self.sampler(policy, step), batch, step))
         prompts = tokenizer.batch_decode(batch.prompt_ids, skip_special_tokens=True)
         keep = [i for i, (a, b) in enumerate(zip(first, second)) if a != b and a.strip() and b.strip()]
         kept_prompts = [prompts[i] for i in keep]
