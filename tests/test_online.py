@@ -218,13 +218,16 @@ def test_ranking_accuracy_counts_agreements_with_the_golden_order_by_hand():
     assert ranking_accuracy(rho, margin).item() == pytest.approx(2.5 / 4)
 
 
+SHORT = ["trainer.max_steps=4", "trainer.val_check_interval=2", "trainer.log_every_n_steps=1"]
+
+
 @pytest.mark.slow
 def test_synthetic_online_run_records_its_online_pairs_and_metrics(tmp_path):
     overrides = [o for o in TINY_STUDY if o != "+experiment=synthetic"]
     cache = [f"synthetic.cache_dir={tmp_path / 'cache'}", f"reference_cache.dir={tmp_path / 'reference_logps'}"]
     run = tmp_path / "run"
     summary = run_training(
-        ["+experiment=synthetic_online", *overrides, *cache, "trainer.max_steps=4", "trainer.val_check_interval=2", "trainer.log_every_n_steps=1"],
+        ["+experiment=synthetic_online", *overrides, *cache, *SHORT],
         run,
     )
     assert summary["status"] == "completed"
