@@ -23,6 +23,9 @@ from gpo_lab.report.figures import quality_vs_beta, tradeoff
 from gpo_lab.report.frontier_test import MARGIN
 from gpo_lab.report.loss_figure import loss_functions
 from gpo_lab.report.markdown import render
+from gpo_lab.report.mode_study import FIGURES as MODE_FIGURES
+from gpo_lab.report.mode_study import ModeStudy, claims_entry, mode_study, offline_part, section
+from gpo_lab.report.mode_study import drawers as study_drawers
 from gpo_lab.report.training_figures import dynamics, regularizer_vs_kl
 
 log = logging.getLogger(__name__)
@@ -35,6 +38,7 @@ FIGURES = {
     "dynamics": "dynamics.png",
     "beta_theory": "beta_theory.png",
     "loss_functions": "loss_functions.png",
+    **MODE_FIGURES,
 }
 
 
@@ -51,7 +55,12 @@ def make_report(
     sweep = sweep if isinstance(sweep, Sweep) else collect(sweep)
     if out is None and not Path(sweep.source).is_dir():
         raise ValueError(f"The sweep {sweep.source} has no directory to write into: pass out=DIRECTORY.")
-    report = analyse(sweep, x=x, y=y, value=value, jobs=jobs, margin=margin)
+    offline = offline_part(sweep)  # a sweep with online jobs: the claims read its offline ones
+    report = analyse(offline or sweep, x=x, y=y, value=value, jobs=jobs, margin=margin)
+    study = None
+    if offline is not None:
+        report.sweep = sweep
+        study = mode_study(sweep, report.x, report.y, value)
     out = writable_output(Path(out if out is not None else sweep.source), default=out is None)
     drawers = {
         "tradeoff": lambda: tradeoff(
@@ -64,8 +73,10 @@ def make_report(
         "beta_theory": lambda: beta_theory(report.claims.bests if report.claims else []),
         "loss_functions": lambda: loss_functions(sweep.loss_shapes),
     }
+    if study is not None:
+        drawers |= study_drawers(sweep, study, report.x, report.y, value)
     try:
-        _write(report, drawers, out)
+        _write(report, drawers, out, study)
     except OSError as error:
         raise ConfigError(f"Cannot write the report into {out}: {error.strerror or error}. {_OUT_FIX}") from error
     return report
@@ -86,7 +97,7 @@ def writable_output(out: Path, default: bool) -> Path:
     return out
 
 
-def _write(report: Report, drawers: dict, out: Path) -> None:
+def _write(report: Report, drawers: dict, out: Path, study: ModeStudy | None = None) -> None:
     for key, draw in drawers.items():
         try:
             figure = draw()
@@ -98,9 +109,10 @@ def _write(report: Report, drawers: dict, out: Path) -> None:
     for stale in set(FIGURES) - set(report.figures):  # a figure of an earlier report would mislead
         (out / FIGURES[stale]).unlink(missing_ok=True)
     report.path = out / "report.md"
-    report.path.write_text(render(report))
+    extra = section(study, report.y, report.figures) if study is not None else None
+    report.path.write_text(render(report, extra))
     if report.claims is not None:
-        write_claims(report.claims, out)
+        write_claims(report.claims, out, {"online_offline": claims_entry(study)} if study is not None else None)
     else:
         (out / CLAIMS_FILE).unlink(missing_ok=True)  # an earlier report's verdict would mislead
 

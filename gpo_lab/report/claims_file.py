@@ -2,7 +2,9 @@
 
 ``claim_1``: the frontier test (verdict, margin, largest_gap, pair, at_kl and its band); ``claim_2``:
 the best-beta record of :mod:`~gpo_lab.report.beta_ratio`; ``best_beta``: every loss's fitted best
-beta and interval. Numbers that are not finite are written as null.
+beta and interval; ``online_offline`` (a sweep with online jobs): per loss the online-minus-offline gap at
+matched KL and its interval, the ranking accuracies and the over-optimisation peaks. Numbers that are not
+finite are written as null.
 """
 
 from __future__ import annotations
@@ -74,7 +76,8 @@ def claims_record(claims: Claims) -> dict[str, Any]:
     return {"claim_1": claim_one_record(claims), "claim_2": claim_two_record(claims), "best_beta": best}
 
 
-def write_claims(claims: Claims, out: Path) -> Path:
+def write_claims(claims: Claims, out: Path, extra: dict[str, Any] | None = None) -> Path:
+    """``extra``: further entries (``online_offline`` of a sweep with online jobs)."""
     path = Path(out) / CLAIMS_FILE
-    atomic_write_text(path, json.dumps(claims_record(claims), indent=2) + "\n")
+    atomic_write_text(path, json.dumps(claims_record(claims) | (extra or {}), indent=2) + "\n")
     return path

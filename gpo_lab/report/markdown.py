@@ -54,7 +54,8 @@ CAPTIONS = {
 }
 
 
-def render(report: Report) -> str:
+def render(report: Report, extra: list[str] | None = None) -> str:
+    """``report.md``; ``extra``: the lines of a further section (online against offline), before the figures."""
     sweep = report.sweep
     lines = [
         f"# Sweep report: {sweep.name}",
@@ -69,6 +70,7 @@ def render(report: Report) -> str:
     lines += _best(report) + [""]
     if report.claims is not None:
         lines += claims_section(report.claims, report.y, report.x, report.sweep.partial) + [""]
+    lines += extra or []
     lines += ["## Figures", ""]
     for index, (key, (title, caption)) in enumerate(CAPTIONS.items(), start=1):
         lines.append(f"### {index}. {title}")
