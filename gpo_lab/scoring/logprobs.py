@@ -2,7 +2,8 @@
 
 Only positions that predict a response token are projected onto the vocabulary, so the prompt
 never materialises full-vocabulary logits (the dominant cost for long prompts). That fast path is
-checked against the model's own logits once per model (:mod:`gpo_lab.scoring.fast_path_checks`).
+checked against the model's own logits once per model (:mod:`gpo_lab.scoring.fast_path_checks`),
+and projects the response positions a chunk at a time (:mod:`gpo_lab.scoring.chunks`).
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from gpo_lab.scoring.chunks import model_logprobs, target_logprobs
 from gpo_lab.scoring.fast_path_checks import checked, mismatch, probe_ids, probe_span, tolerance
 from gpo_lab.scoring.rows import padded_rows
 
@@ -45,10 +47,15 @@ def _model_inputs(input_ids, attention_mask):
     }
 
 
+def response_hidden_states(model, input_ids, attention_mask, targets_mask) -> torch.Tensor:
+    """The decoder's hidden states (N, d) at the positions that predict a response token, flattened."""
+    hidden = model.get_decoder()(**_model_inputs(input_ids, attention_mask)).last_hidden_state
+    return hidden[:, :-1][targets_mask]
+
+
 def projected_response_logits(model, input_ids, attention_mask, targets_mask) -> torch.Tensor:
     """The fast path: the output layer applied to the decoder's hidden states at the scored positions only."""
-    hidden = model.get_decoder()(**_model_inputs(input_ids, attention_mask)).last_hidden_state
-    return model.get_output_embeddings()(hidden[:, :-1][targets_mask])
+    return model.get_output_embeddings()(response_hidden_states(model, input_ids, attention_mask, targets_mask))
 
 
 def full_response_logits(model, input_ids, attention_mask, targets_mask) -> torch.Tensor:
@@ -93,13 +100,6 @@ def response_targets(input_ids: torch.Tensor, targets_mask: torch.Tensor) -> tup
     return rows, input_ids[:, 1:][targets_mask]
 
 
-def target_logprobs(logits: torch.Tensor, targets: torch.Tensor, normalized: bool = False) -> torch.Tensor:
-    """log softmax(logits)[target] of every scored position, float32; ``normalized`` logits are log-probs already."""
-    if normalized:
-        return logits.gather(-1, targets[:, None]).squeeze(-1)
-    return -F.cross_entropy(logits.float(), targets, reduction="none")
-
-
 def row_sums(
     values: torch.Tensor, rows: torch.Tensor, num_rows: int, dtype: torch.dtype = torch.float32
 ) -> torch.Tensor:
@@ -126,16 +126,21 @@ def summed_logprobs(
 def token_logprobs(
     model, input_ids: torch.Tensor, attention_mask: torch.Tensor, response_mask: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Log-probs of the response tokens, flattened, with the row each belongs to."""
-    logits, targets_mask = response_logits(model, input_ids, attention_mask, response_mask)
+    """Log-probs of the response tokens, flattened, with the row each belongs to (float32).
+
+    On the fast path the positions are projected a chunk at a time (:mod:`gpo_lab.scoring.chunks`).
+    """
+    targets_mask = response_mask[:, 1:].bool() & attention_mask[:, 1:].bool()
     rows, targets = response_targets(input_ids, targets_mask)
-    return target_logprobs(logits, targets), rows
+    if projects_hidden_states_linearly(model):
+        hidden = response_hidden_states(model, input_ids, attention_mask, targets_mask)
+        return model_logprobs(model, hidden, targets), rows
+    return target_logprobs(full_response_logits(model, input_ids, attention_mask, targets_mask), targets), rows
 
 
 def sequence_logprobs(
     model, input_ids: torch.Tensor, attention_mask: torch.Tensor, response_mask: torch.Tensor
 ) -> torch.Tensor:
     """log pi(y|x) for every row: the SUM of its response-token log-probs (float32)."""
-    logits, targets_mask = response_logits(model, input_ids, attention_mask, response_mask)
-    rows, targets = response_targets(input_ids, targets_mask)
-    return summed_logprobs(logits, targets, rows, input_ids.shape[0])
+    values, rows = token_logprobs(model, input_ids, attention_mask, response_mask)
+    return row_sums(values, rows, input_ids.shape[0])

@@ -20,8 +20,9 @@ from collections.abc import Sequence
 import torch
 
 from gpo_lab.scoring.batches import PairBatch, PlainPairs
+from gpo_lab.scoring.chunks import model_logprobs
 from gpo_lab.scoring.fast_path_checks import checked, mismatch, probe_ids, probe_span, tolerance
-from gpo_lab.scoring.logprobs import projects_hidden_states_linearly, summed_logprobs
+from gpo_lab.scoring.logprobs import projects_hidden_states_linearly, row_sums, summed_logprobs
 from gpo_lab.scoring.rows import Pair
 
 PROMPT, CHOSEN, REJECTED, PAD = 0, 1, 2, 3
@@ -134,11 +135,10 @@ def packed_sequence_logprobs(
     mask = attention_mask_4d(segment_ids, getattr(config, "_attn_implementation", None), dtype)
     rows, sources, targets, slots = scored_tokens(segment_ids, input_ids)
     inputs = {"input_ids": input_ids, "attention_mask": mask, "position_ids": position_ids, "use_cache": False}
-    if projects_hidden_states_linearly(model):
+    if projects_hidden_states_linearly(model):  # projected a chunk at a time (gpo_lab.scoring.chunks)
         hidden = model.get_decoder()(**inputs).last_hidden_state
-        logits = model.get_output_embeddings()(hidden[rows, sources])
-    else:
-        logits = model(**inputs).logits[rows, sources]
+        return row_sums(model_logprobs(model, hidden[rows, sources], targets), slots, 2 * input_ids.shape[0])
+    logits = model(**inputs).logits[rows, sources]
     return summed_logprobs(logits, targets, slots, 2 * input_ids.shape[0])
 
 

@@ -1,0 +1,98 @@
+"""Response log-probs a chunk of positions at a time, so that no [tokens x vocabulary] tensor exists at once.
+
+Projecting N response positions onto a vocabulary of V tokens makes (N, V) logits, their
+log-softmax and, in the backward pass, their gradients: at today's vocabularies (128k-152k) that
+outgrows the rest of a step's activations. Here the output layer and the log-softmax run on
+``chunk`` positions at a time, each chunk under activation checkpointing, so the backward pass
+recomputes its logits instead of keeping them: the peak holds one (chunk, V) block, whatever N is.
+The values and gradients are those of the one-piece path (the same operations per position).
+
+The chunk size is an attribute of the model (:func:`set_logprob_chunk`, from the config's
+``logprob_chunk``): a number of positions, ``0``/``None`` for one piece, or ``"auto"`` (the
+default): as many positions as fit :data:`AUTO_BUDGET` logit elements on the model's device. A GPU
+needs large blocks to keep the projection compute-bound; a CPU gains nothing from them.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import torch
+import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
+
+ATTRIBUTE = "logprob_chunk"  # where a model carries its chunk size
+AUTO = "auto"
+# Logit elements of one chunk under "auto", per device type (float32: 16 MB on a CPU, 1 GB on a GPU).
+AUTO_BUDGET = {"cpu": 1 << 22, "default": 1 << 28}
+Chunk = int | str | None
+
+
+def valid_chunk(chunk: Chunk) -> Chunk:
+    """``chunk`` checked: a number of positions >= 0, ``None`` or ``"auto"``."""
+    if chunk is None or chunk == AUTO:
+        return chunk
+    if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 0:
+        raise ValueError(
+            f"logprob_chunk={chunk!r}: give a number of response positions per chunk (e.g. 256), "
+            "0 or null for all positions at once, or auto."
+        )
+    return chunk
+
+
+def set_logprob_chunk(model: torch.nn.Module, chunk: Chunk) -> torch.nn.Module:
+    """Score ``model``'s responses ``chunk`` positions at a time (see the module docstring); returns ``model``."""
+    object.__setattr__(model, ATTRIBUTE, valid_chunk(chunk))
+    return model
+
+
+def logprob_chunk(model) -> Chunk:
+    """The chunk size ``model`` carries, ``"auto"`` when none was set."""
+    return valid_chunk(getattr(model, ATTRIBUTE, AUTO))
+
+
+def positions_per_chunk(chunk: Chunk, vocabulary: int, device: torch.device) -> int | None:
+    """The number of positions per chunk, None for one piece."""
+    if chunk == AUTO:
+        budget = AUTO_BUDGET.get(device.type, AUTO_BUDGET["default"])
+        return max(1, budget // max(1, vocabulary))
+    return int(chunk) if chunk else None  # type: ignore[arg-type]  # valid_chunk leaves an int here
+
+
+def target_logprobs(logits: torch.Tensor, targets: torch.Tensor, normalized: bool = False) -> torch.Tensor:
+    """log softmax(logits)[target] of every scored position, float32; ``normalized`` logits are log-probs already."""
+    if normalized:
+        return logits.gather(-1, targets[:, None]).squeeze(-1)
+    return -F.cross_entropy(logits.float(), targets, reduction="none")
+
+
+def _projected(head: torch.nn.Module, hidden: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    return target_logprobs(head(hidden), targets)
+
+
+def projected_logprobs(
+    head: torch.nn.Module, hidden: torch.Tensor, targets: torch.Tensor, chunk: Chunk, vocabulary: int
+) -> torch.Tensor:
+    """log softmax(head(hidden))[targets] of every position (N,), float32, ``chunk`` positions at a time.
+
+    ``hidden`` (N, d) are the decoder's hidden states at the scored positions, ``head`` the output
+    layer and ``vocabulary`` its width; with gradients each chunk is checkpointed, so its (chunk, V)
+    logits are recomputed in the backward pass rather than kept.
+    """
+    size = positions_per_chunk(chunk, vocabulary, hidden.device)
+    if size is None or hidden.shape[0] <= size:
+        return _projected(head, hidden, targets)
+    recompute = torch.is_grad_enabled() and (hidden.requires_grad or any(p.requires_grad for p in head.parameters()))
+    step = functools.partial(checkpoint, _projected, use_reentrant=False) if recompute else _projected
+    pieces = [
+        step(head, hidden[start : start + size], targets[start : start + size])
+        for start in range(0, hidden.shape[0], size)
+    ]
+    return torch.cat(pieces)
+
+
+def model_logprobs(model, hidden: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """:func:`projected_logprobs` through ``model``'s output layer, in the chunks ``model`` carries."""
+    head = model.get_output_embeddings()
+    vocabulary = getattr(head, "out_features", None) or getattr(model.config, "vocab_size", None) or 1
+    return projected_logprobs(head, hidden, targets, logprob_chunk(model), int(vocabulary))
