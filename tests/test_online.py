@@ -24,6 +24,7 @@ from gpo_lab.tasks.synthetic import NoisyBehaviour, TopicTask
 from gpo_lab.training.gpo_module import GPOModule
 from gpo_lab.training.online_pairs import OnlinePairs
 from gpo_lab.training.pair_metrics import ranking_accuracy
+from tests.helpers.models import tiny_reward_model
 from tests.helpers.runs import TINY_STUDY, run_training
 
 TASK = TopicTask()
@@ -235,3 +236,18 @@ def test_synthetic_online_run_records_its_online_pairs_and_metrics(tmp_path):
     records = read_metrics(run / "metrics.jsonl")
     assert any("val/ranking_accuracy" in r for r in records)
     assert any("train/pair_reward" in r and "train/pair_length" in r for r in records)
+
+
+@pytest.mark.slow
+def test_language_task_online_pairs_labelled_by_a_reward_model(tmp_path):
+    judge = tiny_reward_model(tmp_path / "reward_model")
+    run = tmp_path / "run"
+    summary = run_training(
+        ["+experiment=smoke", "+pairs=online", "+judge=reward_model", f"judge.name={judge}", "pairs.max_new_tokens=8"]
+        + ["trainer.max_steps=3", "trainer.val_check_interval=3", "trainer.log_every_n_steps=1"],
+        run,
+    )
+    assert summary["status"] == "completed"
+    assert summary["data"]["online_pairs"] > 0
+    records = read_metrics(run / "metrics.jsonl")
+    assert all(math.isfinite(r["train/pair_reward"]) for r in records if "train/loss" in r)
