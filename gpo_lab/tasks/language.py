@@ -8,6 +8,7 @@ from omegaconf import DictConfig
 
 from gpo_lab.losses.base import PreferenceLoss
 from gpo_lab.models.hf import disable_dropout, is_encoder_decoder
+from gpo_lab.scoring.chunks import AUTO, set_logprob_chunk
 from gpo_lab.tasks.common import online_pairs, record_fast_paths, reference_cache_not_used, with_reference_cache
 from gpo_lab.training.gpo_module import GPOModule
 from gpo_lab.training.optimizer import optimization_options
@@ -39,6 +40,8 @@ def build_language_task(cfg: DictConfig, loss: PreferenceLoss, beta: float) -> t
         else:
             policy.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
     reference = instantiate(cfg.reference, policy=policy, tokenizer=tokenizer)
+    for model in (policy, reference):  # positions projected onto the vocabulary at a time
+        set_logprob_chunk(model, cfg.get("logprob_chunk", AUTO))
     record_fast_paths(cfg, datamodule, policy, reference)
     if encoder_decoder:
         reference_cache_not_used(cfg, datamodule.stats, ENCODER_DECODER_CACHE)
