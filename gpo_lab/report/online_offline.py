@@ -2,7 +2,8 @@
 
 A job's mode is its config's ``pairs.online``. For each loss the two modes' frontiers (quality against
 KL, configurations averaged over seeds) are compared on their common KL range: the gap is the mean of
-online minus offline over points evenly spaced in log KL there. Its interval comes from claim 1's
+online minus offline over points evenly spaced in log KL there; and over KL budgets up to the longer
+frontier's end (the best quality each mode reached within the budget). Its interval comes from claim 1's
 bootstrap (:mod:`~gpo_lab.report.frontier_test`): each replicate resamples the evaluation prompts (one
 draw shared by every job) and adds each configuration's seed-to-seed noise (t-scaled), then redoes the
 means, the frontiers and the gap. The ranking accuracy (``val/ranking_accuracy``: the implicit reward
@@ -76,6 +77,9 @@ class ModeGap:
     kl_range: tuple[float, float]  # the common KL range of the two frontiers
     ranking: dict[str, tuple[float, float, int]] = field(default_factory=dict)  # mode -> (mean, se, jobs)
     ranking_gap: tuple[float, float, float, int] = (math.nan, math.nan, math.nan, 0)  # diff, low, high, pairs
+    budget_gap: float = math.nan  # the same over KL budgets up to the longer frontier's end
+    budget_interval: tuple[float, float] = (math.nan, math.nan)
+    budget_range: tuple[float, float] = (math.nan, math.nan)
 
     @property
     def resolved(self) -> bool:
@@ -89,9 +93,13 @@ def _mode_design(jobs: pd.DataFrame, x: Metric, y: Metric, value: str) -> Design
 
 
 def matched_gap(
-    arrays: Design, level: float = LEVEL, replicates: int = REPLICATES, seed: int = SEED
+    arrays: Design, level: float = LEVEL, replicates: int = REPLICATES, seed: int = SEED, budget: bool = False
 ) -> tuple[float, tuple[float, float], tuple[float, float]]:
-    """(gap, interval, common KL range) of online minus offline; the gap NaN when the ranges do not meet."""
+    """(gap, interval, KL range) of online minus offline; the gap NaN when the ranges do not meet.
+
+    The range is the two frontiers' common one; with ``budget``, it runs on to the end of the longer
+    frontier, the shorter one held at its best past its end: the best quality each mode reached within a
+    KL budget (a frontier stops where its quality stops rising: a mode that over-optimises ends early)."""
     nan = (math.nan, (math.nan, math.nan), (math.nan, math.nan))
     if sorted(arrays.losses) != sorted(MODES):
         return nan
@@ -104,6 +112,7 @@ def matched_gap(
     lo, hi = max(f[0] for f in fronts), min(f[-1] for f in fronts)
     if lo > hi:
         return nan
+    hi = max(f[-1] for f in fronts) if budget else hi
     at = np.linspace(lo, hi, POINTS)
 
     def gap(quality: np.ndarray, log_kl: np.ndarray) -> np.ndarray:
@@ -159,9 +168,11 @@ def online_offline(jobs: pd.DataFrame, x: Metric, y: Metric, value: str = "final
         if set(group[MODE]) != set(MODES):
             continue
         arrays = _mode_design(group, x, y, value)
-        gap, interval, kl_range = matched_gap(arrays, seed=seed) if arrays is not None else (math.nan,) * 3
+        nan = (math.nan, (math.nan, math.nan), (math.nan, math.nan))
+        gap, interval, kl_range = matched_gap(arrays, seed=seed) if arrays is not None else nan
+        budget = matched_gap(arrays, seed=seed, budget=True) if arrays is not None else nan
         ranking, ranking_gap = _ranking(group, value)
-        out.append(ModeGap(str(loss), gap, interval, kl_range, ranking, ranking_gap))
+        out.append(ModeGap(str(loss), gap, interval, kl_range, ranking, ranking_gap, *budget))
     return out
 
 

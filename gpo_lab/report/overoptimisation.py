@@ -114,7 +114,11 @@ def fit_curves(
             rewards.append(r)
         kls_a, rewards_a = np.array(kls), np.array(rewards)
         finite = np.isfinite(rewards_a)
-        kl_interval = tuple(float(v) for v in np.quantile(kls_a, [tail, 1 - tail])) if replicates else (math.nan,) * 2
+        kl_interval = (
+            tuple(float(v) for v in np.quantile(kls_a, [tail, 1 - tail], method="inverted_cdf"))
+            if replicates
+            else (math.nan,) * 2
+        )
         reward_interval = (
             tuple(float(v) for v in np.quantile(rewards_a[finite], [tail, 1 - tail]))
             if finite.any()
