@@ -113,5 +113,5 @@ def online_pairs(cfg: DictConfig, datamodule) -> OnlinePairs | None:
         seed=int(settings.get("seed", cfg.seed)),
         refresh_every=int(settings.get("refresh_every", 1)),
         max_new_tokens=int(settings.get("max_new_tokens", 64)),
-        batch_size=int(settings.get("batch_size", 64)),
+        batch_size=int(settings.get("batch_size", 128)),
     )

@@ -52,7 +52,7 @@ class OnlinePairs:
     seed: int
     refresh_every: int = 1
     max_new_tokens: int = 64
-    batch_size: int = 64  # sampling batch
+    batch_size: int = 128  # sampling batch (rows: two per prompt)
     drawn: int = 0  # training pairs drawn from the policy so far (kept ones)
     snapshot: torch.nn.Module | None = field(default=None, repr=False)
     snapshot_step: int | None = None
@@ -91,22 +91,20 @@ class OnlinePairs:
         base = ONLINE_STREAM + STREAMS_PER_STEP * step
         was_training = model.training
         model.eval()
-        try:
-            first, second = (
-                sample_responses(
-                    model,
-                    batch.prompt_ids,
-                    max_new_tokens=self.max_new_tokens,
-                    eos_token_id=tokenizer.eos_token_id,
-                    pad_token_id=pad,
-                    uniforms=prompt_uniforms(self.seed, base + k, batch.rows, self.max_new_tokens),
-                    batch_size=self.batch_size,
-                )
-                for k in (0, 1)
+        uniforms = [prompt_uniforms(self.seed, base + k, batch.rows, self.max_new_tokens) for k in (0, 1)]
+        try:  # both responses in one pass over the prompts: half the sampling steps of two passes
+            both = sample_responses(
+                model,
+                batch.prompt_ids * 2,
+                max_new_tokens=self.max_new_tokens,
+                eos_token_id=tokenizer.eos_token_id,
+                pad_token_id=pad,
+                uniforms=torch.cat(uniforms),
+                batch_size=self.batch_size,
             )
         finally:
             model.train(was_training)
-        return first, second
+        return both[: len(batch)], both[len(batch) :]
 
     @torch.no_grad()
     def draw(self, policy: torch.nn.Module, batch: PromptRows, step: int) -> OnlineDraw:
