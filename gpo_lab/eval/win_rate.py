@@ -26,12 +26,14 @@ class WinRateCallback(pl.Callback):
             )
         self.judge = judge
         self._device = None
+        self.scored: dict[int, dict[str, object]] = {}  # id(bank) -> per-prompt judge scores, this evaluation's banks
 
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         banks = find_bank(trainer, "win_rate")
         bank = banks.current(trainer, pl_module)
         if bank is None:
             return
+        self.scored = {}
         if self._device != pl_module.device:
             self.judge.to(pl_module.device)
             self._device = pl_module.device
@@ -47,13 +49,16 @@ class WinRateCallback(pl.Callback):
     def judged(self, bank) -> tuple[dict[str, float], object]:
         """The win rate (and a reward judge's mean rewards) of one bank, with each prompt's score."""
         values = {}
+        per_prompt: dict[str, object] = {}
         if isinstance(self.judge, RewardJudge):
             policy = self.judge.rewards(bank.prompts, bank.policy_texts)
             reference = self.judge.rewards(bank.prompts, bank.reference_texts)
             scores = self.judge.compare_rewards(policy, reference)
             for name, rewards in (("judge_reward", policy), ("judge_reward_reference", reference)):
                 values[name], values[f"{name}_se"] = mean_and_se(rewards)
+            per_prompt.update(policy_reward=policy, reference_reward=reference)
         else:
             scores = self.judge.compare(bank.prompts, bank.policy_texts, bank.reference_texts)
+        self.scored[id(bank)] = {**per_prompt, "win": scores}  # for the samples file and table
         values["win_rate"], values["win_rate_se"] = win_rate(scores)
         return values, scores
