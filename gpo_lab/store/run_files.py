@@ -1,6 +1,6 @@
 """The names of every file a run directory holds, in one place.
 
-``config.yaml``, ``metrics.jsonl``, ``summary.json``, ``per_prompt.jsonl`` and ``checkpoints/`` are
+``config.yaml``, ``metrics.jsonl``, ``summary.json``, ``per_prompt.jsonl``, ``samples.jsonl`` and ``checkpoints/`` are
 interfaces (docs/outputs.md): the report, the status command, the notebooks and users read them by
 these names. Everything that writes or reads a run's files names them through :class:`RunFiles`.
 """
@@ -14,13 +14,14 @@ CONFIG_FILE = "config.yaml"
 METRICS_FILE = "metrics.jsonl"
 SUMMARY_FILE = "summary.json"
 PER_PROMPT_FILE = "per_prompt.jsonl"
+SAMPLES_FILE = "samples.jsonl"  # each evaluation's prompts, samples and judge scores as text
 CHECKPOINT_DIR = "checkpoints"
 LAST_CHECKPOINT = "last.ckpt"
 LOCK_FILE = ".lock"
 HYDRA_DIR = ".hydra"
 
 # What a run's outcome consists of: moved aside together when a finished directory trains afresh.
-OUTCOME = (SUMMARY_FILE, METRICS_FILE, PER_PROMPT_FILE, CONFIG_FILE, CHECKPOINT_DIR)
+OUTCOME = (SUMMARY_FILE, METRICS_FILE, PER_PROMPT_FILE, SAMPLES_FILE, CONFIG_FILE, CHECKPOINT_DIR)
 
 
 @dataclass(frozen=True)
@@ -49,6 +50,10 @@ class RunFiles:
         return self.dir / PER_PROMPT_FILE
 
     @property
+    def samples(self) -> Path:
+        return self.dir / SAMPLES_FILE
+
+    @property
     def checkpoints(self) -> Path:
         return self.dir / CHECKPOINT_DIR
 
@@ -67,4 +72,4 @@ class RunFiles:
 
     def has_outcome(self) -> bool:
         """Whether any file of a run's outcome is here (the directory is not fresh)."""
-        return any((self.dir / name).exists() for name in OUTCOME if name != PER_PROMPT_FILE)
+        return any((self.dir / name).exists() for name in OUTCOME if name not in (PER_PROMPT_FILE, SAMPLES_FILE))
