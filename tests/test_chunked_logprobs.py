@@ -10,7 +10,13 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from gpo_lab.scoring.batches import PlainPairs
-from gpo_lab.scoring.chunks import AUTO_BUDGET, logprob_chunk, positions_per_chunk, set_logprob_chunk
+from gpo_lab.scoring.chunks import (
+    AUTO_BUDGET,
+    logprob_chunk,
+    positions_per_chunk,
+    projected_logprobs,
+    set_logprob_chunk,
+)
 from gpo_lab.scoring.logprobs import position_ids_from_mask, token_logprobs
 from gpo_lab.scoring.packing import PackedPairs, supports_prefix_sharing
 
@@ -107,6 +113,33 @@ def test_bf16_autocast_chunks_match_one_piece():
         assert (grad - want).norm() <= 1e-2 * want.norm()
 
 
+class WrappedHead(torch.nn.Linear):
+    """An output layer that is not a plain nn.Linear (as a LoRA-wrapped one): its chunks are checkpointed."""
+
+
+@pytest.mark.parametrize("head_type", [torch.nn.Linear, WrappedHead])
+@pytest.mark.parametrize("bias", [True, False])
+def test_projection_kernel_against_log_softmax_in_one_piece(head_type, bias):
+    torch.manual_seed(0)
+    head = head_type(6, 50, bias=bias)
+    hidden = torch.randn(13, 6, requires_grad=True)
+    targets = torch.randint(0, 50, (13,))
+    weights = torch.randn(13)
+
+    def run(score):
+        head.zero_grad(set_to_none=True)
+        hidden.grad = None
+        values = score()
+        (values * weights).sum().backward()
+        return values.detach(), [t.grad.clone() for t in (hidden, *head.parameters())]
+
+    obvious = run(lambda: F.log_softmax(head(hidden), -1).gather(-1, targets[:, None]).squeeze(-1))
+    chunked = run(lambda: projected_logprobs(head, hidden, targets, 4, 50))
+    assert_same(chunked, obvious)
+    with torch.no_grad():  # no gradient: no checkpoint, the same values
+        torch.testing.assert_close(projected_logprobs(head, hidden, targets, 4, 50), obvious[0])
+
+
 class LargestTensor(TorchDispatchMode):
     """The most elements of any tensor an operation made, forward and backward alike."""
 
@@ -154,7 +187,7 @@ def test_no_tokens_by_vocabulary_tensor_in_forward_or_backward(layout):
 
 def test_the_chunk_setting():
     assert logprob_chunk(model()) == "auto"
-    assert positions_per_chunk("auto", 152064, torch.device("cpu")) == AUTO_BUDGET["cpu"] // 152064 == 27
+    assert positions_per_chunk("auto", 152064, torch.device("cpu")) == AUTO_BUDGET["cpu"] // 152064 == 55
     assert positions_per_chunk("auto", 152064, torch.device("cuda")) == AUTO_BUDGET["default"] // 152064 == 1765
     assert positions_per_chunk(0, 152064, torch.device("cpu")) is None
     assert positions_per_chunk(None, 152064, torch.device("cpu")) is None

@@ -3,9 +3,12 @@
 Projecting N response positions onto a vocabulary of V tokens makes (N, V) logits, their
 log-softmax and, in the backward pass, their gradients: at today's vocabularies (128k-152k) that
 outgrows the rest of a step's activations. Here the output layer and the log-softmax run on
-``chunk`` positions at a time, each chunk under activation checkpointing, so the backward pass
-recomputes its logits instead of keeping them: the peak holds one (chunk, V) block, whatever N is.
-The values and gradients are those of the one-piece path (the same operations per position).
+``chunk`` positions at a time and the backward pass recomputes each chunk's logits instead of
+keeping them: the peak holds one (chunk, V) block, whatever N is. A plain ``nn.Linear`` output
+layer (every Hugging Face causal LM's) goes through one autograd function that also sums the
+weight's gradient in place over the chunks, so no (V, d) gradient is made per chunk; any other
+output layer (LoRA-wrapped, ...) runs each chunk under activation checkpointing. The values and
+gradients are those of the one-piece path (the same operations per position).
 
 The chunk size is an attribute of the model (:func:`set_logprob_chunk`, from the config's
 ``logprob_chunk``): a number of positions, ``0``/``None`` for one piece, or ``"auto"`` (the
@@ -23,8 +26,8 @@ from torch.utils.checkpoint import checkpoint
 
 ATTRIBUTE = "logprob_chunk"  # where a model carries its chunk size
 AUTO = "auto"
-# Logit elements of one chunk under "auto", per device type (float32: 16 MB on a CPU, 1 GB on a GPU).
-AUTO_BUDGET = {"cpu": 1 << 22, "default": 1 << 28}
+# Logit elements of one chunk under "auto", per device type (float32: 32 MB on a CPU, 1 GB on a GPU).
+AUTO_BUDGET = {"cpu": 1 << 23, "default": 1 << 28}
 Chunk = int | str | None
 
 
@@ -66,6 +69,65 @@ def target_logprobs(logits: torch.Tensor, targets: torch.Tensor, normalized: boo
     return -F.cross_entropy(logits.float(), targets, reduction="none")
 
 
+def compute_dtype(tensor: torch.Tensor) -> torch.dtype:
+    """The dtype a linear layer computes in: autocast's when it is on for the tensor's device, else the tensor's."""
+    device = tensor.device.type
+    return torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else tensor.dtype
+
+
+class LinearLogprobs(torch.autograd.Function):
+    """log softmax(hidden @ W^T + b)[targets] in chunks of ``size`` rows, with the gradient computed the same way.
+
+    The forward pass keeps only its inputs; the backward pass recomputes each chunk's logits and
+    adds its weight gradient into one buffer. Under autocast the products run in autocast's dtype
+    and the log-softmax in float32, as ``nn.Linear`` and :func:`target_logprobs` do.
+    """
+
+    @staticmethod
+    def forward(ctx, hidden, weight, bias, targets, size: int, dtype: torch.dtype):  # type: ignore[override]
+        ctx.save_for_backward(hidden, weight, bias, targets)
+        ctx.size, ctx.dtype = size, dtype
+        w, b = weight.to(dtype), None if bias is None else bias.to(dtype)
+        out = torch.empty(hidden.shape[0], dtype=torch.float32, device=hidden.device)
+        for start in range(0, hidden.shape[0], size):
+            logits = F.linear(hidden[start : start + size].to(dtype), w, b)
+            out[start : start + size] = target_logprobs(logits, targets[start : start + size])
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out):  # type: ignore[override]
+        hidden, weight, bias, targets = ctx.saved_tensors
+        dtype, size = ctx.dtype, ctx.size
+        w, b = weight.to(dtype), None if bias is None else bias.to(dtype)
+        needs_hidden, needs_weight, needs_bias = ctx.needs_input_grad[:3]
+        grad_hidden = torch.empty_like(hidden) if needs_hidden else None
+        grad_weight = torch.zeros_like(weight, dtype=torch.float32) if needs_weight else None
+        grad_bias = torch.zeros_like(bias, dtype=torch.float32) if needs_bias else None
+        for start in range(0, hidden.shape[0], size):
+            h = hidden[start : start + size].to(dtype)
+            # d log p[t] / d logits = onehot(t) - softmax(logits), times the incoming gradient.
+            grad = torch.softmax(F.linear(h, w, b).float(), dim=-1).neg_()
+            grad[torch.arange(grad.shape[0], device=grad.device), targets[start : start + size]] += 1
+            grad = grad.mul_(grad_out[start : start + size, None]).to(dtype)
+            if grad_hidden is not None:
+                grad_hidden[start : start + size] = grad @ w
+            if grad_weight is not None:
+                if grad.dtype == torch.float32:
+                    grad_weight.addmm_(grad.T, h)
+                else:
+                    grad_weight.add_(grad.T @ h)
+            if grad_bias is not None:
+                grad_bias.add_(grad.sum(0))
+        return (
+            grad_hidden,
+            None if grad_weight is None else grad_weight.to(weight.dtype),
+            None if grad_bias is None else grad_bias.to(bias.dtype),
+            None,
+            None,
+            None,
+        )
+
+
 def _projected(head: torch.nn.Module, hidden: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     return target_logprobs(head(hidden), targets)
 
@@ -83,6 +145,9 @@ def projected_logprobs(
     if size is None or hidden.shape[0] <= size:
         return _projected(head, hidden, targets)
     recompute = torch.is_grad_enabled() and (hidden.requires_grad or any(p.requires_grad for p in head.parameters()))
+    if type(head) is torch.nn.Linear and not (head._forward_hooks or head._forward_pre_hooks):
+        dtype = compute_dtype(hidden)
+        return LinearLogprobs.apply(hidden, head.weight, head.bias, targets, size, dtype)
     step = functools.partial(checkpoint, _projected, use_reentrant=False) if recompute else _projected
     pieces = [
         step(head, hidden[start : start + size], targets[start : start + size])
