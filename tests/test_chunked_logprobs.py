@@ -17,7 +17,7 @@ from gpo_lab.scoring.chunks import (
     projected_logprobs,
     set_logprob_chunk,
 )
-from gpo_lab.scoring.logprobs import position_ids_from_mask, token_logprobs
+from gpo_lab.scoring.logprobs import position_ids_from_mask, response_token_terms, token_logprobs
 from gpo_lab.scoring.packing import PackedPairs, supports_prefix_sharing
 
 VOCAB = 3000
@@ -111,6 +111,28 @@ def test_bf16_autocast_chunks_match_one_piece():
     torch.testing.assert_close(chunked[0], one_piece[0], rtol=0, atol=1e-3)
     for grad, want in zip(chunked[1], one_piece[1]):  # bf16 sums of the head's gradient, rounded per chunk
         assert (grad - want).norm() <= 1e-2 * want.norm()
+
+
+@pytest.mark.parametrize("chunk", [2, 0])
+def test_sampler_token_terms_match_full_distributions(chunk):
+    """log pi(y_t), log pi_ref(y_t) and the next-token KL, against the two models' own full log-softmax."""
+    policy, reference = set_logprob_chunk(model(seed=0), chunk), model(seed=1)
+    batch = PlainPairs.from_pairs(pairs(), pad_id=0)
+    inputs = (batch.input_ids, batch.attention_mask, batch.response_mask)
+    log_p, log_q, kl, rows = response_token_terms(policy, reference, *inputs)
+    mask = (batch.response_mask[:, 1:] * batch.attention_mask[:, 1:]).bool()
+    with torch.no_grad():
+        full_p, full_q = (
+            F.log_softmax(m(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits[:, :-1], -1)[mask]
+            for m in (policy, reference)
+        )
+    targets = batch.input_ids[:, 1:][mask]
+    torch.testing.assert_close(log_p, full_p.gather(-1, targets[:, None]).squeeze(-1), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(log_q, full_q.gather(-1, targets[:, None]).squeeze(-1), rtol=1e-5, atol=1e-5)
+    expected_kl = (full_p.exp() * (full_p - full_q)).sum(-1)
+    assert (expected_kl > 0).all()
+    torch.testing.assert_close(kl, expected_kl, rtol=1e-4, atol=1e-6)
+    assert torch.equal(rows, torch.arange(6)[:, None].expand_as(mask)[mask])
 
 
 class WrappedHead(torch.nn.Linear):

@@ -14,7 +14,6 @@ import math
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from gpo_lab.data.tokenization import is_conversation, prompt_start_token, render_texts
@@ -23,13 +22,7 @@ from gpo_lab.eval.seq2seq_sampling import sample_seq2seq_responses, score_seq2se
 from gpo_lab.models.hf import cache_keyword, cache_of, is_encoder_decoder
 from gpo_lab.parallel.ranks import gather_objects, shard_bounds
 from gpo_lab.scoring.batches import PlainPairs
-from gpo_lab.scoring.logprobs import (
-    position_ids_from_mask,
-    response_logits,
-    response_targets,
-    row_sums,
-    summed_logprobs,
-)
+from gpo_lab.scoring.logprobs import position_ids_from_mask, response_token_terms, row_sums
 
 
 def mean_and_se(values) -> tuple[float, float]:
@@ -108,13 +101,6 @@ def sample_responses(
     return responses
 
 
-def response_log_distributions(model, batch: PlainPairs) -> tuple[torch.Tensor, torch.Tensor]:
-    """log-softmax over the vocabulary at every position that predicts a response token, flattened, and the
-    (rows, T - 1) mask of the predicted tokens; only response positions are projected onto the vocabulary."""
-    logits, targets_mask = response_logits(model, batch.input_ids, batch.attention_mask, batch.response_mask)
-    return F.log_softmax(logits.float(), dim=-1), targets_mask
-
-
 @torch.no_grad()
 def score_responses(
     policy, reference, prompts: list[list[int]], responses: list[list[int]], pad_token_id: int, batch_size: int = 64
@@ -126,15 +112,9 @@ def score_responses(
     for start in range(0, len(prompts), batch_size):
         rows = list(zip(prompts[start : start + batch_size], responses[start : start + batch_size]))
         batch = PlainPairs.from_rows(rows, pad_token_id).to(device)
-        log_p, targets_mask = response_log_distributions(policy, batch)
-        log_q, _ = response_log_distributions(reference, batch)
-        row_of, targets = response_targets(batch.input_ids, targets_mask)
-        kl = (log_p.exp() * (log_p - log_q)).sum(-1)
-        for key, log_probs in (("policy_logps", log_p), ("reference_logps", log_q)):
-            out[key].append(
-                summed_logprobs(log_probs, targets, row_of, len(rows), normalized=True, dtype=torch.float64).cpu()
-            )
-        out["token_kl"].append(row_sums(kl, row_of, len(rows), torch.float64).cpu())
+        terms = response_token_terms(policy, reference, batch.input_ids, batch.attention_mask, batch.response_mask)
+        for key, values in zip(("policy_logps", "reference_logps", "token_kl"), terms[:3]):
+            out[key].append(row_sums(values, terms[3], len(rows), torch.float64).cpu())
     return {k: torch.cat(v) if v else torch.zeros(0, dtype=torch.float64) for k, v in out.items()}
 
 

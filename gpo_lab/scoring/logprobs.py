@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from gpo_lab.scoring.chunks import model_logprobs, target_logprobs
+from gpo_lab.scoring.chunks import logprob_chunk, model_logprobs, positions_per_chunk, target_logprobs
 from gpo_lab.scoring.fast_path_checks import checked, mismatch, probe_ids, probe_span, tolerance
 from gpo_lab.scoring.rows import padded_rows
 
@@ -144,3 +144,42 @@ def sequence_logprobs(
     """log pi(y|x) for every row: the SUM of its response-token log-probs (float32)."""
     values, rows = token_logprobs(model, input_ids, attention_mask, response_mask)
     return row_sums(values, rows, input_ids.shape[0])
+
+
+def _scored_positions(model, input_ids, attention_mask, targets_mask) -> tuple[torch.Tensor, torch.nn.Module | None]:
+    """What to project at the scored positions: the hidden states and the output layer on the fast path, else the
+    model's own logits (and no layer)."""
+    if projects_hidden_states_linearly(model):
+        return response_hidden_states(model, input_ids, attention_mask, targets_mask), model.get_output_embeddings()
+    return full_response_logits(model, input_ids, attention_mask, targets_mask), None
+
+
+@torch.no_grad()
+def response_token_terms(
+    policy, reference, input_ids: torch.Tensor, attention_mask: torch.Tensor, response_mask: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per response token, flattened (float32): log pi(y_t), log pi_ref(y_t) and the exact next-token
+    KL(pi || pi_ref) given the prefix, with the row each token belongs to.
+
+    Both distributions are made a chunk of positions at a time (the policy's ``logprob_chunk``), so no
+    [tokens x vocabulary] tensor exists at once on the fast path.
+    """
+    targets_mask = response_mask[:, 1:].bool() & attention_mask[:, 1:].bool()
+    rows, targets = response_targets(input_ids, targets_mask)
+    (p_in, p_head), (q_in, q_head) = (
+        _scored_positions(m, input_ids, attention_mask, targets_mask) for m in (policy, reference)
+    )
+    vocabulary = int(getattr(getattr(policy, "config", None), "vocab_size", 0) or 1)
+    size = positions_per_chunk(logprob_chunk(policy), vocabulary, input_ids.device) or max(1, targets.shape[0])
+    policy_logps, reference_logps, kl = [], [], []
+    for start in range(0, targets.shape[0], size):
+        part = slice(start, start + size)
+        log_p, log_q = (
+            F.log_softmax((values[part] if head is None else head(values[part])).float(), dim=-1)
+            for values, head in ((p_in, p_head), (q_in, q_head))
+        )
+        policy_logps.append(log_p.gather(-1, targets[part, None]).squeeze(-1))
+        reference_logps.append(log_q.gather(-1, targets[part, None]).squeeze(-1))
+        kl.append((log_p.exp() * (log_p - log_q)).sum(-1))
+    empty = torch.zeros(0, device=input_ids.device)
+    return (*(torch.cat(v) if v else empty for v in (policy_logps, reference_logps, kl)), rows)  # type: ignore[return-value]
