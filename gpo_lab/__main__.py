@@ -133,6 +133,14 @@ def app(cfg: DictConfig) -> JobFailure | JobElsewhere | None:
 def main() -> None:
     """The command line (``python -m gpo_lab``, ``gpo-lab``): Hydra's flags anywhere, then Hydra."""
     sys.argv[1:] = flags_first(sys.argv[1:])
+    if "--multirun" in sys.argv and any(arg.startswith("--cfg") for arg in sys.argv):
+        print(
+            "--cfg prints the config of one job, and -m (--multirun) asks for a sweep of many: drop -m and give "
+            "one value per swept key to see that job's config (python -m gpo_lab --cfg job +experiment=smoke "
+            "loss=logistic beta=0.1); each job of a sweep also writes its own config.yaml.",
+            file=sys.stderr,
+        )
+        sys.exit(2)
     try:
         app()
     except Interrupted as stop:  # a sweep (a run exits in app)

@@ -320,7 +320,7 @@ def test_a_sweep_with_a_failed_job_exits_non_zero_after_the_others_ran(tmp_path,
     assert len(summaries) == 2
     failed_jobs = [name for name, s in summaries.items() if s["status"] == "failed"]
     assert [(summaries[name]["loss"], summaries[name]["beta"]) for name in failed_jobs] == [failed]
-    assert "1 job(s) of the sweep failed" in result.stderr and f"  {failed_jobs[0]}: " in result.stderr
+    assert "1 of the sweep's 2 jobs failed" in result.stderr and f"  {failed_jobs[0]}: " in result.stderr
     assert sum(s["status"] == "completed" for s in summaries.values()) == 1  # the other job ran to the end
     assert status_main([str(tmp_path)]) == 1
 

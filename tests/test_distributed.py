@@ -200,7 +200,7 @@ def test_two_ranks_write_one_run(smoke_runs):
     assert steps == list(range(STEPS))  # each step once, from rank 0 alone
     assert [r["step"] for r in records(run_dir) if "val/loss" in r] == [5, 10, STEPS]
     rank_1 = (run_dir / "train_ddp_process_1.log").read_text()  # rank 1 ran in this directory
-    rank_0 = (run_dir / "__main__.log").read_text()
+    rank_0 = (run_dir / "gpo_lab.log").read_text()
     for split in ("train", "validation"):  # the reference cache: computed once by rank 0, read by rank 1
         assert f"Reference log-probs of {split_size[split]} {split} pairs: computed" in rank_0
         assert f"Reference log-probs of {split_size[split]} {split} pairs: cached" in rank_1
@@ -229,7 +229,7 @@ def test_fsdp_matches_ddp_and_writes_a_whole_checkpoint(smoke_runs):
 def sampled(run_dir: Path) -> list[tuple[str, str]]:
     """(prompts, ranks) of each validation sample bank that rank 0 drew, from its log."""
     pattern = r"sampled (\d+) val policy responses in [\d.]+ s(?: \(shared by (\d+) ranks\))?"
-    return re.findall(pattern, (run_dir / "__main__.log").read_text())
+    return re.findall(pattern, (run_dir / "gpo_lab.log").read_text())
 
 
 @pytest.mark.slow

@@ -5,9 +5,10 @@ its own failure (so the launcher goes on with the other jobs) and records it in 
 ``summary.json``; Hydra then ends the multirun normally, which would hide the failure from CI and
 schedulers. This Hydra callback looks at the jobs once the multirun is over, in the launching
 process, whatever the launcher (in-process, local processes or SLURM), and exits with code 1
-naming them. An output directory that cannot be written, or a SLURM launcher on a machine without SLURM,
-exits with code 2 before Hydra writes there. A job that another process is training (the same sweep started
-twice) is neither failed nor done by this sweep: it is named as running elsewhere. A signal ends the sweep
+naming them. An output directory that cannot be written exits with code 2 before Hydra writes there
+(what else must hold before a job starts: :mod:`gpo_lab.run.preflight`). A job that another process
+is training (the same sweep started twice) is neither failed nor done by this sweep: it is named as
+running elsewhere. A signal ends the sweep
 (:mod:`gpo_lab.run.signals`), with one line that counts its jobs.
 """
 
@@ -68,8 +69,7 @@ class ExitOnFailedJobs(Callback):
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         refuse_unwritable(Path(config.hydra.sweep.dir))
-        refuse_another_experiment(config)
-        refuse_missing_slurm(config)
+        refuse_another_experiment(config)  # SLURM, models and data: gpo_lab.run.preflight, the next callback
         self.started, self.failures, self.elsewhere = time.time(), {}, set()
         watch_sweep(Path(config.hydra.sweep.dir))
 
@@ -87,7 +87,11 @@ class ExitOnFailedJobs(Callback):
         failures = {**self.failures, **failed_jobs(sweep_dir, since=self.started)}
         if not failures:
             return
-        lines = [f"{len(failures)} job(s) of the sweep failed (the other jobs ran to the end):"]
+        total = len(set(expected_jobs(sweep_dir)) | set(failures))
+        if len(failures) >= total:
+            lines = [f"Every job of the sweep failed ({len(failures)}):"]
+        else:
+            lines = [f"{len(failures)} of the sweep's {total} jobs failed (the other jobs ran to the end):"]
         lines += [f"  {name}: {message}" for name, message in sorted(failures.items())]
         lines.append(f"python -m gpo_lab.status {config.hydra.sweep.dir} lists every job.")
         print("\n".join(lines), file=sys.stderr)
@@ -114,23 +118,29 @@ def refuse_unwritable(directory: Path) -> None:
 
 
 def refuse_missing_slurm(config: DictConfig) -> None:
-    """Exit with one message when the sweep would go to SLURM where there is none: SLURM's commands missing, or
-    ``sinfo`` unable to reach a controller (submitit would fail with a traceback at the first submission)."""
+    """Exit with :func:`missing_slurm`'s message when it finds a problem."""
+    problem = missing_slurm(config)
+    if problem is not None:
+        print(problem, file=sys.stderr)
+        sys.exit(EXIT_USAGE)
+
+
+def missing_slurm(config: DictConfig) -> str | None:
+    """Why a sweep that goes to SLURM cannot: SLURM's commands missing, or ``sinfo`` unable to reach a
+    controller (submitit would fail with a traceback at the first submission); None when it can or need not."""
     if not str(OmegaConf.select(config, "hydra.launcher._target_") or "").endswith("SlurmLauncher"):
-        return
+        return None
     missing = [tool for tool in ("sbatch", "srun", "sinfo") if shutil.which(tool) is None]
     problem = f"this machine has no {' or '.join(missing)} on its PATH" if missing else _unreachable_controller()
     if problem is None:
-        return
+        return None
     cluster = OmegaConf.select(config, "hydra.runtime.choices.cluster")
     option = f"cluster={cluster}" if cluster not in (None, "none") else "hydra/launcher=submitit_slurm"
-    print(
+    return (
         f"{option} submits the jobs to SLURM, but {problem}: run the sweep on a SLURM login node, or here "
         "without SLURM (leave out cluster=..., or cluster=local or cluster=pool to run its jobs in parallel on "
-        "this machine).",
-        file=sys.stderr,
+        "this machine)."
     )
-    sys.exit(EXIT_USAGE)
 
 
 def _unreachable_controller() -> str | None:
