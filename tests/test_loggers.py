@@ -16,9 +16,12 @@ import pytest
 import pytorch_lightning as pl
 
 from gpo_lab.errors import ConfigError
+from gpo_lab.eval.samples_file import read_samples
 from gpo_lab.run.wandb_mode import has_credentials, resolve_mode
+from gpo_lab.run.wandb_names import job_overrides, number, override_columns, short_name, sweep_group, swept_keys
 from gpo_lab.store.records import read_metrics
-from tests.helpers.runs import compose_config, run_training
+from tests.helpers.cli import run_cli
+from tests.helpers.runs import TINY_STUDY, run_training
 
 TINY = ["+experiment=smoke", "trainer.max_steps=4", "trainer.val_check_interval=2"]
 
@@ -104,11 +107,6 @@ def offline_run(run_dir: Path, timeout: float = 60.0) -> dict:
     }
 
 
-def run_dir_name(overrides: list[str]) -> str:
-    """The job directory name Hydra gives these overrides (its override_dirname)."""
-    return compose_config(overrides).hydra.job.override_dirname
-
-
 def test_mode_is_offline_without_a_key_and_online_with_one(no_wandb_key, monkeypatch):
     assert not has_credentials() and resolve_mode() == "offline"
     monkeypatch.setenv("WANDB_API_KEY", "x" * 40)
@@ -148,12 +146,16 @@ def test_wandb_without_a_key_writes_an_offline_run_with_metrics_and_config(tmp_p
     assert f"wandb sync {sync_dir}" in caplog.text and "wandb is offline (no API key configured)" in caplog.text
 
     run = found["run"]
-    assert run.run_group == "smoke"  # the sweep's name
-    assert run.display_name == run_dir_name(overrides) and "beta=0.25" in run.display_name
+    run_id = (run_dir / "wandb" / "run_id").read_text().strip()
+    assert run.run_group == f"smoke-{run_id}"  # a single run is a group of its own
+    assert run.display_name == "logistic-b0.25-lr0.001-s3"
     assert set(run.tags) == {"logistic", "beta=0.25", "lr=0.001", "seed=3"}
     config = found["config"]
     assert (config["loss"], config["beta"], config["lr"], config["seed"]) == ("logistic", 0.25, 0.001, 3)
     assert config["config"]["trainer"]["max_steps"] == 4 and config["config"]["loss"]["fn"] == "logistic"
+    assert (config["trainer.max_steps"], config["trainer.val_check_interval"]) == (4, 2)  # overrides: columns
+    saved = sync_dir / "files" / "run_config.yaml"
+    assert saved.read_text() == (run_dir / "config.yaml").read_text()
 
     # Validation metrics plot against trainer/global_step, at the same steps and values as metrics.jsonl.
     definition = found["metrics"]["val/loss"]
@@ -164,6 +166,8 @@ def test_wandb_without_a_key_writes_an_offline_run_with_metrics_and_config(tmp_p
     assert [row["val/loss"] for row in logged] == pytest.approx([r["val/loss"] for r in local])
     train = [row["trainer/global_step"] for row in found["history"] if "train/loss" in row]
     assert train == [0, 1, 2, 3]
+    assert found["metrics"]["train/loss"].step_metric == "trainer/global_step"
+    assert found["metrics"]["val/rewards/accuracies"].summary.max  # a best where one is better
 
     # `wandb sync` recognises the run (a dry run: the upload itself needs the network).
     sync = subprocess.run(
@@ -234,3 +238,74 @@ def test_csv_and_tensorboard_loggers_through_the_same_group(tmp_path):
     events.Reload()
     assert {"train/loss", "val/loss", "val/offline_reg"} <= set(events.Tags()["scalars"])
     assert len(events.Scalars("val/loss")) == 2
+
+
+def test_short_names_groups_and_columns_of_a_sweep(tmp_path):
+    assert [number(x) for x in (0.1, 1e-05, 3e-4, 2, 1.0, "logistic")] == [
+        "0.1",
+        "1e-5",
+        "0.0003",
+        "2",
+        "1",
+        "logistic",
+    ]
+    sweep = tmp_path / "multirun" / "tldr"
+    job = sweep / "beta=0.1,data.batch_size=8,loss=hinge"
+    job.mkdir(parents=True)
+    assert sweep_group(job, sweep) is None  # no multirun.yaml: not a job of a multirun
+    (sweep / "multirun.yaml").write_text(
+        "hydra:\n  overrides:\n    task: [+experiment=tldr, 'loss=hinge,logistic', beta=0.1, data.batch_size=8]\n"
+        "  sweeper:\n    params: {data.batch_size: '8,16'}\n"
+    )
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime((sweep / "multirun.yaml").stat().st_mtime))
+    assert sweep_group(job, sweep) == f"tldr-{stamp}"
+    assert sweep_group(tmp_path / "outputs" / "x", sweep) is None  # a single run elsewhere
+    assert swept_keys(sweep) == {"loss", "data.batch_size"}
+
+    typed = job_overrides(["+experiment=tldr", "loss=hinge", "beta=0.1", "data.batch_size=8"], ["experiment"])
+    assert typed == [("beta", "beta=0.1"), ("data.batch_size", "data.batch_size=8"), ("loss", "loss=hinge")]
+    columns = {"loss": "hinge", "beta": 0.1, "lr": 1e-05, "seed": 0}
+    assert short_name(columns, typed, swept_keys(sweep)) == "hinge-b0.1-lr1e-5-s0-data.batch_size=8"
+    assert short_name(columns, typed) == "hinge-b0.1-lr1e-5-s0"  # nothing else swept
+    full = {"loss": {"fn": "hinge"}, "beta": 0.1, "data": {"batch_size": 8}}
+    assert override_columns(full, typed) == {"beta": 0.1, "data.batch_size": 8, "loss": "hinge"}
+
+
+def samples_tables(found: dict) -> dict[int, dict]:
+    """Step -> the val/samples table logged at it (columns and rows), read from the run's files."""
+    tables = {}
+    for row in found["history"]:
+        if "val/samples/path" in row:  # a logged table's record, flattened
+            path = found["file"].parent / "files" / row["val/samples/path"]
+            tables[row["trainer/global_step"]] = json.loads(path.read_text())
+    return tables
+
+
+@pytest.mark.slow
+def test_a_sweep_is_one_group_of_short_names_with_a_samples_table_and_closes_cleanly(tmp_path):
+    overrides = [
+        *TINY_STUDY,
+        "trainer.max_steps=2",
+        "trainer.val_check_interval=2",
+        "logger=wandb",
+        f"synthetic.cache_dir={tmp_path / 'cache'}",
+        f"reference_cache.dir={tmp_path / 'logps'}",
+        f"hydra.sweep.dir={tmp_path / 'sweep'}",
+    ]
+    result = run_cli(["-m", *overrides, "beta=0.1,0.5"], cwd=tmp_path, env={"WANDB_MODE": "offline"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    jobs = sorted(p for p in (tmp_path / "sweep").iterdir() if (p / "summary.json").is_file())
+    found = [offline_run(job) for job in jobs]
+    groups = {f["run"].run_group for f in found}
+    assert len(groups) == 1 and groups.pop().startswith("sweep-")
+    assert sorted(f["run"].display_name for f in found) == ["logistic-b0.1-lr0.001-s0", "logistic-b0.5-lr0.001-s0"]
+    for job, each in zip(jobs, found):
+        assert each["exited"]
+        assert "callbacks.sample_bank.num_prompts" in each["config"]  # an override as a column
+        table = samples_tables(each)[2]
+        assert {"prompt", "policy", "reference", "policy_reward", "reference_reward", "win"} <= set(table["columns"])
+        local = read_samples(job)
+        rows = [dict(zip(table["columns"], row)) for row in table["data"]]
+        assert [r["policy"] for r in rows] == [r["policy"] for r in local] and len(rows) == 12
+        debug = next(each["file"].parent.glob("logs/debug.log")).read_text()
+        assert "HandleAbandonedError" not in debug and "Traceback" not in debug
