@@ -26,6 +26,7 @@ from gpo_lab.run.dirnames import job_dirname_resolver
 from gpo_lab.run.exit_codes import JobElsewhere, JobFailure, stopped_line
 from gpo_lab.run.signals import Interrupted, in_launching_process, received, signal_name, sweep_dir
 from gpo_lab.store.lock import RunDirectoryBusy
+from gpo_lab.tasks.tldr_stand_ins import tldr_stand_in
 
 # Training's modules (torch, Lightning, transformers) take seconds to import, and a line with one of these flags
 # never runs a job (Hydra only prints help, a config or information): it answers without them. Any other line
@@ -41,6 +42,8 @@ CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 
 # A job's directory is named by its overrides, as typed (never their resolved values): gpo_lab.run.dirnames.
 OmegaConf.register_new_resolver("gpo_lab.job_dirname", job_dirname_resolver, replace=True)
+# +experiment=tldr_rehearsal's local stand-ins for the TL;DR study's downloads, built on first use.
+OmegaConf.register_new_resolver("gpo_lab.tldr_stand_in", tldr_stand_in, replace=True)
 register_loss_configs()  # loss=dpo, loss=ipo, loss=slic: the registry's aliases
 
 
