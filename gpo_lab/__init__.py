@@ -4,6 +4,7 @@ The packages, lowest layer first; a package imports only from the layers above i
 (``tests/test_layers.py`` checks it):
 
 errors.py   errors a user can fix, reported as one clear message
+config_dir.py  where the Hydra configs are (in the package when installed from a wheel)
 store/      a run's files on disk: their names (RunFiles), atomic writes, locks, caches, records, per-prompt values
 parallel/   the ranks of a run and the data-parallel strategies
 losses/     GPO and the field's losses

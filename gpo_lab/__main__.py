@@ -20,6 +20,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
+from gpo_lab.config_dir import CONF_DIR
 from gpo_lab.errors import bounded, error_text, user_facing_cause
 from gpo_lab.losses.config_store import register_loss_configs
 from gpo_lab.run.dirnames import job_dirname_resolver
@@ -36,8 +37,6 @@ if not any(arg.split("=", 1)[0] in ANSWERED_BY_HYDRA for arg in sys.argv[1:]):
     from gpo_lab.run.train import train
 
 log = logging.getLogger("gpo_lab")
-# An absolute path: ``python -m gpo_lab`` and the ``gpo-lab`` script (which imports this module) find the same tree.
-CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 
 
 # A job's directory is named by its overrides, as typed (never their resolved values): gpo_lab.run.dirnames.

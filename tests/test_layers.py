@@ -16,7 +16,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "gpo_lab"
 
 # Lowest first. A module may import from its own layer's package and from every layer before it.
 LAYERS = (
-    ("errors",),
+    ("errors", "config_dir"),
     ("store",),
     ("parallel",),
     ("losses",),

@@ -12,10 +12,11 @@ import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from types import MappingProxyType
 
-LOSS_CONFIG_DIR = Path(__file__).resolve().parents[2] / "conf" / "loss"
+from gpo_lab.config_dir import CONF_DIR
+
+LOSS_CONFIG_DIR = CONF_DIR / "loss"
 CUSTOM = "custom"  # loss=custom loss.fn=mypkg.losses.my_f: a user's f, not a named loss
 
 GPO_MEMBERS: tuple[str, ...] = ("logistic", "hinge", "squared", "exponential", "truncated_quadratic", "savage")
