@@ -22,6 +22,7 @@ from gpo_lab.run.wandb_names import job_overrides, number, override_columns, sho
 from gpo_lab.store.records import read_metrics
 from tests.helpers.cli import run_cli
 from tests.helpers.runs import TINY_STUDY, run_training
+from tests.helpers.sweeps import synthetic_sweep
 
 TINY = ["+experiment=smoke", "trainer.max_steps=4", "trainer.val_check_interval=2"]
 
@@ -83,14 +84,18 @@ def offline_run(run_dir: Path, timeout: float = 60.0) -> dict:
         if any(r.WhichOneof("record_type") == "exit" for r in records) or time.monotonic() > deadline:
             break
         time.sleep(0.5)
-    run, config, history, metrics = None, {}, [], {}
+    run, config, history, metrics, charts = None, {}, [], {}, {}
     for record in records:
         kind = record.WhichOneof("record_type")
         if kind == "run":
             run = record.run
             config.update({item.key: json.loads(item.value_json) for item in run.config.update})
         elif kind == "config":
-            config.update({item.key: json.loads(item.value_json) for item in record.config.update})
+            for item in record.config.update:
+                if list(item.nested_key[:2]) == ["_wandb", "visualize"]:  # a custom chart's spec
+                    charts[item.nested_key[2]] = json.loads(item.value_json)["panel_config"]
+                elif item.key:
+                    config[item.key] = json.loads(item.value_json)
         elif kind == "history":
             history.append(
                 {"/".join(item.nested_key) or item.key: json.loads(item.value_json) for item in record.history.item}
@@ -103,6 +108,7 @@ def offline_run(run_dir: Path, timeout: float = 60.0) -> dict:
         "config": config,
         "history": history,
         "metrics": metrics,
+        "charts": charts,
         "exited": any(r.WhichOneof("record_type") == "exit" for r in records),
     }
 
@@ -271,13 +277,13 @@ def test_short_names_groups_and_columns_of_a_sweep(tmp_path):
     assert override_columns(full, typed) == {"beta": 0.1, "data.batch_size": 8, "loss": "hinge"}
 
 
-def samples_tables(found: dict) -> dict[int, dict]:
-    """Step -> the val/samples table logged at it (columns and rows), read from the run's files."""
+def logged_tables(found: dict, key: str) -> dict[int | None, dict]:
+    """Step -> the table logged under ``key`` at it (columns, column types, rows), read from the run's files."""
     tables = {}
     for row in found["history"]:
-        if "val/samples/path" in row:  # a logged table's record, flattened
-            path = found["file"].parent / "files" / row["val/samples/path"]
-            tables[row["trainer/global_step"]] = json.loads(path.read_text())
+        if f"{key}/path" in row:  # a logged table's record, flattened
+            path = found["file"].parent / "files" / row[f"{key}/path"]
+            tables[row.get("trainer/global_step")] = json.loads(path.read_text())
     return tables
 
 
@@ -302,10 +308,61 @@ def test_a_sweep_is_one_group_of_short_names_with_a_samples_table_and_closes_cle
     for job, each in zip(jobs, found):
         assert each["exited"]
         assert "callbacks.sample_bank.num_prompts" in each["config"]  # an override as a column
-        table = samples_tables(each)[2]
+        table = logged_tables(each, "val/samples")[2]
         assert {"prompt", "policy", "reference", "policy_reward", "reference_reward", "win"} <= set(table["columns"])
         local = read_samples(job)
         rows = [dict(zip(table["columns"], row)) for row in table["data"]]
         assert [r["policy"] for r in rows] == [r["policy"] for r in local] and len(rows) == 12
         debug = next(each["file"].parent.glob("logs/debug.log")).read_text()
         assert "HandleAbandonedError" not in debug and "Traceback" not in debug
+
+
+@pytest.mark.slow
+def test_the_report_logs_a_sweep_summary_run_with_native_charts_and_typed_tables(
+    tmp_path, no_wandb_key, monkeypatch, caplog
+):
+    import yaml
+
+    from gpo_lab.report.__main__ import main as report_main
+
+    caplog.set_level(logging.INFO, logger="gpo_lab.report.wandb_io")
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    sweep = synthetic_sweep(tmp_path / "sweep", losses=("logistic", "squared"), betas=(0.1, 1.0), seeds=(0,))
+    for job in (p for p in sweep.iterdir() if (p / "config.yaml").is_file()):  # as jobs that logged to wandb
+        config = yaml.safe_load((job / "config.yaml").read_text())
+        config["logger"] = {"wandb": {"project": "gpo_lab", "entity": None, "group": None, "mode": None}}
+        (job / "config.yaml").write_text(yaml.safe_dump(config))
+        (job / "wandb").mkdir()
+        (job / "wandb" / "group").write_text("sweep-20261207-101500\n")
+    assert report_main([str(sweep), "--wandb"]) == 0
+    assert "no API key" not in caplog.text and "wandb is offline (WANDB_MODE=offline)" in caplog.text
+    assert "wandb sync " + str(sweep / "wandb") in caplog.text
+
+    found = offline_run(sweep)
+    assert found["exited"] and found["run"].job_type == "report"
+    assert found["run"].run_group == "sweep-20261207-101500"  # beside the jobs' runs
+    charts = {key: chart["fieldSettings"] for key, chart in found["charts"].items()}
+    assert charts == {
+        "report/tradeoff": {"x": "kl_token", "y": "win_rate", "stroke": "loss"},
+        "report/beta": {"x": "beta", "y": "win_rate", "stroke": "loss"},
+        "report/kl_beta": {"x": "beta", "y": "kl_token", "stroke": "loss"},
+    }
+    points = logged_tables(found, "report/tradeoff_table")[None]
+    rows = [dict(zip(points["columns"], row)) for row in points["data"]]
+    assert {(r["loss"], r["beta"]) for r in rows} == {
+        (loss, beta) for loss in ("logistic", "squared") for beta in (0.1, 1)
+    }
+    final = {}
+    for job in (p for p in sweep.iterdir() if (p / "summary.json").is_file()):
+        summary = json.loads((job / "summary.json").read_text())
+        last = [r["val/win_rate"] for r in read_metrics(job / "metrics.jsonl") if "val/win_rate" in r][-1]
+        final[summary["loss"], summary["beta"]] = last
+    assert all(r["win_rate"] == pytest.approx(final[r["loss"], r["beta"]]) for r in rows)  # one seed: its own value
+    best = logged_tables(found, "report/best_beta")[None]
+    best_rows = [dict(zip(best["columns"], row)) for row in best["data"]]
+    assert {r["loss"] for r in best_rows} == {"logistic", "squared"}
+    assert all(isinstance(r["beta"], float) and isinstance(r["n"], int) for r in best_rows)  # numbers, not text
+    claims = logged_tables(found, "report/claims")[None]
+    assert claims["columns"][:4] == ["claim", "subject", "verdict", "value"]
+    assert [row[0] for row in claims["data"]][:2] == ["claim_1", "claim_2"]
+    assert {row[1] for row in claims["data"] if row[0] == "best_beta"} == {"logistic", "squared"}

@@ -67,9 +67,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--wandb",
         choices=("auto", "off"),
+        nargs="?",
+        const="auto",
         default="auto",
-        help="auto: attach the figures to the sweep's wandb group when its jobs logged to wandb "
-        "and a key is configured",
+        help="auto (also a bare --wandb): a sweep-summary run in the sweep's wandb group when its jobs logged to "
+        "wandb (charts, tables, figures; online with a key, else offline with the wandb sync command)",
     )
     return parser.parse_args(argv)
 

@@ -25,7 +25,7 @@ from pytorch_lightning.utilities import rank_zero_only
 
 from gpo_lab.run.logger_steps import UpdateStepLogging
 from gpo_lab.run.wandb_mode import reachable_mode, resolve_mode
-from gpo_lab.run.wandb_names import job_overrides, override_columns, short_name, sweep_group, swept_keys
+from gpo_lab.run.wandb_names import GROUP_FILE, job_overrides, override_columns, short_name, sweep_group, swept_keys
 from gpo_lab.store.atomic import atomic_write_text
 from gpo_lab.store.config_file import read_config_file
 from gpo_lab.store.directions import metric_mode
@@ -97,6 +97,7 @@ class WandbLogger(UpdateStepLogging, LightningWandbLogger):
             run_config["config"] = full_config
         run_id = self._run_id(save_dir)
         group = group or sweep_group(save_dir, sweep_dir) or f"{run_config.get('sweep') or project}-{run_id}"
+        atomic_write_text(save_dir / "wandb" / GROUP_FILE, group + "\n")  # where the report attaches its run
         super().__init__(
             name=name or short_name(run_config, typed, swept_keys(sweep_dir)),
             save_dir=str(save_dir),

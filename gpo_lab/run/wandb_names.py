@@ -24,6 +24,7 @@ from gpo_lab.run.dirnames import item_name, short_hash
 from gpo_lab.store.config_file import read_config_file
 from gpo_lab.store.redaction import secret_environment_values
 
+GROUP_FILE = "group"  # in <run_dir>/wandb/: the group the run logged to (the report's summary run joins it)
 SWEEP_RECORD = "multirun.yaml"  # written by Hydra's sweeper into the sweep directory when a multirun starts
 NAMED_KEYS = ("loss", "beta", "optim.lr", "seed")  # in the name's first part
 MAX_EXTRA = 40  # the other overrides' part of a name; longer ones become a hash
