@@ -8,7 +8,7 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 
-from tests.helpers.sweeps import synthetic_sweep
+from tests.helpers.sweeps import synthetic_sweep, write_job
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 pytestmark = [pytest.mark.notebooks, pytest.mark.slow]
@@ -66,3 +66,16 @@ def test_regularization_dynamics_notebook_runs(sweep):
     text = "".join(o.get("text", "") for c in notebook.cells for o in c.get("outputs", []))
     assert f"following: {job}" in text
     assert images(notebook) == 3  # dynamics, the end-of-training scatter, the loss functions
+
+
+def test_the_notebooks_find_a_relative_sweep_from_notebooks_and_draw_what_a_sweep_without_kl_allows(tmp_path):
+    """Jupyter starts in notebooks/: SWEEP_DIR = "multirun/NAME" is the checkout's; a sweep that logged no KL
+    (the TL;DR command's jobs before any evaluation) gets a line saying what is not drawn, not a crash."""
+    sweep = tmp_path / "multirun" / "no_kl"
+    for loss in ("logistic", "squared"):
+        write_job(sweep, loss=loss, beta=0.1, name="no_kl", history=[(10, {"val/win_rate": 0.6, "val/loss": 0.5})])
+    (tmp_path / "notebooks").mkdir()
+    for name in ("tradeoff.ipynb", "regularization_dynamics.ipynb"):
+        notebook = execute(name, tmp_path / "notebooks", SWEEP_DIR="multirun/no_kl")
+        text = "".join(o.get("text", "") for c in notebook.cells for o in c.get("outputs", []))
+        assert "no_kl: " in text and "Not drawn: the" in text and "KL metric" in text

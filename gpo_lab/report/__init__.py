@@ -11,6 +11,6 @@ bandit study's figures are a command of their own (:mod:`gpo_lab.report.bandit`)
 from gpo_lab.report.analysis import Report, analyse
 from gpo_lab.report.axes import Metric, MissingMetric
 from gpo_lab.report.build import histories, make_report
-from gpo_lab.report.collect import Sweep, collect
+from gpo_lab.report.collect import Sweep, collect, locate
 
-__all__ = ["Metric", "MissingMetric", "Report", "Sweep", "analyse", "collect", "histories", "make_report"]
+__all__ = ["Metric", "MissingMetric", "Report", "Sweep", "analyse", "collect", "histories", "locate", "make_report"]

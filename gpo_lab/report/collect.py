@@ -84,6 +84,18 @@ class Sweep:
         return sorted(n for n in names if self.jobs[f"final/{n}"].notna().any())
 
 
+def locate(sweep_dir: str | Path) -> Path:
+    """A relative sweep directory as a notebook means it: from the working directory, else from the nearest
+    folder above it that holds it (Jupyter starts in ``notebooks/``, sweeps lie in the checkout's ``multirun/``)."""
+    path = Path(sweep_dir).expanduser()
+    if path.is_absolute() or path.exists():
+        return path
+    for folder in Path.cwd().resolve().parents:
+        if (folder / path).is_dir():
+            return folder / path
+    return path  # collect() names it as missing
+
+
 def collect(sweep_dir: str | Path) -> Sweep:
     """Every started job of a sweep directory as a row (see :func:`read_job`); those not started, by name."""
     sweep_dir = Path(sweep_dir)
