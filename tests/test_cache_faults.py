@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import errno
 import json
+import logging
 import os
+import socket
 import threading
 import time
 from pathlib import Path
@@ -239,4 +241,26 @@ def test_the_cache_lock_takes_turns_and_leaves_no_file(tmp_path):
     for thread in threads:
         thread.join(timeout=30)
     assert len(most) == 6 and max(most) == 1  # a waiter on a removed lock file locks the path afresh
+    assert not lock.exists()
+
+
+def test_a_job_waiting_for_a_lock_says_which_file_and_who_holds_it(tmp_path, caplog):
+    lock, held = tmp_path / ".entry.lock", threading.Event()
+
+    def holder():
+        with file_lock(lock):
+            held.set()
+            time.sleep(1.0)
+
+    thread = threading.Thread(target=holder)
+    thread.start()
+    assert held.wait(10)
+    caplog.set_level(logging.INFO, logger="gpo_lab")
+    started = time.monotonic()
+    with file_lock(lock):
+        waited = time.monotonic() - started
+    thread.join(10)
+    assert waited > 0.3  # it did wait for the holder
+    (line,) = [r.getMessage() for r in caplog.records if r.getMessage().startswith("Waiting for")]
+    assert f"Waiting for {lock}, held by pid {os.getpid()} on {socket.gethostname()} since " in line
     assert not lock.exists()

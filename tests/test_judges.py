@@ -115,6 +115,16 @@ def test_reward_model_judge_scores_each_response_on_its_own():
     assert judge.compare([PROMPT], [" apple"], [" apple"]).item() == 0.5
 
 
+def test_reward_model_judge_shows_progress_when_scoring_takes_more_than_a_few_batches(capsys):
+    model, tokenizer = tiny_classifier()
+    judge = RewardModelJudge(model=model, tokenizer=tokenizer, batch_size=1)
+    judge.rewards([PROMPT] * 4, [" apple"] * 4)
+    assert "judge scoring" not in capsys.readouterr().err  # four batches: no bar
+    judge.rewards([PROMPT] * 6, [" apple"] * 6)
+    err = capsys.readouterr().err
+    assert "judge scoring" in err and "6/6" in err
+
+
 def test_reward_model_judge_with_two_labels_uses_the_log_odds():
     model, tokenizer = tiny_classifier(num_labels=2)
     judge = RewardModelJudge(model=model, tokenizer=tokenizer)

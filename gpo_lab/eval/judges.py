@@ -12,6 +12,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 
 import torch
+from tqdm.auto import tqdm
 
 from gpo_lab.errors import ConfigError
 from gpo_lab.eval.sampling import mean_and_se
@@ -141,7 +142,9 @@ class RewardModelJudge(RewardJudge):
         texts = self._texts(prompts, responses)
         device = next(self.model.parameters()).device
         scores = []
-        for start in range(0, len(texts), self.batch_size):
+        steps = range(0, len(texts), self.batch_size)
+        # A 6.9B judge scores 1,024 samples per evaluation for minutes: a bar unless it is a few batches.
+        for start in tqdm(steps, desc="judge scoring", unit="batch", mininterval=10, disable=len(steps) <= 4):
             batch = self.tokenizer(
                 texts[start : start + self.batch_size],
                 return_tensors="pt",

@@ -10,6 +10,7 @@ import contextlib
 from collections.abc import Iterator, Sequence
 
 import torch
+from tqdm.auto import tqdm
 
 from gpo_lab.data.columns import column_values
 from gpo_lab.models.fingerprints import ID_COLUMNS
@@ -36,10 +37,13 @@ def compute_reference_logps(
     prompts, chosen, rejected = (column_values(pairs, c) for c in ID_COLUMNS)
     order = sorted(range(len(prompts)), key=lambda i: -(len(prompts[i]) + len(chosen[i]) + len(rejected[i])))
     out = torch.empty((len(order), 2), dtype=torch.float32)
-    with scoring_mode(reference, precision) as model:
+    # 92k TL;DR pairs on a 1B reference take a while: a bar, updated every 10 s at most (readable in a log file).
+    bar = tqdm(total=len(order), desc="reference log-probs", unit="pair", mininterval=10, disable=len(order) < 1024)
+    with scoring_mode(reference, precision) as model, bar:
         for start in range(0, len(order), batch_size):
             index = order[start : start + batch_size]
             out[index] = score_pairs(model, [(prompts[i], chosen[i], rejected[i]) for i in index], pad_id, packing)
+            bar.update(len(index))
     return out
 
 

@@ -7,13 +7,20 @@ stale lock never blocks a resume.
 from __future__ import annotations
 
 import fcntl
+import logging
 import os
+import socket
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 from gpo_lab.errors import ConfigError
 from gpo_lab.store.run_files import RunFiles
+
+log = logging.getLogger("gpo_lab")
+WAIT_POLL_S = 0.5  # how often a waiter tries the lock again
+WAIT_REPORT_S = 60.0  # how often a waiter says it still waits
 
 
 class RunDirectoryBusy(ConfigError):
@@ -86,15 +93,42 @@ def file_lock(path: Path) -> Iterator[None]:
         handle.close()
 
 
-def _locked(path: Path):
-    """An open handle of ``path`` holding its lock, where ``path`` still names the locked file."""
+def _locked(path: Path, report_every_s: float = WAIT_REPORT_S):
+    """An open handle of ``path`` holding its lock, where ``path`` still names the locked file.
+
+    A lock held by another process is waited for, saying which file and who holds it (the holder
+    writes its pid, host and start time into the file) at once and every ``report_every_s`` seconds:
+    a job that waits on another job's cache entry is never silent."""
+    waited_since, reported = None, 0.0
     while True:
-        handle = open(path, "a")
+        handle = open(path, "a+")
         try:
-            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                now = time.monotonic()
+                waited_since = waited_since if waited_since is not None else now
+                if now - reported >= report_every_s or reported == 0.0:
+                    handle.seek(0)
+                    holder = handle.read().strip() or "another process"
+                    log.info(
+                        "Waiting for %s, held by %s (waited %.0f s): it builds what this job needs; "
+                        "the kernel frees the lock if that process dies.",
+                        path,
+                        holder,
+                        now - waited_since,
+                    )
+                    reported = now
+                handle.close()
+                time.sleep(WAIT_POLL_S)
+                continue
             held = os.fstat(handle.fileno())
             current = os.stat(path)
             if (held.st_dev, held.st_ino) == (current.st_dev, current.st_ino):
+                handle.seek(0)
+                handle.truncate()
+                handle.write(f"pid {os.getpid()} on {socket.gethostname()} since {time.strftime('%H:%M:%S')}")
+                handle.flush()
                 return handle
         except FileNotFoundError:
             pass  # removed by the holder before us: lock the path afresh
