@@ -17,12 +17,23 @@ The table gives pairs/s and tokens/s over the timed steps (after the warm-up ste
 the model FLOP/s each side executes against the machine's fp32 matmul peak measured in the same
 run, and the first-step loss of each side (log 2 at initialisation). The last line printed is one
 JSON object. TRL is an optional dependency: ``pip install trl``.
+
+Memory is split in two: the weights and optimizer state (counted: every weight, and the gradient
+and two AdamW moments of every trained one; TRL also holds its reference), and the activations:
+the most the process's resident memory rose during a timed step's forward and backward pass above
+what it held when the step began (its peak reset there), not counting gradients that were not yet
+allocated then. gpo_lab also trains once more with ``logprob_chunk=0`` (its one-piece projection)
+for the same figures. ``--vocab`` sets the vocabulary (Llama 3: 128256, Qwen 2.5: 152064);
+``--memory-table`` runs gpo_lab at 8000, 128256 and 152064 in one invocation (TRL too with
+``--with-trl``) and prints the activation ratios; its processes map every allocation of 128 KiB or
+more on its own (``MALLOC_MMAP_THRESHOLD_``), so the figures repeat from run to run.
 """
 
 from __future__ import annotations
 
 import argparse
 import collections
+import ctypes
 import json
 import os
 import random
@@ -36,17 +47,18 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"
 SHAREGPT = "sharegpt-dpo-en-300.json"
-VOCAB_SIZE = 8000
+VOCAB_SIZE = 8000  # the default vocabulary (--vocab)
+MEMORY_TABLE_VOCABS = (8000, 128256, 152064)
 SPECIALS = 4  # <pad>, <s>, </s>, <unk> of gpo_lab.models.tokenizers.word_tokenizer
 MODEL = dict(hidden_size=256, intermediate_size=1024, num_hidden_layers=4, num_attention_heads=4)
 NO_TRUNCATION = ("data.max_length=4096", "data.max_prompt_length=4000")  # the pairs are cut to size when generated
 
 
 # ----------------------------------------------------------------------------------- data
-def tldr_shaped_pairs(count: int, prompt_length: int, response_length: int, seed: int):
+def tldr_shaped_pairs(count: int, prompt_length: int, response_length: int, seed: int, vocab: int = VOCAB_SIZE):
     """Pairs of pseudo-words with TL;DR's shape: prompts prompt_length +-25%, responses response_length +-50%."""
     rng = random.Random(seed)
-    words = [f"w{i}" for i in range(VOCAB_SIZE - SPECIALS)]
+    words = [f"w{i}" for i in range(vocab - SPECIALS)]
 
     def text(low, high):
         return " ".join(rng.choice(words) for _ in range(rng.randint(low, high)))
@@ -64,8 +76,9 @@ def tldr_shaped_pairs(count: int, prompt_length: int, response_length: int, seed
     return pairs, words
 
 
-def sharegpt_pairs(path: Path, count: int, max_prompt_words: int, max_response_words: int):
-    """Real conversations: the prompt is the rendered dialogue, the vocabulary its 7,996 most frequent words."""
+def sharegpt_pairs(path: Path, count: int, max_prompt_words: int, max_response_words: int, vocab: int = VOCAB_SIZE):
+    """Real conversations: the prompt is the rendered dialogue, the vocabulary its 7,996 most frequent words
+    (with unused pseudo-words up to a larger ``vocab``)."""
     rows = json.loads(path.read_text())[:count]
 
     def words_of(text):
@@ -84,6 +97,7 @@ def sharegpt_pairs(path: Path, count: int, max_prompt_words: int, max_response_w
     frequency = collections.Counter(w for triple in raw for part in triple for w in part)
     vocabulary = [w for w, _ in frequency.most_common(VOCAB_SIZE - SPECIALS)]
     known = set(vocabulary)
+    vocabulary += [f"<unused{i}>" for i in range(vocab - SPECIALS - len(vocabulary))]
 
     def text(words):
         return " ".join(w if w in known else "<unk>" for w in words)
@@ -100,10 +114,11 @@ def write_task(work: Path, pairs: list[dict], words: list[str], validation: int,
     from gpo_lab.models.tokenizers import word_tokenizer
 
     tokenizer = word_tokenizer(words)
-    assert len(tokenizer) == VOCAB_SIZE, len(tokenizer)
+    vocab = len(words) + SPECIALS
+    assert len(tokenizer) == vocab, len(tokenizer)
     torch.manual_seed(seed)
     config = LlamaConfig(
-        vocab_size=VOCAB_SIZE,
+        vocab_size=vocab,
         num_key_value_heads=MODEL["num_attention_heads"],
         max_position_embeddings=2048,
         tie_word_embeddings=False,
@@ -150,8 +165,51 @@ def run_child(command: list[str], env: dict, log_path: Path) -> tuple[float, flo
     return time.perf_counter() - start, usage.ru_maxrss / 1024
 
 
+# ----------------------------------------------------------------------------------- memory
+def resident_mb() -> dict[str, float]:
+    """This process's resident memory now (VmRSS) and its peak since the last reset (VmHWM), in MB."""
+    fields = dict(line.split(":", 1) for line in Path("/proc/self/status").read_text().splitlines() if ":" in line)
+    return {key: int(fields[key].split()[0]) / 1024 for key in ("VmRSS", "VmHWM")}
+
+
+class StepMemory:
+    """Activations of the timed steps: the rise of resident memory during forward and backward.
+
+    At a timed step's start the allocator returns the free memory it kept (``malloc_trim``), the
+    kernel's peak-RSS mark is reset (``/proc/self/clear_refs``) and the resident memory is read;
+    before the optimizer step the peak is read. The rise, less the gradients that did not exist at
+    the start (they are optimizer-side state), is the step's activations; the largest over the timed
+    steps is reported. Weights and optimizer state are counted, not measured.
+    """
+
+    def __init__(self, warmup: int):
+        self.warmup, self.activations, self.start, self.absent = warmup, [], 0.0, 0.0
+
+    def step_start(self, step: int, parameters) -> None:
+        if step < self.warmup:
+            return
+        ctypes.CDLL("libc.so.6").malloc_trim(0)  # free memory the allocator kept is not the step's
+        Path("/proc/self/clear_refs").write_text("5")
+        self.start = resident_mb()["VmRSS"]
+        trained = [p for p in parameters if p.requires_grad]
+        self.absent = sum(p.numel() * p.element_size() for p in trained if p.grad is None) / 2**20
+
+    def before_optimizer(self, step: int) -> None:
+        if step >= self.warmup:
+            self.activations.append(resident_mb()["VmHWM"] - self.start - self.absent)
+
+    @staticmethod
+    def state_mb(trained, frozen) -> float:
+        """Every weight, and the gradient and the two AdamW moments of every trained one (MB)."""
+        size = sum(p.numel() * p.element_size() for p in trained)
+        return (4 * size + sum(p.numel() * p.element_size() for p in frozen)) / 2**20
+
+    def record(self, trained, frozen=()) -> dict:
+        return {"activations_mb": max(self.activations), "state_mb": self.state_mb(list(trained), list(frozen))}
+
+
 # ----------------------------------------------------------------------------------- gpo_lab side
-def gpo_lab_overrides(work: Path, args, steps: int) -> list[str]:
+def gpo_lab_overrides(work: Path, args, steps: int, chunk: str = "auto") -> list[str]:
     """The command line of the gpo_lab side (without the timer and run directory)."""
     return [
         "model=hf",
@@ -180,10 +238,11 @@ def gpo_lab_overrides(work: Path, args, steps: int) -> list[str]:
         "+trainer.enable_progress_bar=false",
         "+trainer.enable_checkpointing=false",
         f"reference_cache.dir={work / 'reference_cache'}",
+        f"logprob_chunk={chunk}",
     ]
 
 
-def step_timer(path: str):
+def step_timer(path: str, warmup: int = 1):
     """A Lightning callback recording step end times, batch shapes, the batch order and the first step's loss.
 
     Built by name from the command line (``+callbacks.timer._target_=throughput.step_timer``); Lightning
@@ -196,11 +255,13 @@ def step_timer(path: str):
     class StepTimer(pl.Callback):
         def __init__(self):
             self.ends, self.shapes, self.losses, self.first, self.order = [], [], [], {}, None
+            self.memory = StepMemory(warmup)
 
         def on_train_start(self, trainer, pl_module):
             self.order = trainer.train_dataloader.batch_sampler.batches(0)
 
         def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            self.memory.step_start(trainer.global_step, pl_module.policy.parameters())
             segments = batch.segment_ids
             scored = ((segments == CHOSEN) | (segments == REJECTED)).sum().item()
             self.shapes.append(
@@ -211,6 +272,9 @@ def step_timer(path: str):
                     "tokens": (segments != PAD).sum().item(),
                 }
             )
+
+        def on_before_optimizer_step(self, trainer, pl_module, optimizer):
+            self.memory.before_optimizer(trainer.global_step)
 
         def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
             self.ends.append(time.perf_counter())
@@ -232,6 +296,7 @@ def step_timer(path: str):
                         "order": self.order,
                         "prefix_sharing": supports_prefix_sharing(pl_module.policy),
                         "reference_loaded": bool(getattr(pl_module.reference, "is_loaded", True)),
+                        "memory": self.memory.record(pl_module.policy.parameters()),
                     }
                 )
             )
@@ -275,11 +340,18 @@ def run_trl(work: Path, args, steps: int) -> dict:
     tokenizer = AutoTokenizer.from_pretrained(work / "model")
     model = AutoModelForCausalLM.from_pretrained(work / "model", dtype=torch.float32, attn_implementation="sdpa")
     rows = [json.loads(line) for line in open(work / "pairs" / "train.jsonl")]
-    order = json.loads((work / "gpo_lab_steps.json").read_text())["order"]
+    order = json.loads((work / "gpo_lab.json").read_text())["order"]
     ordered = Dataset.from_list([rows[i] for batch in order for i in batch])  # gpo_lab's batches, in its order
     record = {"ends": [], "shapes": [], "losses": [], "first": {}}
+    memory = StepMemory(args.warmup)
 
     class Timer(TrainerCallback):
+        def on_step_begin(self, train_args, state, control, **kwargs):
+            memory.step_start(state.global_step, model.parameters())
+
+        def on_pre_optimizer_step(self, train_args, state, control, **kwargs):
+            memory.before_optimizer(state.global_step)
+
         def on_step_end(self, train_args, state, control, **kwargs):
             record["ends"].append(time.perf_counter())
 
@@ -342,11 +414,13 @@ def run_trl(work: Path, args, steps: int) -> dict:
     if [(p, c) for p, c in zip(encoded["prompt_ids"], encoded["chosen_ids"])] != expected:
         raise RuntimeError("TRL tokenized the pairs differently from gpo_lab: the comparison would not be fair.")
     trainer.train()
+    reference = trainer.ref_model.parameters() if trainer.ref_model is not None else ()
+    record["memory"] = memory.record(model.parameters(), reference)
     return record
 
 
 # ----------------------------------------------------------------------------------- accounting
-def step_flops(shape: dict, side: str, recompute: bool = False) -> float:
+def step_flops(shape: dict, side: str, recompute: bool = False, vocab: int = VOCAB_SIZE) -> float:
     """Model FLOPs one training step executes: matmuls of the layers, attention scores and the vocabulary head.
 
     gpo_lab: forward + backward (3x a forward) of the packed rows, head on response tokens only.
@@ -357,18 +431,25 @@ def step_flops(shape: dict, side: str, recompute: bool = False) -> float:
     rows, width = shape["rows"], shape["width"]
     linear = 2 * rows * width * layers * (4 * h * h + 3 * h * i)
     attention = 4 * rows * width * width * h * layers
-    head = 2 * shape["scored"] * h * VOCAB_SIZE
+    head = 2 * shape["scored"] * h * vocab
     forward = linear + attention + head
     return 3 * forward if side == "gpo_lab" else (5 if recompute else 4) * forward
 
 
 def summarise(
-    record: dict, side: str, warmup: int, batch_size: int, peak: float, rss_mb: float, recompute: bool = False
+    record: dict,
+    side: str,
+    warmup: int,
+    batch_size: int,
+    peak: float,
+    rss_mb: float,
+    recompute: bool = False,
+    vocab: int = VOCAB_SIZE,
 ) -> dict:
     timed = len(record["ends"]) - warmup
     seconds = record["ends"][-1] - record["ends"][warmup - 1]
     shapes = record["shapes"][warmup : warmup + timed]
-    flops = sum(step_flops(s, side, recompute) for s in shapes) / seconds
+    flops = sum(step_flops(s, side, recompute, vocab) for s in shapes) / seconds
     return {
         "steps": timed,
         "seconds": seconds,
@@ -377,6 +458,7 @@ def summarise(
         "flops": flops,
         "peak_fraction": flops / peak,
         "peak_rss_mb": rss_mb,
+        **record["memory"],
         "first_loss": record["first"]["loss"],
         "first_logps_chosen": record["first"]["logps_chosen"],
         "losses": record["losses"],
@@ -384,8 +466,11 @@ def summarise(
     }
 
 
-def bench(name: str, pairs: list[dict], words: list[str], args, steps: int, peak: float, base: Path) -> dict:
-    """One dataset: write the task, fill the cache, train each side in its own process, compare."""
+def bench(
+    name: str, pairs: list[dict], words: list[str], args, steps: int, peak: float, base: Path, trl: bool = True
+) -> dict:
+    """One dataset: write the task, fill the cache, train each side in its own process, compare (``trl``:
+    TRL's side too)."""
     work = base / name
     work.mkdir(parents=True)
     total = args.warmup + steps
@@ -400,6 +485,10 @@ def bench(name: str, pairs: list[dict], words: list[str], args, steps: int, peak
         "HF_HUB_OFFLINE": "1",
         "HF_DATASETS_OFFLINE": "1",
         "TOKENIZERS_PARALLELISM": "false",
+        # --memory-table: every allocation of 128 KiB or more is mapped on its own and unmapped when freed, so the
+        # resident memory follows the live tensors and the activations repeat from run to run (the allocator
+        # otherwise keeps some freed blocks, by an adaptive threshold, and the figure wanders by ~100 MB).
+        **({"MALLOC_MMAP_THRESHOLD_": "131072"} if args.memory_table else {}),
         "PYTHONPATH": os.pathsep.join(filter(None, [str(Path(__file__).parent), os.environ.get("PYTHONPATH")])),
     }
     overrides = gpo_lab_overrides(work, args, total)
@@ -420,6 +509,8 @@ def bench(name: str, pairs: list[dict], words: list[str], args, steps: int, peak
         str(args.beta),
         "--seed",
         str(args.seed),
+        "--vocab",
+        str(args.vocab),
         "--loss",
         args.loss,
         "--trl-loss-type",
@@ -434,35 +525,49 @@ def bench(name: str, pairs: list[dict], words: list[str], args, steps: int, peak
     print(f"[{name}] filling the reference cache ...", file=sys.stderr, flush=True)
     cache_wall, cache_rss = run_child([*child, "--child", "cache", "--", *overrides], env, work / "cache.log")
     cache = json.loads((work / "cache.json").read_text())
-    print(f"[{name}] gpo_lab: {total} steps ...", file=sys.stderr, flush=True)
-    gpo_wall, gpo_rss = run_child(
-        [
-            sys.executable,
-            "-m",
-            "gpo_lab",
-            *overrides,
-            f"hydra.run.dir={work / 'gpo_lab_run'}",
-            "+callbacks.timer._target_=throughput.step_timer",
-            f"+callbacks.timer.path={work / 'gpo_lab_steps.json'}",
-        ],
-        env,
-        work / "gpo_lab.log",
-    )
-    gpo_record = json.loads((work / "gpo_lab_steps.json").read_text())
-    summary = json.loads((work / "gpo_lab_run" / "summary.json").read_text())
-    print(f"[{name}] TRL: {total} steps ...", file=sys.stderr, flush=True)
-    trl_wall, trl_rss = run_child([*child, "--child", "trl"], env, work / "trl.log")
-    trl_record = json.loads((work / "trl_steps.json").read_text())
 
-    gpo = summarise(gpo_record, "gpo_lab", args.warmup, args.batch_size, peak, gpo_rss)
-    trl = summarise(trl_record, "trl", args.warmup, args.batch_size, peak, trl_rss, args.trl_gradient_checkpointing)
-    if gpo.pop("tokens") != trl.pop("tokens"):
+    def gpo_lab(run: str, chunk: str) -> tuple[float, float]:
+        print(f"[{name}] {run} (logprob_chunk={chunk}): {total} steps ...", file=sys.stderr, flush=True)
+        return run_child(
+            [
+                sys.executable,
+                "-m",
+                "gpo_lab",
+                *gpo_lab_overrides(work, args, total, chunk),
+                f"hydra.run.dir={work / run}",
+                "+callbacks.timer._target_=throughput.step_timer",
+                f"+callbacks.timer.path={work / run}.json",
+                f"+callbacks.timer.warmup={args.warmup}",
+            ],
+            env,
+            work / f"{run}.log",
+        )
+
+    gpo_wall, gpo_rss = gpo_lab("gpo_lab", "auto")
+    one_piece_wall, one_piece_rss = gpo_lab("gpo_lab_unchunked", "0")
+    gpo_record = json.loads((work / "gpo_lab.json").read_text())
+    one_piece_record = json.loads((work / "gpo_lab_unchunked.json").read_text())
+    summary = json.loads((work / "gpo_lab" / "summary.json").read_text())
+    vocab = args.vocab
+    gpo = summarise(gpo_record, "gpo_lab", args.warmup, args.batch_size, peak, gpo_rss, vocab=vocab)
+    one_piece = summarise(one_piece_record, "gpo_lab", args.warmup, args.batch_size, peak, one_piece_rss, vocab=vocab)
+    sides = {"gpo_lab": gpo, "gpo_lab_unchunked": one_piece}
+    trl_wall, loss_gap, ratio = None, None, None
+    if trl:
+        print(f"[{name}] TRL: {total} steps ...", file=sys.stderr, flush=True)
+        trl_wall, trl_rss = run_child([*child, "--child", "trl"], env, work / "trl.log")
+        trl_record = json.loads((work / "trl_steps.json").read_text())
+        sides["trl"] = summarise(
+            trl_record, "trl", args.warmup, args.batch_size, peak, trl_rss, args.trl_gradient_checkpointing, vocab
+        )
+        loss_gap = max(abs(a - b) for a, b in zip(gpo["losses"], sides["trl"]["losses"]))
+        ratio = gpo["pairs_per_s"] / sides["trl"]["pairs_per_s"]
+    if len({json.dumps(side.pop("tokens")) for side in sides.values()}) != 1:
         raise RuntimeError(f"{name}: the two sides did not train on the same batches.")
-    loss_gap = max(abs(a - b) for a, b in zip(gpo["losses"], trl["losses"]))
     return {
-        "gpo_lab": gpo,
-        "trl": trl,
-        "ratio": gpo["pairs_per_s"] / trl["pairs_per_s"],
+        **sides,
+        "vocab": vocab,
+        "ratio": ratio,
         "max_loss_abs_diff": loss_gap,
         "reference_cache": {
             "seconds": cache["seconds"],
@@ -475,8 +580,8 @@ def bench(name: str, pairs: list[dict], words: list[str], args, steps: int, peak
         "prefix_sharing": gpo_record["prefix_sharing"],
         "pairs_per_step": args.batch_size,
         "timed_steps": steps,
-        "mean_pair_tokens": sum(s["tokens"] for s in trl_record["shapes"]) / (total * args.batch_size),
-        "wall_s": {"cache": cache_wall, "gpo_lab": gpo_wall, "trl": trl_wall},
+        "mean_pair_tokens": sum(s["tokens"] for s in gpo_record["shapes"]) / (total * args.batch_size),
+        "wall_s": {"cache": cache_wall, "gpo_lab": gpo_wall, "gpo_lab_unchunked": one_piece_wall, "trl": trl_wall},
     }
 
 
@@ -484,20 +589,23 @@ def table(results: dict, peak: float) -> str:
     lines = [
         f"fp32 matmul peak measured in this run: {peak / 1e9:.1f} GFLOP/s",
         "",
-        "| data | side | pairs/s | tokens/s | peak RSS (MB) | model GFLOP/s | % of peak | first-step loss |",
-        "|---|---|---:|---:|---:|---:|---:|---:|",
+        "| data | vocab | side | pairs/s | tokens/s | peak RSS (MB) | weights + optimizer (MB) | activations (MB) "
+        "| model GFLOP/s | % of peak | first-step loss |",
+        "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for name, result in results.items():
-        for side in ("gpo_lab", "trl"):
+        for side in (side for side in SIDES if side in result):
             r = result[side]
             lines.append(
-                f"| {name} | {'gpo_lab' if side == 'gpo_lab' else 'TRL DPOTrainer'} | {r['pairs_per_s']:.2f} | "
-                f"{r['tokens_per_s']:.0f} | {r['peak_rss_mb']:.0f} | {r['flops'] / 1e9:.1f} | "
-                f"{100 * r['peak_fraction']:.0f}% | {r['first_loss']:.6f} |"
+                f"| {name} | {result['vocab']} | {SIDES[side]} | {r['pairs_per_s']:.2f} | "
+                f"{r['tokens_per_s']:.0f} | {r['peak_rss_mb']:.0f} | {r['state_mb']:.0f} | {r['activations_mb']:.0f} | "
+                f"{r['flops'] / 1e9:.1f} | {100 * r['peak_fraction']:.0f}% | {r['first_loss']:.6f} |"
             )
     lines.append("")
     for name, result in results.items():
         cache = result["reference_cache"]
+        if result["ratio"] is None:
+            continue
         lines.append(
             f"{name}: gpo_lab/TRL = {result['ratio']:.2f}x pairs/s over {result['timed_steps']} steps of "
             f"{result['pairs_per_step']} pairs ({result['mean_pair_tokens']:.0f} tokens per pair); reference "
@@ -508,6 +616,29 @@ def table(results: dict, peak: float) -> str:
             f"{result['max_loss_abs_diff']:.1e}."
         )
     return "\n".join(lines)
+
+
+SIDES = {"gpo_lab": "gpo_lab", "gpo_lab_unchunked": "gpo_lab, logprob_chunk=0", "trl": "TRL DPOTrainer"}
+
+
+def memory_table(results: dict) -> tuple[str, dict]:
+    """Activations at each vocabulary against the first (smallest) one, per side: the table and its numbers."""
+    vocabs = sorted(results)
+    base = results[vocabs[0]]
+    sides = [side for side in SIDES if all(side in results[v] for v in vocabs)]
+    lines = [
+        "| vocab | " + " | ".join(f"{SIDES[side]}: activations MB (x vs {vocabs[0]})" for side in sides) + " |",
+        "|---:|" + "---:|" * len(sides),
+    ]
+    ratios: dict = {side: {} for side in sides}
+    for vocab in vocabs:
+        cells = []
+        for side in sides:
+            value = results[vocab][side]["activations_mb"]
+            ratios[side][vocab] = value / base[side]["activations_mb"]
+            cells.append(f"{value:.0f} ({ratios[side][vocab]:.2f}x)")
+        lines.append(f"| {vocab} | " + " | ".join(cells) + " |")
+    return "\n".join(lines), ratios
 
 
 def losses_of(result: dict) -> dict:
@@ -549,6 +680,15 @@ def main() -> None:
         action="store_true",
         help="TRL's own default; off by default here, as on the gpo_lab side",
     )
+    parser.add_argument("--vocab", type=int, default=VOCAB_SIZE, help="vocabulary of the model (Qwen 2.5: 152064)")
+    parser.add_argument(
+        "--memory-table",
+        action="store_true",
+        help=f"TL;DR shape at each vocabulary of {MEMORY_TABLE_VOCABS}: gpo_lab's activations and their ratios",
+    )
+    parser.add_argument(
+        "--with-trl", action="store_true", help="--memory-table: TRL's side too (slow: it projects every position)"
+    )
     parser.add_argument("--work-dir", type=Path, default=None, help="kept afterwards when given")
     parser.add_argument("--child", choices=["cache", "trl"], help=argparse.SUPPRESS)
     parser.add_argument("overrides", nargs="*", help=argparse.SUPPRESS)
@@ -572,15 +712,29 @@ def main() -> None:
     peak_before = matmul_peak(args.threads)
     results = {}
     total = (args.warmup + args.steps + 1) * args.batch_size
-    pairs, words = tldr_shaped_pairs(total, args.prompt_length, args.response_length, args.seed)
+    if args.memory_table:
+        for vocab in MEMORY_TABLE_VOCABS:
+            args.vocab = vocab
+            pairs, words = tldr_shaped_pairs(total, args.prompt_length, args.response_length, args.seed, vocab)
+            name = f"tldr-shaped-{vocab}"
+            results[vocab] = bench(name, pairs, words, args, args.steps, peak_before, base, args.with_trl)
+        if args.work_dir is None:
+            shutil.rmtree(base, ignore_errors=True)
+        text, ratios = memory_table(results)
+        print(table({f"tldr-shaped-{v}": r for v, r in results.items()}, peak_before))
+        print()
+        print(text)
+        print(json.dumps({"batch_size": args.batch_size, "activation_ratios": ratios, "results": results}))
+        return
+    pairs, words = tldr_shaped_pairs(total, args.prompt_length, args.response_length, args.seed, args.vocab)
     if not args.shared_only:
         results["tldr-shaped"] = bench("tldr-shaped", pairs, words, args, args.steps, peak_before, base)
     if args.shared_steps > 0 and (SHARED_DATA / SHAREGPT).is_file():
-        pairs, words = sharegpt_pairs(SHARED_DATA / SHAREGPT, 300, 384, 128)
+        pairs, words = sharegpt_pairs(SHARED_DATA / SHAREGPT, 300, 384, 128, args.vocab)
         results["sharegpt-dpo-en"] = bench("sharegpt-dpo-en", pairs, words, args, args.shared_steps, peak_before, base)
     peak = max(peak_before, matmul_peak(args.threads))
     for result in results.values():  # the peak of the whole run, measured before and after
-        for side in ("gpo_lab", "trl"):
+        for side in (side for side in SIDES if side in result):
             result[side]["peak_fraction"] = result[side]["flops"] / peak
     if args.work_dir is None:
         shutil.rmtree(base, ignore_errors=True)
@@ -596,6 +750,10 @@ def main() -> None:
         "ratio": head["ratio"],
         "gpo_lab_peak_rss_mb": head["gpo_lab"]["peak_rss_mb"],
         "trl_peak_rss_mb": head["trl"]["peak_rss_mb"],
+        "vocab": args.vocab,
+        "memory_mb": {
+            side: {key: head[side][key] for key in ("peak_rss_mb", "state_mb", "activations_mb")} for side in SIDES
+        },
         "gpo_lab_first_loss": head["gpo_lab"]["first_loss"],
         "trl_first_loss": head["trl"]["first_loss"],
         "first_loss_abs_diff": abs(head["gpo_lab"]["first_loss"] - head["trl"]["first_loss"]),

@@ -209,7 +209,7 @@ def test_no_tokens_by_vocabulary_tensor_in_forward_or_backward(layout):
 
 def test_the_chunk_setting():
     assert logprob_chunk(model()) == "auto"
-    assert positions_per_chunk("auto", 152064, torch.device("cpu")) == AUTO_BUDGET["cpu"] // 152064 == 55
+    assert positions_per_chunk("auto", 152064, torch.device("cpu")) == AUTO_BUDGET["cpu"] // 152064 == 110
     assert positions_per_chunk("auto", 152064, torch.device("cuda")) == AUTO_BUDGET["default"] // 152064 == 1765
     assert positions_per_chunk(0, 152064, torch.device("cpu")) is None
     assert positions_per_chunk(None, 152064, torch.device("cpu")) is None

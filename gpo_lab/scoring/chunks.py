@@ -26,8 +26,8 @@ from torch.utils.checkpoint import checkpoint
 
 ATTRIBUTE = "logprob_chunk"  # where a model carries its chunk size
 AUTO = "auto"
-# Logit elements of one chunk under "auto", per device type (float32: 32 MB on a CPU, 1 GB on a GPU).
-AUTO_BUDGET = {"cpu": 1 << 23, "default": 1 << 28}
+# Logit elements of one chunk under "auto", per device type (float32: 64 MB on a CPU, 1 GB on a GPU).
+AUTO_BUDGET = {"cpu": 1 << 24, "default": 1 << 28}
 Chunk = int | str | None
 
 
