@@ -22,6 +22,7 @@ import functools
 
 import torch
 import torch.nn.functional as F
+from torch.autograd.function import once_differentiable
 from torch.utils.checkpoint import checkpoint
 
 ATTRIBUTE = "logprob_chunk"  # where a model carries its chunk size
@@ -95,6 +96,7 @@ class LinearLogprobs(torch.autograd.Function):
         return out
 
     @staticmethod
+    @once_differentiable
     def backward(ctx, grad_out):  # type: ignore[override]
         hidden, weight, bias, targets = ctx.saved_tensors
         dtype, size = ctx.dtype, ctx.size
@@ -138,16 +140,17 @@ def projected_logprobs(
     """log softmax(head(hidden))[targets] of every position (N,), float32, ``chunk`` positions at a time.
 
     ``hidden`` (N, d) are the decoder's hidden states at the scored positions, ``head`` the output
-    layer and ``vocabulary`` its width; with gradients each chunk is checkpointed, so its (chunk, V)
-    logits are recomputed in the backward pass rather than kept.
+    layer and ``vocabulary`` its width. The backward pass recomputes each chunk's (chunk, V) logits
+    rather than keeping them: in :class:`LinearLogprobs` for a plain ``nn.Linear``, by activation
+    checkpointing for any other layer.
     """
     size = positions_per_chunk(chunk, vocabulary, hidden.device)
     if size is None or hidden.shape[0] <= size:
         return _projected(head, hidden, targets)
-    recompute = torch.is_grad_enabled() and (hidden.requires_grad or any(p.requires_grad for p in head.parameters()))
     if type(head) is torch.nn.Linear and not (head._forward_hooks or head._forward_pre_hooks):
         dtype = compute_dtype(hidden)
         return LinearLogprobs.apply(hidden, head.weight, head.bias, targets, size, dtype)
+    recompute = torch.is_grad_enabled() and (hidden.requires_grad or any(p.requires_grad for p in head.parameters()))
     step = functools.partial(checkpoint, _projected, use_reentrant=False) if recompute else _projected
     pieces = [
         step(head, hidden[start : start + size], targets[start : start + size])
