@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import gpo_lab.report.wandb_io as wandb_io
 from gpo_lab.report import analyse, collect, figures, make_report
 from gpo_lab.report.__main__ import main as report_main
 from gpo_lab.report.aggregate import aggregate, pareto_frontier
@@ -271,8 +272,8 @@ def test_report_cli_errors_name_the_problem(tmp_path, capsys):
     assert "holds no job directories" in capsys.readouterr().err
 
 
-def test_figures_are_not_attached_to_wandb_offline(tmp_path, monkeypatch, caplog):
-    monkeypatch.setenv("WANDB_MODE", "offline")
+def test_figures_are_not_attached_to_wandb_disabled(tmp_path, monkeypatch, caplog):
+    monkeypatch.setenv("WANDB_MODE", "disabled")
     caplog.set_level(logging.INFO)
     sweep = fabricated_sweep(tmp_path)
     report = make_report(sweep)
@@ -284,7 +285,7 @@ def test_figures_are_not_attached_to_wandb_offline(tmp_path, monkeypatch, caplog
     )
     caplog.clear()
     assert attach_to_wandb(make_report(sweep)) is False
-    assert "wandb is offline" in caplog.text and "local only" in caplog.text
+    assert "wandb is disabled (WANDB_MODE=disabled)" in caplog.text and "local only" in caplog.text
 
 
 @pytest.mark.slow
@@ -318,6 +319,7 @@ def test_figures_are_attached_to_the_sweeps_wandb_group_when_online(tmp_path, mo
 
     class Run:
         url = "https://wandb.example/run"
+        settings = type("Settings", (), {"sync_dir": "unused"})
 
         def __init__(self, **kwargs):
             self.init, self.logged, self.summary, self.finished = kwargs, {}, {}, False
@@ -330,6 +332,7 @@ def test_figures_are_attached_to_the_sweeps_wandb_group_when_online(tmp_path, mo
 
     runs = []
     monkeypatch.setattr(wandb, "init", lambda **kwargs: runs.append(Run(**kwargs)) or runs[-1])
+    monkeypatch.setattr(wandb_io, "reachable_mode", lambda mode: (mode, None))  # no network asked
     monkeypatch.delenv("WANDB_MODE", raising=False)
     monkeypatch.setenv("WANDB_API_KEY", "k" * 40)
     sweep = fabricated_sweep(tmp_path)
@@ -345,13 +348,16 @@ def test_figures_are_attached_to_the_sweeps_wandb_group_when_online(tmp_path, mo
         "handmade",
         "report",
     )
+    assert run.init["mode"] == "online"
     assert {key for key, value in run.logged.items() if isinstance(value, wandb.Image)} == {
-        "report/tradeoff",
-        "report/beta",
-        "report/kl_beta",
-        "report/regularizer_kl",
-        "report/dynamics",
-        "report/loss_functions",
+        "report/figures/tradeoff",
+        "report/figures/beta",
+        "report/figures/kl_beta",
+        "report/figures/regularizer_kl",
+        "report/figures/dynamics",
+        "report/figures/loss_functions",
     }
+    charts = {key for key, value in run.logged.items() if isinstance(value, wandb.plot.CustomChart)}
+    assert charts == {"report/tradeoff", "report/beta", "report/kl_beta"}
     assert isinstance(run.logged["report/jobs"], wandb.Table) and run.summary["report/partial"] is False
     assert run.finished

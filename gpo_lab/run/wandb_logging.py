@@ -91,7 +91,7 @@ class WandbLogger(UpdateStepLogging, LightningWandbLogger):
         save_dir = Path(save_dir)
         self._config_path = Path(config_file) if config_file is not None else RunFiles(save_dir).config
         full_config = read_config_file(self._config_path)
-        typed = job_overrides(overrides, exclude_keys)
+        typed = job_overrides(overrides or full_config.get("overrides") or [], exclude_keys)  # as typed, redacted
         run_config = {**override_columns(full_config, typed), **(config or {})}
         if full_config:
             run_config["config"] = full_config

@@ -32,12 +32,22 @@ MAX_EXTRA = 40  # the other overrides' part of a name; longer ones become a hash
 
 def job_overrides(overrides: Iterable[str], exclude_keys: Iterable[str] = ()) -> list[tuple[str, str]]:
     """(key, override as it may be shown) of a job's overrides, the excluded keys left out, sorted by key."""
-    lines = [str(o) for o in overrides]
     excluded = set(exclude_keys)
     secrets = secret_environment_values()
-    parsed = OverridesParser.create().parse_overrides(lines) if lines else []
-    kept = [(o.key_or_group.lstrip("+~"), item_name(line, secrets)) for line, o in zip(lines, parsed)]
+    kept = [(override_key(str(line)), item_name(str(line), secrets)) for line in overrides]
     return sorted((key, shown) for key, shown in kept if key not in excluded)
+
+
+def override_key(line: str) -> str:
+    """The key (or config group) an override sets: ``+data.x=1`` -> ``data.x``, ``model@m=hf`` -> ``model``."""
+    return line.partition("=")[0].lstrip("+~").partition("@")[0]
+
+
+def _is_sweep(line: str) -> bool:
+    try:
+        return OverridesParser.create().parse_override(line).is_sweep_override()
+    except Exception:  # a redacted or otherwise unparsable value: a comma still says several values
+        return "," in line.partition("=")[2]
 
 
 def number(value: Any) -> str:
@@ -52,9 +62,8 @@ def swept_keys(sweep_dir: str | Path | None) -> set[str]:
     record = read_config_file(Path(sweep_dir) / SWEEP_RECORD) if sweep_dir else {}
     hydra = record.get("hydra") or {}
     lines = [str(o) for o in (hydra.get("overrides") or {}).get("task") or []]
-    parsed = OverridesParser.create().parse_overrides(lines) if lines else []
-    keys = {o.key_or_group.lstrip("+~") for o in parsed if o.is_sweep_override()}
-    return keys | {str(key).lstrip("+~") for key in (hydra.get("sweeper") or {}).get("params") or {}}
+    keys = {override_key(line) for line in lines if _is_sweep(line)}
+    return keys | {override_key(str(key)) for key in (hydra.get("sweeper") or {}).get("params") or {}}
 
 
 def short_name(columns: Mapping[str, Any], overrides: Iterable[tuple[str, str]] = (), swept: Iterable[str] = ()) -> str:
