@@ -135,7 +135,8 @@ class Trainer:
 
     def step(self, batch: PackedPairs) -> float:
         batch = batch.to(self.device)
-        autocast = torch.autocast(self.device.type, dtype=MIXED[self.precision], enabled=self.precision in MIXED)
+        mixed = MIXED.get(self.precision)
+        autocast = torch.autocast(self.device.type, dtype=mixed or torch.bfloat16, enabled=mixed is not None)
         with autocast:
             loss = self.module.per_example_loss(self.module.batch_logprobs(batch)).mean()
         loss.backward()
