@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 import pytorch_lightning as pl
@@ -12,6 +13,7 @@ from gpo_lab.eval.samples_file import SamplesFile, read_samples, sample_rows
 from gpo_lab.eval.sampling import SampleBank
 from gpo_lab.tasks.synthetic import TopicTask
 from tests.helpers.runs import TINY_STUDY, run_training
+from tests.test_loggers import logged_tables, offline_run
 
 
 def bank(step: int, n: int = 3) -> SampleBank:
@@ -71,21 +73,33 @@ class StopAt(pl.Callback):
 
 
 @pytest.mark.slow
-def test_a_synthetic_run_writes_its_samples_as_words_and_a_resume_neither_loses_nor_repeats_lines(tmp_path):
+def test_a_synthetic_job_writes_its_samples_as_words_and_to_its_wandb_group_and_a_resume_neither_loses_nor_repeats(
+    tmp_path, monkeypatch
+):
+    import wandb
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    sweep = tmp_path / "sweep"
+    sweep.mkdir()
+    (sweep / "multirun.yaml").write_text("hydra:\n  overrides:\n    task: [beta=0.1, 'data.batch_size=8,16']\n")
     overrides = [
-        *TINY_STUDY,
+        *TINY_STUDY,  # data.batch_size=8 among them
+        "beta=0.1",
         "trainer.max_steps=4",
         "trainer.val_check_interval=2",
+        "logger=wandb",
+        f"hydra.sweep.dir={sweep}",
         f"synthetic.cache_dir={tmp_path / 'cache'}",
         f"reference_cache.dir={tmp_path / 'logps'}",
     ]
-    run_dir = tmp_path / "run"
+    run_dir = sweep / "job"  # a job of the sweep above
     with pytest.raises(RuntimeError, match="preempted at step 3"):
         run_training(
             [*overrides, "+callbacks.stop._target_=tests.test_samples_file.StopAt", "+callbacks.stop.step=3"], run_dir
         )
     assert sorted({r["step"] for r in read_samples(run_dir)}) == [2]
     summary = run_training(overrides, run_dir)
+    wandb.finish()
     assert summary["status"] == "completed"
     rows = read_samples(run_dir)
     assert [r["step"] for r in rows] == [2] * 12 + [4] * 12
@@ -103,3 +117,15 @@ def test_a_synthetic_run_writes_its_samples_as_words_and_a_resume_neither_loses_
         expected = 1.0 if row["policy_reward"] > row["reference_reward"] else 0.0
         assert row["win"] == (0.5 if row["policy_reward"] == row["reference_reward"] else expected)
         assert row["win"] == wins[row["step"]][row["index"]]  # the same judgement as the win rate's
+
+    # Each attempt's wandb run: the sweep's group, a short name, the swept key as a column, the samples table.
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime((sweep / "multirun.yaml").stat().st_mtime))
+    for attempt, step in ((0, 2), (1, 4)):
+        found = offline_run(run_dir, attempt=attempt)
+        assert found["run"].run_group == f"sweep-{stamp}"
+        assert found["run"].display_name == "logistic-b0.1-lr0.001-s0-data.batch_size=8"
+        assert found["config"]["data.batch_size"] == 8
+        (table,) = logged_tables(found, "val/samples").items()
+        assert table[0] == step
+        logged = [dict(zip(table[1]["columns"], row)) for row in table[1]["data"]]
+        assert logged == [{k: v for k, v in r.items() if k != "step"} for r in rows if r["step"] == step]
