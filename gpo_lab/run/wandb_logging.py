@@ -96,10 +96,11 @@ class WandbLogger(UpdateStepLogging, LightningWandbLogger):
         if full_config:
             run_config["config"] = full_config
         run_id = self._run_id(save_dir)
-        group = group or sweep_group(save_dir, sweep_dir) or f"{run_config.get('sweep') or project}-{run_id}"
+        sweep = sweep_group(save_dir, sweep_dir)  # None: not a job of a multirun
+        group = group or sweep or f"{run_config.get('sweep') or project}-{run_id}"
         atomic_write_text(save_dir / "wandb" / GROUP_FILE, group + "\n")  # where the report attaches its run
         super().__init__(
-            name=name or short_name(run_config, typed, swept_keys(sweep_dir)),
+            name=name or short_name(run_config, typed, swept_keys(sweep_dir) if sweep else ()),
             save_dir=str(save_dir),
             id=run_id,
             project=project,
