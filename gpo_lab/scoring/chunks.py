@@ -8,7 +8,9 @@ keeping them: the peak holds one (chunk, V) block, whatever N is. A plain ``nn.L
 layer (every Hugging Face causal LM's) goes through one autograd function that also sums the
 weight's gradient in place over the chunks, so no (V, d) gradient is made per chunk; any other
 output layer (LoRA-wrapped, ...) runs each chunk under activation checkpointing. The values and
-gradients are those of the one-piece path (the same operations per position).
+gradients are those of the one-piece path (the same operations per position). Plain and packed
+rows of a causal LM are chunked; encoder-decoder rows and models that fail the projection's
+start-up check score through the model's own full logits, in one piece.
 
 The chunk size is an attribute of the model (:func:`set_logprob_chunk`, from the config's
 ``logprob_chunk``): a number of positions, ``0``/``None`` for one piece, or ``"auto"`` (the
