@@ -228,7 +228,10 @@ class PreferenceDataModule(pl.LightningDataModule):
     ) -> list[dict | None]:
         """Pairs of response texts on encoded prompts, tokenized and truncated exactly as :meth:`setup`
         encodes a pair's responses (EOS appended); None where a response is empty or has no room."""
-        tokenize = lambda texts: self.tokenizer(texts, add_special_tokens=False)["input_ids"] if texts else []  # noqa: E731
+
+        def tokenize(texts: list[str]) -> list[list[int]]:
+            return self.tokenizer(texts, add_special_tokens=False)["input_ids"] if texts else []
+
         eos, encoded = self.tokenizer.eos_token_id, []
         for prompt, chosen_ids, rejected_ids in zip(prompt_ids, tokenize(chosen), tokenize(rejected)):
             budget = self.truncation.max_length - len(prompt)
