@@ -14,7 +14,7 @@ from gpo_lab.eval.judges import Judge, RewardJudge
 from gpo_lab.store.directions import METRIC_DIRECTIONS, MODES, metric_mode
 from gpo_lab.store.records import read_metrics
 from tests.helpers import ROOT
-from tests.helpers.runs import run_training
+from tests.helpers.runs import TINY_STUDY, run_training
 
 
 class FakeBank:
@@ -56,9 +56,10 @@ def callback_metrics(run_dir) -> set[str]:
 
 @pytest.fixture(scope="module")
 def logged(tmp_path_factory) -> dict[str, set[str]]:
-    """The ``val/`` names of a smoke run and a bandit run with those in their summaries' best, and the callbacks'."""
+    """The ``val/`` names of a smoke, a bandit and a tiny synthetic run (whose held-out pairs carry golden margins:
+    ``val/ranking_accuracy``) with those in their summaries' best, and the callbacks'."""
     names, best = set(), set()
-    for overrides in (["+experiment=smoke"], ["+experiment=bandit"]):
+    for overrides in (["+experiment=smoke"], ["+experiment=bandit"], TINY_STUDY):
         run_dir = tmp_path_factory.mktemp(overrides[0].split("=")[1])
         summary = run_training([*overrides, "trainer.max_steps=2", "trainer.val_check_interval=2"], run_dir)
         names |= {k for r in read_metrics(run_dir / "metrics.jsonl") for k in r if k.startswith("val/")}
@@ -76,6 +77,7 @@ def test_every_logged_metric_has_a_direction_and_every_entry_is_logged(logged):
         "val/kl_token",
         "val/judge_reward",
         "val/response_length_reference_se",
+        "val/ranking_accuracy",
     } <= names  # every producer was reached
     undeclared = {n for n in names - declared.keys() if not (n.endswith("_se") and n[: -len("_se")] in declared)}
     assert undeclared == set()
