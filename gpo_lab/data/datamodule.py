@@ -17,7 +17,7 @@ from gpo_lab.data.pair_checks import OFFSET, check_pairs
 from gpo_lab.data.resumable import ResumableDataLoader
 from gpo_lab.data.sources import DataError
 from gpo_lab.data.splits import prompts_in_both, split_by_prompt
-from gpo_lab.data.tokenization import Truncation, encode_pairs, prompt_start_token, render_texts
+from gpo_lab.data.tokenization import Truncation, encode_pairs, encode_responses, prompt_start_token, render_texts
 from gpo_lab.errors import ConfigError
 from gpo_lab.parallel.ranks import shard_bounds
 from gpo_lab.scoring.batches import PairBatch, PlainPairs
@@ -226,45 +226,35 @@ class PreferenceDataModule(pl.LightningDataModule):
     def encode_responses(
         self, prompt_ids: list[list[int]], chosen: list[str], rejected: list[str]
     ) -> list[dict | None]:
-        """Pairs of response texts on encoded prompts, tokenized and truncated exactly as :meth:`setup`
-        encodes a pair's responses (EOS appended); None where a response is empty or has no room."""
-
-        def tokenize(texts: list[str]) -> list[list[int]]:
-            return self.tokenizer(texts, add_special_tokens=False)["input_ids"] if texts else []
-
-        eos, encoded = self.tokenizer.eos_token_id, []
-        for prompt, chosen_ids, rejected_ids in zip(prompt_ids, tokenize(chosen), tokenize(rejected)):
-            budget = self.truncation.max_length - len(prompt)
-            if not chosen_ids or not rejected_ids or budget < 1:
-                encoded.append(None)
-                continue
-            encoded.append(
-                {
-                    "prompt_ids": list(prompt),
-                    "chosen_ids": (chosen_ids + [eos])[:budget],
-                    "rejected_ids": (rejected_ids + [eos])[:budget],
-                }
-            )
-        return encoded
+        """Pairs of response texts on encoded prompts, encoded exactly as :meth:`setup` encodes a pair's
+        responses (:func:`~gpo_lab.data.tokenization.encode_responses`)."""
+        return encode_responses(prompt_ids, chosen, rejected, self.tokenizer, self.truncation)
 
     def golden_margins(self, split: str = "validation") -> torch.Tensor | None:
         """reward(chosen) - reward(rejected) of each pair of a split, in its row order, when the data has
         the rewards (float64); None otherwise."""
-        data = self.val_set if split == "validation" else self.train_set
-        if data is None or any(name not in data.column_names for name in REWARD_FIELDS):
+        rewards = self._golden_rewards(split)
+        if rewards is None:
             return None
-        chosen, rejected = (torch.tensor(column_values(data, name), dtype=torch.float64) for name in REWARD_FIELDS)
+        chosen, rejected = (torch.tensor(values, dtype=torch.float64) for values in rewards)
         return chosen - rejected
 
     def mean_pair_reward(self, split: str = "train") -> float | None:
         """The mean golden reward of a split's responses (both of every pair), when the data has them."""
         if split not in self._mean_rewards:
-            data = self.train_set if split == "train" else self.val_set
-            if data is None or any(name not in data.column_names for name in REWARD_FIELDS):
+            rewards = self._golden_rewards(split)
+            if rewards is None:
                 return None
-            values = [v for name in REWARD_FIELDS for v in column_values(data, name)]
+            values = [*rewards[0], *rewards[1]]
             self._mean_rewards[split] = sum(values) / len(values) if values else None
         return self._mean_rewards[split]
+
+    def _golden_rewards(self, split: str) -> tuple[list, list] | None:
+        """The chosen and rejected responses' golden rewards of ``train`` or ``validation``, if the data has them."""
+        data = self.train_set if split == "train" else self.val_set
+        if data is None or any(name not in data.column_names for name in REWARD_FIELDS):
+            return None
+        return column_values(data, REWARD_FIELDS[0]), column_values(data, REWARD_FIELDS[1])
 
     # ----------------------------------------------------------------- loaders
     def ranks(self) -> tuple[int, int]:

@@ -86,26 +86,38 @@ def encode_pairs(
 ) -> list[dict | None]:
     """:func:`encode_pair` of every pair, with one tokenizer call per column (the fast tokenizers
     encode a list at once, several times faster than text by text)."""
-
-    def ids(texts: list[str]) -> list[list[int]]:
-        return tokenizer(texts, add_special_tokens=False)["input_ids"] if texts else []
-
     start_id, always = start
-    encoded: list[dict | None] = []
-    for prompt_ids, chosen_ids, rejected_ids in zip(ids(prompts), ids(chosen), ids(rejected)):
-        if not prompt_ids or (always and prompt_ids[0] != start_id):
-            prompt_ids = [start_id, *prompt_ids]
-        if truncation.max_prompt_length is not None:
-            prompt_ids = prompt_ids[-truncation.max_prompt_length :]
-        budget = truncation.max_length - len(prompt_ids)
+    prompt_ids = []
+    for ids in _token_ids(tokenizer, prompts):
+        if not ids or (always and ids[0] != start_id):
+            ids = [start_id, *ids]
+        prompt_ids.append(ids[-truncation.max_prompt_length :] if truncation.max_prompt_length is not None else ids)
+    return encode_responses(prompt_ids, chosen, rejected, tokenizer, truncation)
+
+
+def encode_responses(
+    prompt_ids: list[list[int]], chosen: list[str], rejected: list[str], tokenizer, truncation: Truncation
+) -> list[dict | None]:
+    """Pairs of response texts on encoded prompts: EOS appended, cut to what ``truncation.max_length``
+    leaves after the prompt; None where a response is empty or has no room. Offline pairs
+    (:func:`encode_pairs`) and the pairs drawn online are encoded by this one function."""
+    eos, encoded = tokenizer.eos_token_id, []
+    for prompt, chosen_ids, rejected_ids in zip(
+        prompt_ids, _token_ids(tokenizer, chosen), _token_ids(tokenizer, rejected)
+    ):
+        budget = truncation.max_length - len(prompt)
         if not chosen_ids or not rejected_ids or budget < 1:
             encoded.append(None)
             continue
         encoded.append(
             {
-                "prompt_ids": prompt_ids,
-                "chosen_ids": (chosen_ids + [tokenizer.eos_token_id])[:budget],
-                "rejected_ids": (rejected_ids + [tokenizer.eos_token_id])[:budget],
+                "prompt_ids": list(prompt),
+                "chosen_ids": (chosen_ids + [eos])[:budget],
+                "rejected_ids": (rejected_ids + [eos])[:budget],
             }
         )
     return encoded
+
+
+def _token_ids(tokenizer, texts: list[str]) -> list[list[int]]:
+    return tokenizer(texts, add_special_tokens=False)["input_ids"] if texts else []
