@@ -13,7 +13,6 @@ import time
 from pathlib import Path
 
 import pytest
-import pytorch_lightning as pl
 
 from gpo_lab.errors import ConfigError
 from gpo_lab.run.wandb_mode import has_credentials, resolve_mode
@@ -186,17 +185,6 @@ def test_wandb_without_a_key_writes_an_offline_run_with_metrics_and_config(tmp_p
     assert (run_dir / "summary.json").is_file() and local
 
 
-class StopAt(pl.Callback):
-    """Kills the training at a given step, as a preemption would."""
-
-    def __init__(self, step: int):
-        self.step = step
-
-    def on_train_batch_start(self, trainer, *args) -> None:
-        if trainer.global_step == self.step:
-            raise RuntimeError(f"preempted at step {self.step}")
-
-
 @pytest.mark.slow
 def test_a_resumed_job_continues_its_wandb_run(tmp_path, monkeypatch):
     import wandb
@@ -205,7 +193,7 @@ def test_a_resumed_job_continues_its_wandb_run(tmp_path, monkeypatch):
     run_dir = tmp_path / "run"
     with pytest.raises(RuntimeError, match="preempted at step 3"):
         run_training(
-            [*TINY, "logger=wandb", "+callbacks.stop._target_=tests.test_loggers.StopAt", "+callbacks.stop.step=3"],
+            [*TINY, "logger=wandb", "+callbacks.stop._target_=tests.helpers.faults.StopAt", "+callbacks.stop.step=3"],
             run_dir,
         )
     assert (run_dir / "checkpoints" / "last.ckpt").is_file()  # saved at step 2

@@ -6,7 +6,6 @@ import json
 import time
 
 import pytest
-import pytorch_lightning as pl
 import torch
 
 from gpo_lab.eval.samples_file import SamplesFile, read_samples, sample_rows
@@ -63,15 +62,6 @@ def test_a_step_written_again_replaces_itself_and_a_resume_drops_later_steps(tmp
     assert read_samples(tmp_path) == []
 
 
-class StopAt(pl.Callback):
-    def __init__(self, step: int):
-        self.step = step
-
-    def on_train_batch_start(self, trainer, *args) -> None:
-        if trainer.global_step == self.step:
-            raise RuntimeError(f"preempted at step {self.step}")
-
-
 @pytest.mark.slow
 def test_a_synthetic_job_writes_its_samples_as_words_and_to_its_wandb_group_and_a_resume_neither_loses_nor_repeats(
     tmp_path, monkeypatch
@@ -95,7 +85,7 @@ def test_a_synthetic_job_writes_its_samples_as_words_and_to_its_wandb_group_and_
     run_dir = sweep / "job"  # a job of the sweep above
     with pytest.raises(RuntimeError, match="preempted at step 3"):
         run_training(
-            [*overrides, "+callbacks.stop._target_=tests.test_samples_file.StopAt", "+callbacks.stop.step=3"], run_dir
+            [*overrides, "+callbacks.stop._target_=tests.helpers.faults.StopAt", "+callbacks.stop.step=3"], run_dir
         )
     assert sorted({r["step"] for r in read_samples(run_dir)}) == [2]
     summary = run_training(overrides, run_dir)

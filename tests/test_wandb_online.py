@@ -114,7 +114,7 @@ def val_losses(run: dict) -> dict[int, float]:
 def test_a_run_logs_online_and_a_resumed_run_continues_it(server, tmp_path):
     run_dir, home = tmp_path / "run", tmp_path / "home"
     first = run_online(
-        server, home, run_dir, "+callbacks.stop._target_=tests.test_loggers.StopAt", "+callbacks.stop.step=3"
+        server, home, run_dir, "+callbacks.stop._target_=tests.helpers.faults.StopAt", "+callbacks.stop.step=3"
     )
     assert first.returncode == 1 and "preempted at step 3" in first.stderr, first.stderr[-3000:]
     assert "OFFLINE" not in first.stderr and f"View run at {server['url']}" in first.stderr

@@ -77,6 +77,18 @@ class RaiseAtStep(pl.Callback):
             raise RuntimeError(f"injected crash after step {self.step}")
 
 
+class StopAt(pl.Callback):
+    """Stop the training as a preemption would: at the start of the batch after step ``step`` (its checkpoint
+    written), with an error."""
+
+    def __init__(self, step: int):
+        self.step = step
+
+    def on_train_batch_start(self, trainer, *args) -> None:
+        if trainer.global_step == self.step:
+            raise RuntimeError(f"preempted at step {self.step}")
+
+
 class OnRank(pl.Callback):
     """Raise, SIGKILL, or poison (a NaN into the policy, so that the next loss is NaN), on one rank only,
     after optimizer step ``step``.
