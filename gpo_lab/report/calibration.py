@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from gpo_lab.report.frontier_test import KL_FLOOR, Design, frontier_test, monte_carlo_error, seed_variance_curve
+from gpo_lab.report.frontier_test import KL_FLOOR, Design, fitted_seed_curve, frontier_test, monte_carlo_error
 
 SHIFT = 0.10  # the stated difference: one loss this much lower in win rate at every KL
 
@@ -90,7 +90,7 @@ def plan_of(design: Design, noise: Noise | None = None) -> Plan:
 
 def noise_of(design: Design) -> Noise:
     """The sweep's noise: per-prompt sd and shared fraction from the scores, the seed variance curve
-    in KL (:func:`seed_variance_curve`) from the configurations run with several seeds."""
+    in KL (:func:`~gpo_lab.report.frontier_test.fitted_seed_curve`) from the configurations run with several seeds."""
     rows = design.scores[np.isfinite(design.scores).all(axis=1)] if design.scores.size else design.scores
     if len(rows) < 2:
         return MAIN_NOISE
@@ -98,17 +98,8 @@ def noise_of(design: Design) -> Noise:
     centered = rows - rows.mean(axis=1, keepdims=True)
     shared_var = max(float(np.var(centered.mean(axis=0), ddof=1) - prompt_var / len(rows)), 0.0)
     shared = min(shared_var / prompt_var, 0.95) if prompt_var > 0 else 0.0
-    log_kl, variance, dof = [], [], []
-    for c in range(len(design.config_loss)):
-        members = design.job_config == c
-        if members.sum() > 1:
-            log_kl.append(float(np.mean(np.log(np.maximum(design.kl[members], KL_FLOOR)))))
-            variance.append(float(np.var(design.value[members], ddof=1)))
-            dof.append(int(members.sum()) - 1)
-    if not dof:
-        return Noise(float(np.sqrt(prompt_var)), float(shared), MAIN_NOISE.seed_curve)
-    curve = seed_variance_curve(np.array(log_kl), np.array(variance), np.array(dof))
-    return Noise(float(np.sqrt(prompt_var)), float(shared), curve)
+    curve = fitted_seed_curve(design)
+    return Noise(float(np.sqrt(prompt_var)), float(shared), curve if curve is not None else MAIN_NOISE.seed_curve)
 
 
 def simulate(plan: Plan, rng: np.random.Generator, shift: float = 0.0) -> Design:

@@ -138,13 +138,31 @@ class SeedNoise:
     curve: tuple[float, float]  # (a, b): a job's total seed variance exp(a + b·log KL), prompts' part included
 
 
+def fitted_seed_curve(design: Design) -> tuple[float, float] | None:
+    """:func:`seed_variance_curve` of the configurations run with two or more seeds (their job values'
+    sample variance against their mean log KL); None when no configuration has two seeds."""
+    log_kl, variance, dof = [], [], []
+    for c in range(len(design.config_loss)):
+        members = design.job_config == c
+        if members.sum() > 1:
+            log_kl.append(float(np.mean(_log_kl(design.kl[members]))))
+            variance.append(float(np.var(design.value[members], ddof=1)))
+            dof.append(int(members.sum()) - 1)
+    if not dof:
+        return None
+    return seed_variance_curve(np.array(log_kl), np.array(variance), np.array(dof))
+
+
 def seed_noise(design: Design, boot: np.ndarray) -> SeedNoise:
     """The seed-to-seed sd of each configuration's quality beyond what the prompts explain (a variance
     curve in KL fitted over every configuration with two or more seeds: two seeds alone give one
     degree of freedom each, and resampling them would understate their spread), of log KL (pooled),
     and the degrees of freedom. ``boot``: resampled job values."""
     configs = len(design.config_loss)
-    log_kl_c, variance, prompt_part, dof = [], [], np.full(configs, np.nan), []
+    curve = fitted_seed_curve(design)
+    if curve is None:
+        return SeedNoise(np.zeros(configs), 0.0, 0, (-math.inf, 0.0))
+    prompt_part = np.full(configs, np.nan)
     log_kl, kl_dof = 0.0, 0
     for c in range(configs):
         members = np.flatnonzero(design.job_config == c)
@@ -155,14 +173,9 @@ def seed_noise(design: Design, boot: np.ndarray) -> SeedNoise:
         deviations = boot[:, members] - design.value[members]
         prompt_part[c] = float(np.mean(np.var(deviations, axis=1, ddof=1)))
         kl = design.kl[members]
-        log_kl_c.append(float(np.mean(_log_kl(kl))))
-        variance.append(float(np.var(design.value[members], ddof=1)))
-        dof.append(n - 1)
         log_kl += (n - 1) * (np.var(np.log(kl), ddof=1) if (kl > 0).all() else 0.0)
         kl_dof += n - 1
-    if not dof:
-        return SeedNoise(np.zeros(configs), 0.0, 0, (-math.inf, 0.0))
-    a, b = seed_variance_curve(np.array(log_kl_c), np.array(variance), np.array(dof))
+    a, b = curve
     config_kl = np.array([np.mean(_log_kl(design.kl[design.job_config == c])) for c in range(configs)])
     prompt_part = np.where(np.isnan(prompt_part), np.nanmean(prompt_part), prompt_part)  # one-seed configurations
     own = np.exp(a + b * config_kl) - prompt_part
