@@ -22,7 +22,8 @@ from gpo_lab.scoring.logprobs import (
     projected_response_logits,
     projects_hidden_states_linearly,
 )
-from gpo_lab.scoring.packing import PackedPairs, supports_prefix_sharing
+from gpo_lab.scoring.packing import PackedPairs, supports_flat_packing, supports_prefix_sharing
+from gpo_lab.scoring.segment_attention import SEGMENT_SDPA
 from gpo_lab.scoring.seq2seq import Seq2SeqPairs
 from tests.helpers.families import FAMILIES, VOCAB, build
 
@@ -30,32 +31,32 @@ ATTENTIONS = ("sdpa", "eager")
 TOLERANCE = 1e-4  # nats, float32 against float64 by hand
 WRONG = 1e-3  # a fast path the check switched off is at least this wrong on the probe below
 
-# family: (response-only projection on, prefix sharing on), as the start-up checks decide them.
+# family: (response-only projection on, prefix sharing on, flat packing on under sdpa), as the start-up checks decide.
 EXPECTED = {
-    "llama": (True, True),
-    "mistral_sliding_window": (True, False),  # window 20: the 4D mask cannot express it
-    "mixtral": (True, True),
-    "qwen2": (True, True),
-    "qwen3": (True, True),
-    "qwen3_moe": (True, True),
-    "gemma": (True, True),
-    "gemma2": (False, False),  # logit soft-capping; sliding window 12
-    "gemma3": (False, False),  # logit soft-capping; sliding window 12
-    "phi3": (True, True),
-    "phi": (True, True),
-    "gpt2": (True, True),
-    "gpt_neox_pythia": (True, True),
-    "opt": (True, True),
-    "falcon": (True, True),
-    "granite": (False, True),  # logits divided by logits_scaling
-    "granite_moe": (False, True),
-    "cohere": (False, True),  # logits multiplied by logit_scale
-    "olmo2": (True, True),
-    "stablelm": (True, True),
-    "starcoder2": (True, False),  # sliding window 24
-    "bloom": (True, False),  # ALiBi from a 2D mask: a 4D one is refused
-    "gpt_neo_local": (True, False),  # local attention, window 10
-    "llama4_chunked": (False, False),  # chunked attention (12); its decoder returns no last_hidden_state
+    "llama": (True, True, True),
+    "mistral_sliding_window": (True, False, False),  # window 20: the 4D mask cannot express it
+    "mixtral": (True, True, True),
+    "qwen2": (True, True, True),
+    "qwen3": (True, True, True),
+    "qwen3_moe": (True, True, True),
+    "gemma": (True, True, True),
+    "gemma2": (False, False, False),  # logit soft-capping; sliding window 12
+    "gemma3": (False, False, False),  # logit soft-capping; sliding window 12
+    "phi3": (True, True, True),
+    "phi": (True, True, True),
+    "gpt2": (True, True, True),
+    "gpt_neox_pythia": (True, True, True),
+    "opt": (True, True, True),
+    "falcon": (True, True, False),  # its layers do not pass keyword arguments on to the attention
+    "granite": (False, True, True),  # logits divided by logits_scaling
+    "granite_moe": (False, True, True),
+    "cohere": (False, True, True),  # logits multiplied by logit_scale
+    "olmo2": (True, True, True),
+    "stablelm": (True, True, False),  # its layers do not pass keyword arguments on to the attention
+    "starcoder2": (True, False, False),  # sliding window 24
+    "bloom": (True, False, False),  # ALiBi from a 2D mask: a 4D one is refused
+    "gpt_neo_local": (True, False, False),  # local attention, window 10
+    "llama4_chunked": (False, False, False),  # chunked attention (12); its decoder returns no last_hidden_state
 }
 UNBUILDABLE = {  # (family, attention): why transformers refuses it
     ("gemma2", "sdpa"): "does not support an attention implementation through torch.nn.functional.scaled_dot",
@@ -116,7 +117,8 @@ def test_families_transformers_cannot_build_say_why(family, attention):
 def test_every_scoring_path_equals_the_models_own_logits(family, attention):
     model = build(family, attention)
     truth = by_hand(model, ROWS)
-    projection, packing = EXPECTED[family]
+    projection, packing, flat = EXPECTED[family]
+    flat = flat and attention == "sdpa"
     with torch.no_grad():
         assert_equal(PlainPairs.from_rows(ROWS, pad_id=0).score(model), truth)
         assert_equal(PlainPairs.from_rows(ROWS, pad_id=0, side="left").score(model), truth)
@@ -136,10 +138,21 @@ def test_every_scoring_path_equals_the_models_own_logits(family, attention):
     assert supports_prefix_sharing(model) == packing
     if not packing:
         assert wrongness(lambda: PackedPairs.from_pairs(PAIRS, pad_id=0).score_shared(model), truth) > WRONG
+    assert supports_flat_packing(model) == flat
+    assert model.config._attn_implementation == (SEGMENT_SDPA if flat else attention)  # switched back when off
+    if flat:
+        with torch.no_grad():
+            assert_equal(PackedPairs.from_pairs(PAIRS, pad_id=0).score_flat(model), truth)
+    elif packing and attention == "sdpa":
+        assert wrongness(lambda: PackedPairs.from_pairs(PAIRS, pad_id=0).score_flat(model), truth) > WRONG
     report = check_fast_paths(model)
     assert report[f"prefix_sharing [attention {attention}, weights float32, device cpu]"].startswith(
         "on" if packing else "off: "
     )
+    if packing and attention == "sdpa":
+        assert report["flat_packing [attention sdpa, weights float32, device cpu]"].startswith(
+            "on" if flat else "off: "
+        )
 
 
 @pytest.mark.parametrize("family", sorted(FAMILIES))

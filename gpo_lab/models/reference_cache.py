@@ -31,6 +31,7 @@ from safetensors.torch import save_file
 from gpo_lab.data.columns import REFERENCE_LOGPS
 from gpo_lab.models.fingerprints import cache_spec, weights_fingerprint
 from gpo_lab.models.reference_logps import compute_on
+from gpo_lab.scoring.segment_attention import attention_name
 from gpo_lab.store.cache import CACHE_ENV, ContentCache, spec_key
 
 log = logging.getLogger(__name__)
@@ -118,7 +119,7 @@ def attach_reference_logps(
     cache = cache or ReferenceLogpCache()
     fingerprint = weights_fingerprint(reference)
     packing = bool(getattr(datamodule, "packing", True))
-    attention = getattr(getattr(reference, "config", None), "_attn_implementation", None)
+    attention = attention_name(reference)
     outcome = {}
     for split, attribute in SPLITS.items():
         pairs = getattr(datamodule, attribute, None)

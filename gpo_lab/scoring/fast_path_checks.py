@@ -19,9 +19,11 @@ from collections.abc import Callable
 
 import torch
 
+from gpo_lab.scoring.segment_attention import attention_name
+
 log = logging.getLogger(__name__)
 
-SCORING_VERSION = 2  # bumped whenever a scoring path's numbers change (part of the reference cache's key)
+SCORING_VERSION = 3  # bumped whenever a scoring path's numbers change (part of the reference cache's key)
 # Config attributes that bound how far attention reaches (a window or a chunk): the probe crosses them.
 WINDOW_ATTRIBUTES = ("sliding_window", "attention_chunk_size", "window_size", "local_window_size", "chunk_size")
 POSITION_LIMITS = ("max_position_embeddings", "n_positions", "max_sequence_length", "n_ctx")
@@ -49,8 +51,7 @@ def context(model) -> tuple:
     """What decides whether a fast path is exact: attention implementation, weights' dtype, autocast and the
     device type (another device runs other kernels)."""
     device = next(model.parameters()).device
-    attention = getattr(getattr(model, "config", None), "_attn_implementation", None)
-    return attention, parameter_dtype(model), autocast_dtype(device), device.type
+    return attention_name(model), parameter_dtype(model), autocast_dtype(device), device.type
 
 
 def tolerance(model, summed: bool = False) -> float:

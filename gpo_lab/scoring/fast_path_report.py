@@ -12,7 +12,7 @@ import torch
 
 from gpo_lab.scoring.fast_path_checks import report
 from gpo_lab.scoring.logprobs import projects_hidden_states_linearly
-from gpo_lab.scoring.packing import supports_prefix_sharing
+from gpo_lab.scoring.packing import supports_flat_packing
 from gpo_lab.scoring.precision import MIXED, training_precision
 
 ENCODER_DECODER = "no fast path: encoder-decoder rows are scored from the model's own logits"
@@ -44,7 +44,7 @@ def check_fast_paths(
     try:
         with training_precision(model, precision if str(precision) in MIXED else None):
             projects_hidden_states_linearly(model)
-            supports_prefix_sharing(model)
+            supports_flat_packing(model)  # checks prefix sharing first
     finally:
         model.to(home)
     return report(model)

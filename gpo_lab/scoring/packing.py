@@ -24,6 +24,13 @@ from gpo_lab.scoring.chunks import model_logprobs
 from gpo_lab.scoring.fast_path_checks import checked, mismatch, probe_ids, probe_span, tolerance
 from gpo_lab.scoring.logprobs import projects_hidden_states_linearly, row_sums, summed_logprobs
 from gpo_lab.scoring.rows import Pair
+from gpo_lab.scoring.segment_attention import (
+    SEGMENT_SDPA,
+    PairSegments,
+    attention_name,
+    placeholder_mask,
+    use_segment_attention,
+)
 
 PROMPT, CHOSEN, REJECTED, PAD = 0, 1, 2, 3
 # Attention implementations that take an arbitrary dense 4D mask.
@@ -66,8 +73,15 @@ class PackedPairs(PairBatch):
         return self.input_ids.shape[0]
 
     def score(self, model) -> torch.Tensor:
-        """With prefix sharing when the model supports it, as plain rows otherwise: the same result."""
+        """Flat (unpadded) when the model supports it, else with prefix sharing in padded rows, else as plain
+        rows: the same result."""
+        if supports_flat_packing(model):
+            return self.score_flat(model)
         return self.score_shared(model) if supports_prefix_sharing(model) else self.unpack().score(model)
+
+    def score_flat(self, model) -> torch.Tensor:
+        """log pi(y|x) from every pair's tokens in one unpadded row (:mod:`gpo_lab.scoring.segment_attention`)."""
+        return flat_sequence_logprobs(model, self.input_ids, self.position_ids, self.segment_ids)
 
     def score_shared(self, model) -> torch.Tensor:
         """log pi(y|x) from the packed rows themselves, whether or not the model honours them."""
@@ -130,19 +144,52 @@ def packed_sequence_logprobs(
     model, input_ids: torch.Tensor, position_ids: torch.Tensor, segment_ids: torch.Tensor
 ) -> torch.Tensor:
     """log pi(y|x) of packed rows, shape (2B,): the B chosen responses, then the B rejected ones."""
-    config = getattr(model, "config", None)
     dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
-    mask = attention_mask_4d(segment_ids, getattr(config, "_attn_implementation", None), dtype)
+    mask = attention_mask_4d(segment_ids, attention_name(model), dtype)
     rows, sources, targets, slots = scored_tokens(segment_ids, input_ids)
     inputs = {"input_ids": input_ids, "attention_mask": mask, "position_ids": position_ids, "use_cache": False}
+    return _scored(model, inputs, (rows, sources), targets, slots, 2 * input_ids.shape[0])
+
+
+def flat_sequence_logprobs(
+    model, input_ids: torch.Tensor, position_ids: torch.Tensor, segment_ids: torch.Tensor
+) -> torch.Tensor:
+    """log pi(y|x) of packed rows run as one unpadded row, shape (2B,), in the order of ``packed_sequence_logprobs``.
+
+    Each row's real tokens lead it, so (row, column) of a real token is column ``offset[row] + column``
+    of the flat row. The segment attention reads ``pair_segments``; the 4D mask is a placeholder.
+    """
+    if getattr(getattr(model, "config", None), "_attn_implementation", None) != SEGMENT_SDPA:
+        raise ValueError("flat-packed pairs need the segment attention: check supports_flat_packing(model) first")
+    real = segment_ids != PAD
+    lengths = real.sum(-1)
+    counts = [(segment_ids == segment).sum(-1).tolist() for segment in (PROMPT, CHOSEN, REJECTED)]
+    segments = PairSegments(*(tuple(count) for count in counts))
+    rows, sources, targets, slots = scored_tokens(segment_ids, input_ids)
+    flat_sources = (lengths.cumsum(0) - lengths)[rows] + sources
+    inputs = {
+        "input_ids": input_ids[real][None],
+        "position_ids": position_ids[real][None],
+        "attention_mask": placeholder_mask(segments.width, input_ids.device),
+        "use_cache": False,
+        "pair_segments": segments,
+    }
+    return _scored(model, inputs, (0, flat_sources), targets, slots, 2 * input_ids.shape[0])
+
+
+def _scored(
+    model, inputs: dict, sources: tuple, targets: torch.Tensor, slots: torch.Tensor, count: int
+) -> torch.Tensor:
+    """Summed log-probs of ``targets`` predicted at the ``sources`` index of the model's output, per slot."""
     if projects_hidden_states_linearly(model):  # projected a chunk at a time (gpo_lab.scoring.chunks)
         hidden = model.get_decoder()(**inputs).last_hidden_state
-        return row_sums(model_logprobs(model, hidden[rows, sources], targets), slots, 2 * input_ids.shape[0])
-    logits = model(**inputs).logits[rows, sources]
-    return summed_logprobs(logits, targets, slots, 2 * input_ids.shape[0])
+        return row_sums(model_logprobs(model, hidden[sources], targets), slots, count)
+    logits = model(**inputs).logits[sources]
+    return summed_logprobs(logits, targets, slots, count)
 
 
-PREFIX_SHARING = "prefix_sharing"  # the fast path's name in start-up checks and summary.json's ``fast_paths``
+PREFIX_SHARING = "prefix_sharing"  # the fast paths' names in start-up checks and summary.json's ``fast_paths``
+FLAT_PACKING = "flat_packing"
 
 
 def supports_prefix_sharing(model) -> bool:
@@ -154,7 +201,7 @@ def supports_prefix_sharing(model) -> bool:
     mask cannot express, falls back to plain rows instead of giving wrong numbers.
     """
     config = getattr(model, "config", None)
-    attention = getattr(config, "_attn_implementation", None)
+    attention = attention_name(model)
     if config is None or getattr(config, "is_encoder_decoder", False) or attention not in DENSE_MASK_ATTENTION:
         return False
     if int(getattr(config, "vocab_size", 0) or 0) < 2:
@@ -162,12 +209,36 @@ def supports_prefix_sharing(model) -> bool:
     return checked(model, PREFIX_SHARING, check_prefix_sharing)
 
 
-def check_prefix_sharing(model) -> str | None:
-    """None when the packed probe gives the plain rows' log-probs, else why not."""
+def supports_flat_packing(model) -> bool:
+    """Whether ``model`` scores pairs in one unpadded row exactly as in plain rows (checked once per model and
+    context, as prefix sharing is). The model is switched to the segment attention for the check and for
+    good when it passes; a model that cannot be switched, or fails, keeps its attention and padded rows."""
+    if not supports_prefix_sharing(model) or not use_segment_attention(model):
+        return False
+    if checked(model, FLAT_PACKING, check_flat_packing):
+        return True
+    use_segment_attention(model, on=False)
+    return False
+
+
+def probe_pairs(model) -> PackedPairs:
+    """Three pairs whose rows cross every attention window the config declares, on the model's device."""
     span = probe_span(model)
     lengths = [(span, 3, 5), (2, span, 1), (span // 2, 2, span - span // 2)]
     ids = probe_ids(model, [n for triple in lengths for n in triple])
     pairs = [(ids[3 * i], ids[3 * i + 1], ids[3 * i + 2]) for i in range(len(lengths))]
-    packed = PackedPairs.from_pairs(pairs, pad_id=0).to(next(model.parameters()).device)
+    return PackedPairs.from_pairs(pairs, pad_id=0).to(next(model.parameters()).device)
+
+
+def check_prefix_sharing(model) -> str | None:
+    """None when the packed probe gives the plain rows' log-probs, else why not."""
+    packed = probe_pairs(model)
     shared, plain = packed.score_shared(model), packed.unpack().score(model)
     return mismatch("packed log-probs", shared, plain, tolerance(model, summed=True))
+
+
+def check_flat_packing(model) -> str | None:
+    """None when the probe's pairs in one unpadded row give the plain rows' log-probs, else why not."""
+    packed = probe_pairs(model)
+    flat, plain = packed.score_flat(model), packed.unpack().score(model)
+    return mismatch("flat-packed log-probs", flat, plain, tolerance(model, summed=True))
