@@ -60,11 +60,12 @@ def test_a_restart_from_step_zero_and_a_rerun_move_the_file_aside(tmp_path):
     from gpo_lab.run.metrics_file import MetricsFileLogger
     from gpo_lab.run.resume import archive_previous_run, resume_point
 
-    for name in ("metrics.jsonl", PER_PROMPT_FILE):
+    for name in ("metrics.jsonl", PER_PROMPT_FILE, "samples.jsonl"):
         (tmp_path / name).write_text('{"step": 10, "val/loss": 0.5}\n')
     assert resume_point(tmp_path, MetricsFileLogger(tmp_path)) == (None, 0)  # no checkpoint: from step 0
     (previous,) = tmp_path.glob("previous-*")
-    assert (previous / PER_PROMPT_FILE).exists() and not (tmp_path / PER_PROMPT_FILE).exists()
+    for name in ("metrics.jsonl", PER_PROMPT_FILE, "samples.jsonl"):  # the earlier attempt's, kept together
+        assert (previous / name).exists() and not (tmp_path / name).exists(), name
     rerun = tmp_path / "rerun"
     rerun.mkdir()
     (rerun / PER_PROMPT_FILE).write_text('{"step": 10, "win_rate": [1.0]}\n')

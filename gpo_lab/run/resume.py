@@ -11,7 +11,7 @@ from pathlib import Path
 from gpo_lab.run.checkpoints import usable_checkpoint
 from gpo_lab.run.metrics_file import MetricsFileLogger
 from gpo_lab.store.records import read_json, read_metrics
-from gpo_lab.store.run_files import METRICS_FILE, OUTCOME, PER_PROMPT_FILE, RunFiles
+from gpo_lab.store.run_files import METRICS_FILE, OUTCOME, PER_PROMPT_FILE, SAMPLES_FILE, RunFiles
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +42,8 @@ def resume_point(run_dir: Path, metrics_file: MetricsFileLogger) -> tuple[Path |
 
     Without a checkpoint the run starts at step 0, so the records of an earlier attempt (killed
     before its first checkpoint, or whose checkpoint was removed) are moved to ``previous-<time>/``:
-    every step appears once in ``metrics.jsonl``, and nothing is deleted.
+    every step appears once in ``metrics.jsonl`` (and ``per_prompt.jsonl``, ``samples.jsonl``), and nothing
+    is deleted.
     """
     resume_from, step = usable_checkpoint(RunFiles(run_dir).checkpoints)
     if resume_from is not None:
@@ -52,8 +53,9 @@ def resume_point(run_dir: Path, metrics_file: MetricsFileLogger) -> tuple[Path |
         archive = run_dir / f"previous-{time.strftime('%Y%m%d-%H%M%S')}"
         archive.mkdir(exist_ok=True)
         shutil.move(str(metrics_file.path), archive / METRICS_FILE)
-        if (run_dir / PER_PROMPT_FILE).exists():
-            shutil.move(str(run_dir / PER_PROMPT_FILE), archive / PER_PROMPT_FILE)
+        for name in (PER_PROMPT_FILE, SAMPLES_FILE):  # per-step files of the same attempt go with it
+            if (run_dir / name).exists():
+                shutil.move(str(run_dir / name), archive / name)
         log.info(
             "No usable checkpoint in %s: training from step 0; the earlier attempt's %s is in %s.",
             run_dir,
