@@ -166,7 +166,12 @@ def test_an_all_failed_sweep_is_failed_and_exits_3(tmp_path, capsys):
     assert report_main([str(sweep), "--wandb", "off"]) == 3
     text = (sweep / "report.md").read_text()
     assert "**Status: FAILED.** All 2 jobs failed" in text and "Status: complete" not in text
-    assert "FAILED: 2 failed" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "FAILED: 2 failed" in out
+    # The failures, not missing metrics, are why there is no figure of results; the loss shapes are still drawn.
+    assert "no KL metric" not in text + out and "not drawn" not in text + out and "was logged" not in text
+    assert "note: Every job failed, so no figure of results was drawn (tradeoff, beta," in out
+    assert (sweep / "loss_functions.png").exists() and not (sweep / "tradeoff.png").exists()
 
 
 def test_a_complete_sweep_exits_0_even_with_a_failed_job(tmp_path, capsys):

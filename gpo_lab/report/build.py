@@ -98,14 +98,20 @@ def writable_output(out: Path, default: bool) -> Path:
 
 
 def _write(report: Report, drawers: dict, out: Path, study: ModeStudy | None = None) -> None:
+    all_failed = report.sweep.state.all_failed  # then a missing metric says nothing the failures do not
+    undrawn = []
     for key, draw in drawers.items():
         try:
             figure = draw()
         except MissingMetric as missing:
-            report.notes.append(f"Figure '{key}' not drawn: {missing}.")
-            log.warning("Figure %s not drawn: %s", key, missing)
+            undrawn.append(key)
+            if not all_failed:
+                report.notes.append(f"Figure '{key}' not drawn: {missing}.")
+                log.warning("Figure %s not drawn: %s", key, missing)
             continue
         report.figures[key] = save(figure, out / FIGURES[key])
+    if all_failed and undrawn:
+        report.notes.append(f"Every job failed, so no figure of results was drawn ({', '.join(undrawn)}).")
     for stale in set(FIGURES) - set(report.figures):  # a figure of an earlier report would mislead
         (out / FIGURES[stale]).unlink(missing_ok=True)
     report.path = out / "report.md"

@@ -120,6 +120,8 @@ def _metrics(report: Report) -> list[str]:
 
 def _best(report: Report) -> list[str]:
     lines = ["## Best β per loss", ""]
+    if report.sweep.state.all_failed:
+        return lines + ["_Every job failed, so no β can be called best._"]
     if report.y is None:
         return lines + ["_No quality metric was logged, so no β can be called best._"]
     if report.best.empty:
