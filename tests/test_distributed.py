@@ -261,6 +261,35 @@ def test_synthetic_kl_and_win_rate_on_two_ranks_match_one_process(tmp_path):
 
 
 @pytest.mark.slow
+def test_online_pairs_on_two_ranks_match_one_process_when_a_rank_keeps_no_pair(tmp_path):
+    """One prompt per rank: a step where a rank's only pair is dropped (identical responses) scores a
+    placeholder at weight zero, so no rank waits for another in the step's collectives (they hung before)."""
+    budget = [
+        "+experiment=synthetic_online",
+        "synthetic.sft.steps=30",
+        "synthetic.pairs.num_train_prompts=128",
+        "synthetic.pairs.num_eval_prompts=32",
+        "callbacks.sample_bank.num_prompts=32",
+        "callbacks.sample_bank.progress=false",
+        "trainer.max_steps=12",
+        "trainer.val_check_interval=6",
+        "trainer.gradient_clip_val=null",
+    ]
+    one = run_in(tmp_path / "one", [*budget, "data.batch_size=2"])
+    assert one.returncode == 0, tail(one)
+    expected = summary(tmp_path / "one")
+    kept = expected["data"]["online_pairs"]
+    assert 0 < kept < 24  # some of the 24 drawn pairs were dropped: some steps left a rank without one
+    for trainer in ("cpu_ddp", "cpu_fsdp"):
+        two = run_in(tmp_path / trainer, [*budget, f"trainer={trainer}", "data.batch_size=1"], timeout=240)
+        assert two.returncode == 0, tail(two)
+        result = summary(tmp_path / trainer)
+        assert result["data"]["online_pairs"] == kept  # counted over both ranks
+        differences = relative_differences(result["final"], expected["final"])
+        assert max(differences.values()) < TOLERANCE, (trainer, differences)
+
+
+@pytest.mark.slow
 def test_lora_under_fsdp_matches_one_process(tmp_path):
     lora = [*SMOKE, "model=tiny_lora", "reference=adapters_disabled"]
     one = run_in(tmp_path / "one", [*lora, "data.batch_size=8"])

@@ -80,7 +80,7 @@ def offline_data(seed: int = 0, train: int = 256, validation: int = 16) -> datas
     return datasets.DatasetDict(train=rows(train), validation=rows(validation))
 
 
-def online_run(lr: float, steps: int, refresh_every: int = 1, ckpt_path=None, save_to=None, seed: int = 0):
+def online_run(lr: float, steps: int, refresh_every: int = 1, ckpt_path=None, save_to=None, seed: int = 0, pairs=None):
     """A module and trainer of tiny size, trained ``steps`` steps on online pairs (resumed from ``ckpt_path``)."""
     tokenizer = TASK.tokenizer()
     torch.manual_seed(seed)
@@ -98,7 +98,7 @@ def online_run(lr: float, steps: int, refresh_every: int = 1, ckpt_path=None, sa
     data.setup("fit")
     data.use_online_prompts()
     judge = GoldenRewardJudge(TASK, temperature=TEMPERATURE)
-    online = RecordingPairs(
+    online = (pairs or RecordingPairs)(
         datamodule=data,
         judge=judge,
         seed=seed,
@@ -195,6 +195,24 @@ def test_a_resumed_online_run_draws_the_same_pairs(tmp_path):
     assert resumed_online.drawn == whole_online.drawn
     for name, value in whole.policy.state_dict().items():
         assert torch.equal(value, resumed.policy.state_dict()[name]), name
+
+
+class IdenticalPairs(RecordingPairs):
+    """Both responses of every prompt the same: every pair is dropped."""
+
+    def sample(self, model, batch, step):
+        first, _ = super().sample(model, batch, step)
+        return first, first
+
+
+def test_steps_whose_every_pair_is_dropped_train_nothing_and_count_no_pair():
+    torch.manual_seed(0)
+    start = tiny_causal_lm(TASK.tokenizer(), hidden_size=16, num_layers=1, num_heads=2, max_position_embeddings=32)
+    module, online = online_run(lr=1e-2, steps=3, pairs=IdenticalPairs)
+    assert sorted(online.log) == [0, 1, 2] and all(not online.log[s]["pairs"].pairs for s in online.log)
+    assert online.drawn == 0 and online.datamodule.stats["online_pairs"] == 0
+    for (name, before), after in zip(start.state_dict().items(), module.policy.state_dict().values()):
+        assert torch.equal(before, after), name  # a zero-weight placeholder step moves nothing
 
 
 def test_refresh_every_beyond_the_run_draws_every_pair_from_the_starting_policy():

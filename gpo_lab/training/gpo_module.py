@@ -96,41 +96,61 @@ class GPOModule(pl.LightningModule):
     def per_example_loss(self, logps: PairLogps) -> torch.Tensor:
         return self.loss.pair_loss(logps, self.beta)
 
-    def online_batch(self, prompts: PromptRows) -> PairBatch | None:
-        """This step's fresh pairs on the batch's prompts, batched as the offline ones (None if all dropped)."""
+    def online_batch(self, prompts: PromptRows) -> tuple[PairBatch, bool]:
+        """This step's fresh pairs on the batch's prompts, batched as the offline ones, and whether any was kept.
+
+        When every pair was dropped (identical or empty responses) the batch is a placeholder, the first
+        prompt with EOS as both responses, which the step scores at weight zero: under DDP and FSDP every
+        rank must run the step's forward, backward and gathers, or the others wait for it forever.
+        """
         if self.online is None:
             raise ConfigError("A batch of prompts without pairs needs online pairs (pairs.online=true).")
         draw = self.online.draw(self.policy, prompts, self.global_step)
         self._online_draw = draw
         datamodule = self.online.datamodule
-        datamodule.stats["online_pairs"] = self.online.drawn
-        return datamodule.collate(draw.pairs).to(self.device) if draw.pairs else None
+        if draw.pairs:
+            return datamodule.collate(draw.pairs).to(self.device), True
+        eos = datamodule.tokenizer.eos_token_id
+        placeholder = {"prompt_ids": prompts.prompt_ids[0], "chosen_ids": [eos], "rejected_ids": [eos]}
+        return datamodule.collate([placeholder]).to(self.device), False
 
     def training_step(self, batch: PairBatch | PromptRows, batch_idx: int) -> torch.Tensor:
+        kept = True
         if isinstance(batch, PromptRows):
-            fresh = self.online_batch(batch)
-            if fresh is None:  # every pair identical or empty: a step with no gradient
-                return torch.stack([p.sum() for p in self.policy.parameters() if p.requires_grad]).sum() * 0.0
-            batch = fresh
+            batch, kept = self.online_batch(batch)
         logps = self.batch_logprobs(batch, reference=not self.skips_reference)
         losses = self.per_example_loss(logps)
+        zero = losses.sum() * 0.0  # the placeholder's loss: in the graph, at weight zero
+        if not kept:
+            logps, losses = no_pairs(logps), losses[:0]
         check_finite_loss(self.global_step, losses, logps.rho)
         world_size = self.trainer.world_size
         if world_size == 1 and not self.writes_step_metrics():
-            return losses.mean()
+            self.count_online_pairs(losses.numel())
+            return losses.mean() if kept else zero
         everyone, global_losses = gathered(logps.detach(), losses.detach())  # the global batch, as one process has it
-        if self.writes_step_metrics():  # the same answer on every rank
-            self.log_training_metrics(everyone, global_losses, batch)
+        self.count_online_pairs(global_losses.numel())
+        if self.writes_step_metrics() and global_losses.numel():  # the same answer on every rank
+            self.log_training_metrics(everyone, global_losses, batch if kept else None)
+        if not kept or not global_losses.numel():
+            return zero
         # DDP averages the ranks' gradients: weighing each rank's sum by W / (global batch) makes that
         # average the gradient of the global batch's mean loss, even when the shares differ in size.
         return losses.sum() * (world_size / global_losses.numel()) if world_size > 1 else losses.mean()
 
-    def log_training_metrics(self, logps: PairLogps, losses: torch.Tensor, batch: PairBatch) -> None:
+    def count_online_pairs(self, count: int) -> None:
+        """Add this step's kept pairs, over every rank, to ``data.online_pairs`` (the same count on every rank)."""
+        if self.online is not None:
+            self.online.drawn += count
+            self.online.datamodule.stats["online_pairs"] = self.online.drawn
+
+    def log_training_metrics(self, logps: PairLogps, losses: torch.Tensor, batch: PairBatch | None) -> None:
+        """The global batch's statistics; ``batch``, this rank's (None when it kept no pair), adds its data's."""
         metrics = preference_metrics(logps, losses, beta=self.beta)
-        if self.skips_reference and batch.reference_logps is None:
+        if self.skips_reference and (batch is None or batch.reference_logps is None):
             metrics = {k: v for k, v in metrics.items() if k not in REFERENCE_METRICS}
         metrics["lr"] = torch.tensor(self.trainer.optimizers[0].param_groups[0]["lr"])
-        metrics |= self.pair_data_metrics(batch)
+        metrics |= self.pair_data_metrics(batch) if batch is not None else {}
         loss = metrics.pop("loss")
         count = losses.numel()
         self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=False, batch_size=count)
@@ -255,6 +275,12 @@ def check_checkpoint_fits(expected: Mapping[str, tuple[int, ...]], checkpoint: d
         f"The code or the config changed the model's shape since it was saved. Move {folder} aside to train "
         "this model from step 0, or use another name= (the old checkpoint is left untouched)."
     )
+
+
+def no_pairs(logps: PairLogps) -> PairLogps:
+    """``logps`` cut to none of its pairs (each field empty, None kept None)."""
+    fields = {f.name: getattr(logps, f.name) for f in dataclasses.fields(logps)}
+    return PairLogps(**{name: None if value is None else value[:0] for name, value in fields.items()})
 
 
 def gathered(logps: PairLogps, losses: torch.Tensor) -> tuple[PairLogps, torch.Tensor]:

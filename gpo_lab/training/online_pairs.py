@@ -53,7 +53,7 @@ class OnlinePairs:
     refresh_every: int = 1
     max_new_tokens: int = 64
     batch_size: int = 128  # sampling batch (rows: two per prompt)
-    drawn: int = 0  # training pairs drawn from the policy so far (kept ones)
+    drawn: int = 0  # training pairs drawn from the policy so far (kept ones, over every rank: GPOModule counts them)
     snapshot: torch.nn.Module | None = field(default=None, repr=False)
     snapshot_step: int | None = None
 
@@ -135,7 +135,6 @@ class OnlinePairs:
         if reward_chosen is not None and reward_rejected is not None and len(usable) < len(encoded):
             reward_chosen, reward_rejected = reward_chosen[usable], reward_rejected[usable]
         pairs = [pair for pair in encoded if pair is not None]
-        self.drawn += len(pairs)
         return OnlineDraw(
             pairs=pairs,
             prompts=[kept_prompts[i] for i in usable],
