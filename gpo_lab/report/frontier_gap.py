@@ -15,7 +15,7 @@ from gpo_lab.report.aggregate import pareto_frontier
 from gpo_lab.report.axes import Metric
 from gpo_lab.report.collect import COMPLETED
 from gpo_lab.report.frontier_test import Design
-from gpo_lab.report.grids import _scores
+from gpo_lab.report.grids import prompt_scores
 
 
 @dataclass
@@ -115,7 +115,7 @@ def design(jobs: pd.DataFrame, x: Metric, y: Metric, value: str = "final") -> De
     losses = sorted({str(v) for v in done["loss"]}, key=lambda name: (order.get(name, len(order)), name))
     configs = list(dict.fromkeys(zip(done["loss"].astype(str), done["config"])))
     index = {c: i for i, c in enumerate(configs)}
-    rows = [_scores(row, y, value, sign) for _, row in done.iterrows()]
+    rows = [prompt_scores(row, y, value, sign) for _, row in done.iterrows()]
     lengths = [len(r) for r in rows if r is not None]
     prompts = max(set(lengths), key=lengths.count) if lengths else 0
     scores = np.full((len(done), prompts), np.nan)

@@ -76,7 +76,7 @@ def grids(
         for beta in betas:
             cell = []
             for _, row in group[group["beta"] == beta].iterrows():
-                scores = _scores(row, metric, value, sign) if per_prompt else None
+                scores = prompt_scores(row, metric, value, sign) if per_prompt else None
                 cell.append(JobValue(str(row["job"]), float(row["_v"]), float(row["_se"]), scores))
             cells.append(cell)
         lr_value = float(lr) if pd.notna(lr) else math.nan
@@ -86,7 +86,7 @@ def grids(
     return out, notes
 
 
-def _scores(row: pd.Series, metric: Metric, value: str, sign: float = 1.0) -> np.ndarray | None:
+def prompt_scores(row: pd.Series, metric: Metric, value: str, sign: float = 1.0) -> np.ndarray | None:
     """The job's per-prompt values at the step of its value, if written and consistent with it."""
     path = row.get("path")
     if not isinstance(path, str) or not Path(path).is_dir():
