@@ -249,8 +249,9 @@ def step_timer(path: str, warmup: int = 1):
     is imported here, not at the top, so that the TRL side's process never loads it.
     """
     import pytorch_lightning as pl
+    import torch
 
-    from gpo_lab.scoring.packing import CHOSEN, PAD, REJECTED, supports_prefix_sharing
+    from gpo_lab.scoring.packing import CHOSEN, PAD, PROMPT, REJECTED, supports_flat_packing
 
     class StepTimer(pl.Callback):
         def __init__(self):
@@ -270,6 +271,8 @@ def step_timer(path: str, warmup: int = 1):
                     "width": segments.shape[1],
                     "scored": scored,
                     "tokens": (segments != PAD).sum().item(),
+                    "pairs": torch.stack([(segments == s).sum(-1) for s in (PROMPT, CHOSEN, REJECTED)], -1).tolist(),
+                    "flat": supports_flat_packing(pl_module.policy),
                 }
             )
 
@@ -294,7 +297,7 @@ def step_timer(path: str, warmup: int = 1):
                         "losses": self.losses,
                         "first": self.first,
                         "order": self.order,
-                        "prefix_sharing": supports_prefix_sharing(pl_module.policy),
+                        "layout": layout(pl_module.policy),
                         "reference_loaded": bool(getattr(pl_module.reference, "is_loaded", True)),
                         "memory": self.memory.record(pl_module.policy.parameters()),
                     }
@@ -302,6 +305,15 @@ def step_timer(path: str, warmup: int = 1):
             )
 
     return StepTimer()
+
+
+def layout(policy) -> str:
+    """How the gpo_lab side ran its packed batches (each fast path was checked against plain rows)."""
+    from gpo_lab.scoring.packing import supports_flat_packing, supports_prefix_sharing
+
+    if supports_flat_packing(policy):
+        return "flat (one unpadded row, attention pair by pair)"
+    return "prefix-shared padded rows" if supports_prefix_sharing(policy) else "plain rows"
 
 
 def fill_reference_cache(work: Path, overrides: list[str]) -> dict:
@@ -423,7 +435,10 @@ def run_trl(work: Path, args, steps: int) -> dict:
 def step_flops(shape: dict, side: str, recompute: bool = False, vocab: int = VOCAB_SIZE) -> float:
     """Model FLOPs one training step executes: matmuls of the layers, attention scores and the vocabulary head.
 
-    gpo_lab: forward + backward (3x a forward) of the packed rows, head on response tokens only.
+    gpo_lab: forward + backward (3x a forward) of the packed rows, head on response tokens only; in the
+    flat layout the linear layers run the real tokens only and attention the (prompt + chosen) square and
+    the rejected response's (prompt + rejected) rectangle of each pair (the CPU kernel computes the whole
+    causal square at these lengths).
     TRL: forward + backward of 2B prompt+response rows with the head at every position, and a
     forward of the reference on the same rows (and one more of the policy with gradient checkpointing).
     """
@@ -431,6 +446,9 @@ def step_flops(shape: dict, side: str, recompute: bool = False, vocab: int = VOC
     rows, width = shape["rows"], shape["width"]
     linear = 2 * rows * width * layers * (4 * h * h + 3 * h * i)
     attention = 4 * rows * width * width * h * layers
+    if side == "gpo_lab" and shape.get("flat"):
+        linear = 2 * shape["tokens"] * layers * (4 * h * h + 3 * h * i)
+        attention = 4 * h * layers * sum((p + c) ** 2 + r * (p + r) for p, c, r in shape["pairs"])
     head = 2 * shape["scored"] * h * vocab
     forward = linear + attention + head
     return 3 * forward if side == "gpo_lab" else (5 if recompute else 4) * forward
@@ -577,7 +595,7 @@ def bench(
             "training_job": summary["data"].get("reference_logps_train"),
             "reference_loaded_during_training": gpo_record["reference_loaded"],
         },
-        "prefix_sharing": gpo_record["prefix_sharing"],
+        "layout": gpo_record["layout"],
         "pairs_per_step": args.batch_size,
         "timed_steps": steps,
         "mean_pair_tokens": sum(s["tokens"] for s in gpo_record["shapes"]) / (total * args.batch_size),
@@ -611,7 +629,7 @@ def table(results: dict, peak: float) -> str:
             f"{result['pairs_per_step']} pairs ({result['mean_pair_tokens']:.0f} tokens per pair); reference "
             f"cache filled once in {cache['seconds']:.1f} s for {cache['pairs']} pairs (training job: "
             f"{cache['training_job']}; reference model loaded during training: "
-            f"{cache['reference_loaded_during_training']}); prefix sharing: {result['prefix_sharing']}; "
+            f"{cache['reference_loaded_during_training']}); layout: {result['layout']}; "
             f"largest gap between the two sides' losses over all {len(result['gpo_lab']['losses'])} steps: "
             f"{result['max_loss_abs_diff']:.1e}."
         )
