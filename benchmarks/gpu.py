@@ -7,7 +7,7 @@ The policy is a GPT-NeoX model with Pythia-1B's shape (hidden 2048, 16 layers, 8
 vocabulary 50304, untied head; 1.01B parameters), built in code with random weights: nothing is
 downloaded. The pairs have TL;DR's shape (prompts 400 tokens +-25%, responses 40 +-50%, random
 token ids). The run path is gpo_lab's own: the reference (a frozen copy of the initial policy) fills
-the reference log-prob cache in the training layout (prefix-shared packed rows) under the run's
+the reference log-prob cache in the training layout (packed pairs, run flat) under the run's
 precision, then lives on the CPU; ``GPOModule`` scores the packed batches with the cached values and
 the logistic loss, and AdamW steps, under ``bf16-mixed`` (as ``trainer=gpu``: fp32 weights, bf16
 autocast) or ``--precision bf16-true``. The sample bank is ``gpo_lab.eval.sampling.generate_bank``,
@@ -15,8 +15,9 @@ as the evaluation callback runs it (policy and reference samples, then their sco
 
 FLOPs are counted, not measured: per step, 6 x (non-embedding parameters) x (tokens in the packed
 rows) for the layers, 6 x d x V x (scored response positions) for the head (only response positions
-are projected), and 12 x layers x d x (sum over rows of width^2) for attention scores and values
-(the full square, as the dense masked kernel computes it); backward = 2 x forward; the logits'
+are projected), and 12 x layers x d x (sum over pairs of (prompt + chosen)^2 + rejected x (prompt +
+rejected)) for attention scores and values (the blocks each pair's attention calls take in the flat
+layout, causal halves counted whole as in PaLM's MFU); backward = 2 x forward; the logits''
 recomputation in chunks is not counted. MFU = those FLOPs per second / the peak (``--peak-tflops``,
 H100 SXM bf16 dense: 989). The largest batch is searched by doubling until the GPU runs out of
 memory; what fits in 80 GB is extrapolated from the two largest batches that fit (peak = a + b x
@@ -39,7 +40,7 @@ from gpo_lab.eval.sampling import generate_bank
 from gpo_lab.losses.gpo import GPOLoss
 from gpo_lab.models.reference_logps import compute_reference_logps, placed_on
 from gpo_lab.models.tokenizers import word_tokenizer
-from gpo_lab.scoring.packing import PAD, PackedPairs
+from gpo_lab.scoring.packing import CHOSEN, PAD, PROMPT, REJECTED, PackedPairs
 from gpo_lab.scoring.precision import MIXED
 from gpo_lab.training.gpo_module import GPOModule
 
@@ -118,8 +119,9 @@ def step_flops(policy, batch: PackedPairs) -> float:
     body = sum(p.numel() for p in policy.parameters()) - embeddings
     tokens = int((batch.segment_ids != PAD).sum())
     scored = int(batch.response_lengths().sum())
-    width = batch.input_ids.shape[1]
-    attention = 2 * 2 * layers * d * width * width * batch.input_ids.shape[0]  # QK^T and AV, forward
+    prompt, chosen, rejected = ((batch.segment_ids == part).sum(-1) for part in (PROMPT, CHOSEN, REJECTED))
+    blocks = int(((prompt + chosen) ** 2 + rejected * (prompt + rejected)).sum())
+    attention = 2 * 2 * layers * d * blocks  # QK^T and AV, forward
     return 3 * (2 * body * tokens + 2 * d * vocab * scored + attention)
 
 
