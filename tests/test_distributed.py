@@ -232,19 +232,19 @@ def sampled(run_dir: Path) -> list[tuple[str, str]]:
     return re.findall(pattern, (run_dir / "gpo_lab.log").read_text())
 
 
+SYNTHETIC_BUDGET = [
+    "synthetic.sft.steps=30",
+    "synthetic.pairs.num_train_prompts=128",
+    "synthetic.pairs.num_eval_prompts=32",
+    "callbacks.sample_bank.num_prompts=32",
+    "callbacks.sample_bank.progress=false",
+    "trainer.gradient_clip_val=null",  # Lightning's FSDP has no norm clipping
+]
+
+
 @pytest.mark.slow
 def test_synthetic_kl_and_win_rate_on_two_ranks_match_one_process(tmp_path):
-    budget = [
-        "+experiment=synthetic",
-        "synthetic.sft.steps=30",
-        "synthetic.pairs.num_train_prompts=128",
-        "synthetic.pairs.num_eval_prompts=32",
-        "callbacks.sample_bank.num_prompts=32",
-        "callbacks.sample_bank.progress=false",
-        "trainer.max_steps=4",
-        "trainer.val_check_interval=2",
-        "trainer.gradient_clip_val=null",  # Lightning's FSDP has no norm clipping
-    ]
+    budget = ["+experiment=synthetic", *SYNTHETIC_BUDGET, "trainer.max_steps=4", "trainer.val_check_interval=2"]
     one = run_in(tmp_path / "one", [*budget, "data.batch_size=8"])
     assert one.returncode == 0, tail(one)
     expected = summary(tmp_path / "one")["final"]
@@ -264,17 +264,7 @@ def test_synthetic_kl_and_win_rate_on_two_ranks_match_one_process(tmp_path):
 def test_online_pairs_on_two_ranks_match_one_process_when_a_rank_keeps_no_pair(tmp_path):
     """One prompt per rank: a step where a rank's only pair is dropped (identical responses) scores a
     placeholder at weight zero, so no rank waits for another in the step's collectives (they hung before)."""
-    budget = [
-        "+experiment=synthetic_online",
-        "synthetic.sft.steps=30",
-        "synthetic.pairs.num_train_prompts=128",
-        "synthetic.pairs.num_eval_prompts=32",
-        "callbacks.sample_bank.num_prompts=32",
-        "callbacks.sample_bank.progress=false",
-        "trainer.max_steps=12",
-        "trainer.val_check_interval=6",
-        "trainer.gradient_clip_val=null",
-    ]
+    budget = ["+experiment=synthetic_online", *SYNTHETIC_BUDGET, "trainer.max_steps=12", "trainer.val_check_interval=6"]
     one = run_in(tmp_path / "one", [*budget, "data.batch_size=2"])
     assert one.returncode == 0, tail(one)
     expected = summary(tmp_path / "one")
