@@ -1,12 +1,13 @@
 """Attention over flat-packed pairs: every pair's ``[prompt, chosen, rejected]`` in one unpadded row.
 
-Packing pairs one per row pads every row to the batch's longest pair, and a dense 4D mask makes
-attention compute every (query, key) square of the padded row: on ShareGPT-shaped pairs more than
-half the linear layers' tokens were padding and the attention did several times the useful work.
-Here the batch is one row of real tokens only, and attention runs pair by pair as two plain
-calls of torch's ``scaled_dot_product_attention``: the prompt and chosen response causally
-(``is_causal``, whose kernels skip the masked half), and the rejected response's queries against
-the prompt's and its own keys with a lower-right causal bias. No mask of the row's size is built.
+Packing pairs one per row pads every row to the batch's longest pair (8% of the tokens of
+length-grouped ShareGPT-shaped batches), and the dense 4D mask that keeps a rejected response from
+seeing the chosen one makes attention compute the whole padded square, with no kernel that skips
+what is masked. Here the batch is one row of real tokens only, and attention runs pair by pair as
+two plain calls of torch's ``scaled_dot_product_attention``: the prompt and chosen response
+causally (``is_causal``: GPU flash kernels skip the masked half), and the rejected response's
+queries against the prompt's and its own keys with a lower-right causal bias. No mask of the row's
+size is built.
 
 The function is registered with transformers' ``AttentionInterface`` as :data:`SEGMENT_SDPA`.
 Called without ``pair_segments`` it is transformers' own sdpa attention, so a model switched to it
