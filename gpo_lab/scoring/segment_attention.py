@@ -76,7 +76,6 @@ def segment_sdpa_forward(
         raise ValueError(f"flat-packed pairs need one row of {pair_segments.width} tokens, got {tuple(query.shape)}")
     groups = getattr(module, "num_key_value_groups", 1)
     key, value = repeat_kv(key, groups), repeat_kv(value, groups)
-    options = {"dropout_p": dropout, "scale": scaling}
     # One split per tensor (its backward is one concatenation); slicing the row per pair would make every
     # slice's backward fill a zero tensor of the whole row.
     sizes = [n for _, p, c, r in pair_segments.spans() for n in (p + c, r)]
@@ -85,12 +84,16 @@ def segment_sdpa_forward(
     for i, (_, p, _, r) in enumerate(pair_segments.spans()):
         shared, rejected = 2 * i, 2 * i + 1  # [prompt, chosen] causally; rejected against [prompt, rejected]
         k, v = keys[shared], values[shared]
-        pieces.append(F.scaled_dot_product_attention(queries[shared], k, v, is_causal=True, **options))
+        pieces.append(
+            F.scaled_dot_product_attention(queries[shared], k, v, dropout_p=dropout, is_causal=True, scale=scaling)
+        )
         k_rejected = torch.cat([k[:, :, :p], keys[rejected]], dim=2)
         v_rejected = torch.cat([v[:, :, :p], values[rejected]], dim=2)
         bias = causal_lower_right(r, p + r)
         pieces.append(
-            F.scaled_dot_product_attention(queries[rejected], k_rejected, v_rejected, attn_mask=bias, **options)
+            F.scaled_dot_product_attention(
+                queries[rejected], k_rejected, v_rejected, attn_mask=bias, dropout_p=dropout, scale=scaling
+            )
         )
     return torch.cat(pieces, dim=2).transpose(1, 2).contiguous(), None
 

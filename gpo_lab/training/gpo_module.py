@@ -280,7 +280,7 @@ def check_checkpoint_fits(expected: Mapping[str, tuple[int, ...]], checkpoint: d
 def no_pairs(logps: PairLogps) -> PairLogps:
     """``logps`` cut to none of its pairs (each field empty, None kept None)."""
     fields = {f.name: getattr(logps, f.name) for f in dataclasses.fields(logps)}
-    return PairLogps(**{name: None if value is None else value[:0] for name, value in fields.items()})
+    return dataclasses.replace(logps, **{name: value[:0] for name, value in fields.items() if value is not None})
 
 
 def gathered(logps: PairLogps, losses: torch.Tensor) -> tuple[PairLogps, torch.Tensor]:
