@@ -140,6 +140,10 @@ def test_every_scoring_path_equals_the_models_own_logits(family, attention):
         assert wrongness(lambda: PackedPairs.from_pairs(PAIRS, pad_id=0).score_shared(model), truth) > WRONG
     assert supports_flat_packing(model) == flat
     assert model.config._attn_implementation == (SEGMENT_SDPA if flat else attention)  # switched back when off
+    switches = []
+    model.set_attn_implementation = switches.append  # once decided, a later batch switches nothing
+    assert supports_flat_packing(model) == flat and not switches
+    del model.set_attn_implementation
     if flat:
         with torch.no_grad():
             assert_equal(PackedPairs.from_pairs(PAIRS, pad_id=0).score_flat(model), truth)

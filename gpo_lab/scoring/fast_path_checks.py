@@ -90,6 +90,12 @@ def probe_ids(model, lengths: list[int], seed: int = 0) -> list[list[int]]:
     return [torch.randint(0, vocab, (n,), generator=generator).tolist() for n in lengths]
 
 
+def decided(model, name: str) -> bool | None:
+    """What :func:`checked` decided for fast path ``name`` in the current context, None when it has not run."""
+    state = _RESULTS.get(model, {}).get((name, context(model)))
+    return None if state is None else state == ON
+
+
 def checked(model, name: str, check: Callable[[torch.nn.Module], str | None]) -> bool:
     """Whether fast path ``name`` is exact for ``model`` in the current context; ``check(model)`` gives
     None when it is, else the reason it is not. Run once per model and context, in eval mode without

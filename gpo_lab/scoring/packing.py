@@ -21,7 +21,7 @@ import torch
 
 from gpo_lab.scoring.batches import PairBatch, PlainPairs
 from gpo_lab.scoring.chunks import model_logprobs
-from gpo_lab.scoring.fast_path_checks import checked, mismatch, probe_ids, probe_span, tolerance
+from gpo_lab.scoring.fast_path_checks import checked, decided, mismatch, probe_ids, probe_span, tolerance
 from gpo_lab.scoring.logprobs import projects_hidden_states_linearly, row_sums, summed_logprobs
 from gpo_lab.scoring.rows import Pair
 from gpo_lab.scoring.segment_attention import (
@@ -213,7 +213,9 @@ def supports_flat_packing(model) -> bool:
     """Whether ``model`` scores pairs in one unpadded row exactly as in plain rows (checked once per model and
     context, as prefix sharing is). The model is switched to the segment attention for the check and for
     good when it passes; a model that cannot be switched, or fails, keeps its attention and padded rows."""
-    if not supports_prefix_sharing(model) or not use_segment_attention(model):
+    if not supports_prefix_sharing(model) or decided(model, FLAT_PACKING) is False:
+        return False  # a model that failed keeps its attention: no switching back and forth at every batch
+    if not use_segment_attention(model):
         return False
     if checked(model, FLAT_PACKING, check_flat_packing):
         return True
