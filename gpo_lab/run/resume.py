@@ -27,11 +27,12 @@ def stored_fingerprint(run_dir: Path) -> str | None:
         return None
 
 
-def archive_previous_run(run_dir: Path) -> Path:
-    """Move a finished run's files aside (nothing is deleted) so the directory can train afresh."""
+def archive_previous_run(run_dir: Path, names: tuple[str, ...] = OUTCOME, exist_ok: bool = False) -> Path:
+    """Move a finished run's files (``names`` of them) to ``previous-<time>/`` (nothing is deleted) so the
+    directory can train afresh."""
     archive = run_dir / f"previous-{time.strftime('%Y%m%d-%H%M%S')}"
-    archive.mkdir()
-    for name in OUTCOME:
+    archive.mkdir(exist_ok=exist_ok)
+    for name in names:
         if (run_dir / name).exists():
             shutil.move(str(run_dir / name), archive / name)
     return archive
@@ -50,12 +51,8 @@ def resume_point(run_dir: Path, metrics_file: MetricsFileLogger) -> tuple[Path |
         log.info("Resuming from %s (step %d).", resume_from, step)
         metrics_file.truncate_after(step)
     elif read_metrics(metrics_file.path):
-        archive = run_dir / f"previous-{time.strftime('%Y%m%d-%H%M%S')}"
-        archive.mkdir(exist_ok=True)
-        shutil.move(str(metrics_file.path), archive / METRICS_FILE)
-        for name in (PER_PROMPT_FILE, SAMPLES_FILE):  # per-step files of the same attempt go with it
-            if (run_dir / name).exists():
-                shutil.move(str(run_dir / name), archive / name)
+        # The per-step files of the same attempt go with its metrics.
+        archive = archive_previous_run(run_dir, (METRICS_FILE, PER_PROMPT_FILE, SAMPLES_FILE), exist_ok=True)
         log.info(
             "No usable checkpoint in %s: training from step 0; the earlier attempt's %s is in %s.",
             run_dir,
