@@ -5,7 +5,6 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from transformers import LlamaConfig, LlamaForCausalLM, MistralConfig, MistralForCausalLM
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
 from gpo_lab.scoring.batches import PlainPairs
@@ -19,6 +18,7 @@ from gpo_lab.scoring.segment_attention import (
     segment_sdpa_forward,
     use_segment_attention,
 )
+from tests.helpers.families import VOCAB, build
 
 # (prompt, chosen, rejected) lengths: one-token responses and prompts, and a rejected longer than its prompt.
 LENGTHS = [(4, 1, 3), (1, 5, 2), (6, 2, 1), (2, 3, 7)]
@@ -88,27 +88,14 @@ def test_the_placeholder_mask_is_refused_without_segments_and_unsupported_option
         segment_sdpa_forward(module, query[:, :, 1:], key[:, :, 1:], value[:, :, 1:], None, pair_segments=segments)
 
 
-def tiny_llama(attention="sdpa", family=(LlamaConfig, LlamaForCausalLM), **overrides):
-    torch.manual_seed(0)
-    options = dict(
-        vocab_size=97,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=128,
-        tie_word_embeddings=False,
-    )
-    config_class, model_class = family
-    config = config_class(**{**options, **overrides})
-    config._attn_implementation = attention
-    return model_class(config).double()
+def tiny(family="llama", attention="sdpa"):
+    """The conformance suite's tiny ``family`` model (grouped-query heads), in float64."""
+    return build(family, attention).double()
 
 
 def batch(seed=2):
     generator = torch.Generator().manual_seed(seed)
-    pairs = [tuple(torch.randint(1, 97, (n,), generator=generator).tolist() for n in triple) for triple in LENGTHS]
+    pairs = [tuple(torch.randint(1, VOCAB, (n,), generator=generator).tolist() for n in triple) for triple in LENGTHS]
     return pairs, PackedPairs.from_pairs(pairs, pad_id=0)
 
 
@@ -125,7 +112,7 @@ def gradients(model, score):
 
 @pytest.mark.parametrize("checkpointing", [False, True])
 def test_a_model_scores_flat_pairs_as_plain_rows_in_values_and_gradients(checkpointing):
-    model = tiny_llama()
+    model = tiny()
     pairs, packed = batch()
     assert supports_flat_packing(model) and model.config._attn_implementation == SEGMENT_SDPA
     assert attention_name(model) == SDPA
@@ -143,7 +130,7 @@ def test_a_model_scores_flat_pairs_as_plain_rows_in_values_and_gradients(checkpo
 
 
 def test_a_switched_model_generates_as_before():
-    model = tiny_llama()
+    model = tiny()
     prompts = torch.tensor([[0, 0, 5, 6, 7], [8, 9, 10, 11, 12]])
     mask = (prompts != 0).long()
     options = dict(attention_mask=mask, max_new_tokens=6, do_sample=False, pad_token_id=0)
@@ -153,9 +140,9 @@ def test_a_switched_model_generates_as_before():
 
 
 def test_models_that_cannot_use_it_keep_their_attention_and_padded_rows():
-    eager = tiny_llama("eager")
+    eager = tiny("llama", "eager")
     assert not supports_flat_packing(eager) and eager.config._attn_implementation == "eager"
-    windowed = tiny_llama(family=(MistralConfig, MistralForCausalLM), sliding_window=3)
+    windowed = tiny("mistral_sliding_window")
     pairs, packed = batch()
     torch.testing.assert_close(packed.score(windowed), plain_rows(pairs).score(windowed), atol=1e-10, rtol=0)
     assert not supports_flat_packing(windowed) and windowed.config._attn_implementation == SDPA
