@@ -45,12 +45,9 @@ class PairSegments:
     def width(self) -> int:
         return sum(self.prompt) + sum(self.chosen) + sum(self.rejected)
 
-    def spans(self):
-        """(start, prompt, chosen, rejected) of every pair."""
-        start = 0
-        for p, c, r in zip(self.prompt, self.chosen, self.rejected):
-            yield start, p, c, r
-            start += p + c + r
+    def pairs(self):
+        """(prompt, chosen, rejected) lengths of every pair."""
+        return zip(self.prompt, self.chosen, self.rejected)
 
 
 def segment_sdpa_forward(
@@ -78,10 +75,10 @@ def segment_sdpa_forward(
     key, value = repeat_kv(key, groups), repeat_kv(value, groups)
     # One split per tensor (its backward is one concatenation); slicing the row per pair would make every
     # slice's backward fill a zero tensor of the whole row.
-    sizes = [n for _, p, c, r in pair_segments.spans() for n in (p + c, r)]
+    sizes = [n for p, c, r in pair_segments.pairs() for n in (p + c, r)]
     queries, keys, values = (tensor.split(sizes, dim=2) for tensor in (query, key, value))
     pieces = []
-    for i, (_, p, _, r) in enumerate(pair_segments.spans()):
+    for i, (p, _, r) in enumerate(pair_segments.pairs()):
         shared, rejected = 2 * i, 2 * i + 1  # [prompt, chosen] causally; rejected against [prompt, rejected]
         k, v = keys[shared], values[shared]
         pieces.append(
